@@ -1,0 +1,8 @@
+"""TATR Studio core library: task vectors, merge methods, the TATR trust region, checkpoint I/O.
+
+Importing the package installs the torchvision-on-CPU-torch shim (:mod:`tatr_core.compat`)
+first, so ``import open_clip`` works anywhere after ``import tatr_core``.
+"""
+from . import compat  # noqa: F401  (must come before anything that imports torchvision / open_clip)
+
+__version__ = "0.1.0"

@@ -1,0 +1,110 @@
+"""Merge methods and the one entry point :func:`merge`.
+
+>>> result = merge(task_vectors, "tatr", lam=0.3, tau=0.01, sensitivity="zero-shot")
+>>> state_dict = task_vectors.to_state_dict(result.theta)
+
+Every method in :data:`REGISTRY` produces a merged task vector; :func:`merge` applies the
+TATR trust-region plug-in when τ > 0 (Eqs. 10–11: the mask multiplies the merged task
+vector, so for TIES it acts after Trim / Elect / Merge) and returns
+θ = θ_pre + λ · (merged ⊙ m).  τ = 0 skips the mask entirely, so a method with τ = 0 is
+bit for bit the method without the plug-in.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import TatrError
+from ..trust_region import SENSITIVITIES, TrustRegion, check_tau, sensitivity, trust_region
+from ..vectors import TaskVectors
+from . import basic, ties, tsv  # noqa: F401  (register the methods)
+from .registry import REGISTRY, MergeMethod, register
+
+__all__ = ["REGISTRY", "MergeMethod", "MergeResult", "register", "merge", "resolve_params", "compute_trust_region"]
+
+
+@dataclass
+class MergeResult:
+    theta: torch.Tensor  #: merged flat parameters (N,)
+    method: str
+    params: dict  #: every parameter as used (defaults filled in)
+    trust_region: TrustRegion | None  #: None when τ = 0
+    seconds: float = 0.0
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def excluded(self) -> int:
+        return self.trust_region.excluded if self.trust_region else 0
+
+
+def get_method(name: str) -> MergeMethod:
+    if name not in REGISTRY:
+        raise TatrError(f"unknown merge method '{name}'; choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def _finite(name: str, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TatrError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(value):
+        raise TatrError(f"{name} must be finite, got {value}")
+    return value
+
+
+def resolve_params(method: str, *, lam=None, density=None, tau=None, sensitivity: str | None = None) -> dict:
+    """Fill in defaults and check every parameter; raise :class:`TatrError` on values that do not apply."""
+    spec = get_method(method)
+    params: dict = {}
+    if spec.default_lam is None:
+        if lam is not None:
+            raise TatrError(f"λ does not apply to '{method}' (its scaling is fixed); leave --lam out")
+    else:
+        params["lam"] = _finite("λ", spec.default_lam if lam is None else lam)
+    if "density" in spec.params:
+        params["density"] = ties.check_density(spec.params["density"] if density is None else density)
+    elif density is not None:
+        raise TatrError(f"density applies to 'ties' only, not to '{method}'; leave --density out")
+    params["tau"] = check_tau(spec.default_tau if tau is None else tau)
+    if params["tau"] > 0 or sensitivity is not None:
+        variant = sensitivity or "gradient"
+        if variant not in SENSITIVITIES:
+            raise TatrError(f"unknown sensitivity '{variant}'; choose one of {', '.join(SENSITIVITIES)}")
+        params["sensitivity"] = variant
+    return params
+
+
+def compute_trust_region(tv: TaskVectors, tau: float, variant: str = "gradient",
+                         grads: torch.Tensor | None = None, signed_grads: torch.Tensor | None = None) -> TrustRegion:
+    """Ω (Eq. 8 or a Table 6 variant) and the top-τ exclusion (Eq. 9) for these task vectors."""
+    if check_tau(tau) == 0:
+        return TrustRegion(None, 0, tv.N, 0.0, variant)
+    omega = sensitivity(tv.deltas, variant, grads=grads, signed_grads=signed_grads)
+    return trust_region(omega, tau, variant)
+
+
+def merge(tv: TaskVectors, method: str, *, lam=None, density=None, tau=None, sensitivity: str | None = None,
+          grads: torch.Tensor | None = None, signed_grads: torch.Tensor | None = None,
+          region: TrustRegion | None = None) -> MergeResult:
+    """Merge the task vectors with a registered method and the optional trust-region plug-in.
+
+    ``grads`` / ``signed_grads`` are ``(K, N)`` (E|∇L_k| and E∇L_k at θ_pre, aligned with
+    ``tv``); ``region`` reuses a trust region already computed for these task vectors.
+    """
+    start = time.perf_counter()
+    spec = get_method(method)
+    params = resolve_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity)
+    if region is not None:  # a precomputed trust region decides τ and the variant
+        params["tau"], params["sensitivity"] = region.tau, region.variant
+    elif params["tau"] > 0:
+        region = compute_trust_region(tv, params["tau"], params["sensitivity"], grads, signed_grads)
+    merged = spec.combine(tv, params)
+    if region is not None and region.keep is not None:
+        merged = merged * region.keep
+    scale = params.get("lam", 1.0)
+    theta = tv.pretrained + scale * merged if spec.default_lam is not None else tv.pretrained + merged
+    return MergeResult(theta, method, params, region if params["tau"] > 0 else None, time.perf_counter() - start)

@@ -1,0 +1,43 @@
+"""TIES-Merging (Yadav et al., 2023): Trim, Elect sign, disjoint Merge."""
+from __future__ import annotations
+
+import torch
+
+from ..errors import TatrError
+from ..trust_region import CHUNK, count_for_fraction, top_k_mask
+from ..vectors import TaskVectors
+from .registry import register
+
+
+def check_density(density: float) -> float:
+    try:
+        density = float(density)
+    except (TypeError, ValueError):
+        raise TatrError(f"density must be a number in (0, 1], got {density!r}") from None
+    if not 0.0 < density <= 1.0:
+        raise TatrError(f"density must be in (0, 1] (0.2 keeps the 20% largest entries of each task vector), got {density}")
+    return density
+
+
+def trim_masks(deltas: torch.Tensor, density: float) -> torch.Tensor:
+    """(K, N) bool: per task, exactly ⌊density·N⌋ entries of largest |Δ_k| (ties by lower index)."""
+    K, N = deltas.shape
+    keep = count_for_fraction(density, N)
+    return torch.stack([top_k_mask(deltas[k].abs(), keep) for k in range(K)])
+
+
+@register("ties", "Ties-Merging", "trim each Δ_k to its top-density entries, elect signs, average the agreeing ones",
+          params={"density": 0.2})
+def ties(tv: TaskVectors, p: dict) -> torch.Tensor:
+    density = check_density(p["density"])
+    deltas = tv.deltas
+    keep = trim_masks(deltas, density)
+    merged = torch.empty(tv.N, dtype=deltas.dtype)
+    for start in range(0, tv.N, CHUNK):
+        sl = slice(start, min(start + CHUNK, tv.N))
+        trimmed = deltas[:, sl] * keep[:, sl]
+        elected = torch.sign(trimmed.sum(0))
+        agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
+        count = agree.sum(0)
+        merged[sl] = (trimmed * agree).sum(0) / count.clamp(min=1)
+    return merged

@@ -1,0 +1,177 @@
+"""The trust region of TATR: sensitivity Ω (Eq. 8 and the Table 6 variants) and the top-τ mask (Eq. 9).
+
+Sensitivity variants, for K task vectors Δ_k, absolute mean gradients G_k = E|∇L_k| (Eq. 6)
+and signed mean gradients g_k = E∇L_k, all at θ_pre:
+
+=============  =====================================  ==========================================
+variant        Ω = Σ_{i≠j} ...                        computed in O(K·N) as
+=============  =====================================  ==========================================
+gradient       G_j ⊙ |Δ_i|            (Eq. 8)         (Σ_j G_j) ⊙ (Σ_i |Δ_i|) − Σ_k G_k ⊙ |Δ_k|
+zero-shot      |Δ_j| ⊙ |Δ_i|          (Eq. 7)         (Σ_k |Δ_k|)² − Σ_k |Δ_k|²
+ntk            G_j ⊙ G_i                              (Σ_k G_k)² − Σ_k G_k²
+positive       g_j ⊙ Δ_i              (signed)        (Σ_j g_j) ⊙ (Σ_i Δ_i) − Σ_k g_k ⊙ Δ_k
+negative       −g_j ⊙ Δ_i                             −(positive)
+=============  =====================================  ==========================================
+
+The paper's 1/(K(K−1)) factor does not change the ranking; ``normalize=True`` applies it.
+
+The trust region excludes the τ fraction of the N dimensions with the largest Ω, ranked
+globally over all merged tensors: exactly ⌊τN⌋ of them, ties broken by the lower flat
+index.  For the non-negative variants a dimension with Ω = 0 carries no conflict and is
+never excluded (so with one task, where Ω ≡ 0, TATR is Task Arithmetic).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .errors import TatrError
+
+#: Columns processed at a time: K×CHUNK temporaries stay small and cache-friendly.
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    name: str
+    needs: str  # "grads", "signed_grads" or "" (zero-shot)
+    nonnegative: bool
+    formula: str  # LaTeX, for pages and tables
+    summary: str
+
+
+SENSITIVITIES: dict[str, Sensitivity] = {
+    s.name: s
+    for s in (
+        Sensitivity("gradient", "grads", True, r"\sum_{i\neq j} |\nabla_\theta L_j(\theta_{pre})| \odot |\Delta_i|",
+                    "TATR (Eq. 8): absolute per-sample gradients times other tasks' |Δ|"),
+        Sensitivity("zero-shot", "", True, r"\sum_{i\neq j} |\Delta_j| \odot |\Delta_i|",
+                    "TATR zero-shot (Eq. 7): |Δ_j| stands in for the gradient; needs no data"),
+        Sensitivity("ntk", "grads", True, r"\sum_{i\neq j} |\nabla_\theta L_j| \odot |\nabla_\theta L_i|",
+                    "TATR ntk (Table 6): products of absolute gradients of two tasks"),
+        Sensitivity("positive", "signed_grads", False, r"\sum_{i\neq j} \nabla_\theta L_j \odot \Delta_i",
+                    "TATR positive (Table 6): signed gradient times task vector"),
+        Sensitivity("negative", "signed_grads", False, r"-\sum_{i\neq j} \nabla_\theta L_j \odot \Delta_i",
+                    "TATR negative (Table 6): the negation of positive"),
+    )
+}
+
+
+def _chunked(out: torch.Tensor, fn: Callable[[slice], torch.Tensor], n: int, chunk: int = CHUNK) -> torch.Tensor:
+    for start in range(0, n, chunk):
+        sl = slice(start, min(start + chunk, n))
+        out[sl] = fn(sl)
+    return out
+
+
+def sensitivity(
+    deltas: torch.Tensor,
+    variant: str = "gradient",
+    grads: torch.Tensor | None = None,
+    signed_grads: torch.Tensor | None = None,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Ω for every dimension, ``(N,)``, from ``deltas`` ``(K, N)`` and per-task gradients ``(K, N)``.
+
+    O(K·N) time and O(N) extra memory: the K² pairwise sum is rewritten as
+    (Σ a)(Σ b) − Σ a⊙b.
+    """
+    if variant not in SENSITIVITIES:
+        raise TatrError(f"unknown sensitivity '{variant}'; choose one of {', '.join(SENSITIVITIES)}")
+    spec = SENSITIVITIES[variant]
+    K, N = deltas.shape
+    aux = {"grads": grads, "signed_grads": signed_grads, "": None}[spec.needs]
+    if spec.needs and aux is None:
+        flag = "--grads" if spec.needs == "grads" else "--signed-grads"
+        raise TatrError(f"sensitivity '{variant}' needs per-task {spec.needs.replace('_', ' ')} ({flag}); "
+                        "compute them with 'python -m tatr_core grads' or use --sensitivity zero-shot")
+    if aux is not None and tuple(aux.shape) != (K, N):
+        raise TatrError(f"{spec.needs.replace('_', ' ')} have shape {tuple(aux.shape)}, expected ({K}, {N})")
+
+    def block(sl: slice) -> torch.Tensor:
+        d = deltas[:, sl]
+        if variant == "gradient":
+            a, b = aux[:, sl], d.abs()
+        elif variant == "zero-shot":
+            a = b = d.abs()
+        elif variant == "ntk":
+            a = b = aux[:, sl]
+        else:  # positive / negative
+            a, b = aux[:, sl], d
+        omega = a.sum(0) * b.sum(0) - (a * b).sum(0)
+        if spec.nonnegative:
+            omega.clamp_(min=0)  # exact value is ≥ 0; remove rounding noise of the subtraction
+        return -omega if variant == "negative" else omega
+
+    omega = _chunked(torch.empty(N, dtype=deltas.dtype), block, N)
+    if normalize and K > 1:
+        omega /= K * (K - 1)
+    return omega
+
+
+def count_for_fraction(fraction: float, n: int) -> int:
+    """⌊fraction·n⌋, robust to binary rounding (0.29·100 is 28.999…; this gives 29)."""
+    return min(n, int(math.floor(round(fraction * n, 6))))
+
+
+def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask with exactly ``k`` True entries at the largest ``values``.
+
+    Exact for any length (no ``torch.quantile``, which refuses more than 16M elements):
+    the k-th largest value is an order statistic (``kthvalue``, linear time); entries
+    above it are taken, then entries equal to it in increasing index order.
+    """
+    values = values.reshape(-1)
+    n = values.numel()
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool)
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool)
+    threshold = torch.kthvalue(values, n - k + 1).values
+    mask = values > threshold
+    need = k - int(mask.sum())
+    if need > 0:
+        ties = torch.nonzero(values == threshold).squeeze(1)[:need]
+        mask[ties] = True
+    return mask
+
+
+@dataclass
+class TrustRegion:
+    """Result of Eq. 9: ``keep`` is True inside the trust region; None means nothing excluded."""
+
+    keep: torch.Tensor | None
+    excluded: int
+    n: int
+    tau: float
+    variant: str
+
+    @property
+    def excluded_fraction(self) -> float:
+        return self.excluded / self.n if self.n else 0.0
+
+
+def check_tau(tau: float) -> float:
+    try:
+        tau = float(tau)
+    except (TypeError, ValueError):
+        raise TatrError(f"τ must be a number in [0, 1), got {tau!r}") from None
+    if not math.isfinite(tau) or not 0.0 <= tau < 1.0:
+        raise TatrError(f"τ must be a fraction in [0, 1) (0.01 excludes 1% of the dimensions), got {tau}")
+    return tau
+
+
+def trust_region(omega: torch.Tensor, tau: float, variant: str = "gradient") -> TrustRegion:
+    """Exclude the top-τ fraction of Ω (Eq. 9) and return the mask of the trust region."""
+    tau = check_tau(tau)
+    n = omega.numel()
+    k = count_for_fraction(tau, n)
+    if SENSITIVITIES[variant].nonnegative:
+        k = min(k, int((omega > 0).sum()))
+    if k == 0:
+        return TrustRegion(None, 0, n, tau, variant)
+    excluded = top_k_mask(omega, k)
+    return TrustRegion(~excluded, k, n, tau, variant)

@@ -1,0 +1,218 @@
+"""Task vectors on flat views: Δ_k = θ_k − θ_pre (Eq. 1) over every floating-point tensor.
+
+A :class:`ParamLayout` fixes the order of the merged tensors and maps each to a slice of
+one flat vector of N numbers, so that every merge method, the trust region and the
+analyses work on contiguous ``(N,)`` / ``(K, N)`` tensors, and a per-layer view is just a
+slice.  Integer buffers are not merged: they are carried over from the pretrained model.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from .checkpoints import StateDict, check_finite, load_image_encoder
+from .errors import CheckpointError, TatrError
+
+#: Keys the pretrained model may hold that fine-tuned Hugging Face ``CLIPVisionModel``
+#: checkpoints lack (they have no projection); they are carried over from the pretrained model.
+CARRY_IF_MISSING_IN_FINETUNED = frozenset({"proj"})
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Order, shapes and flat offsets of the merged (floating-point) tensors."""
+
+    keys: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    offsets: tuple[int, ...]
+    numel: int
+
+    @classmethod
+    def from_state_dict(cls, sd: Mapping[str, torch.Tensor], exclude: frozenset[str] = frozenset()) -> "ParamLayout":
+        keys, shapes, offsets, n = [], [], [], 0
+        for key, value in sd.items():
+            if value.is_floating_point() and key not in exclude:
+                keys.append(key)
+                shapes.append(value.shape)
+                offsets.append(n)
+                n += value.numel()
+        if not keys:
+            raise TatrError("the model has no floating-point tensors to merge")
+        return cls(tuple(keys), tuple(shapes), tuple(offsets), n)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def items(self) -> Iterator[tuple[str, slice, torch.Size]]:
+        """``(key, slice into the flat vector, shape)`` for every merged tensor."""
+        for key, shape, off in zip(self.keys, self.shapes, self.offsets):
+            yield key, slice(off, off + shape.numel()), shape
+
+    def flatten(self, sd: Mapping[str, torch.Tensor], dtype: torch.dtype, source: str = "<state dict>",
+                out: torch.Tensor | None = None) -> torch.Tensor:
+        """Copy the layout's tensors of ``sd`` into one flat vector, checking keys and shapes."""
+        missing = [k for k in self.keys if k not in sd]
+        if missing:
+            raise CheckpointError(f"{source}: key '{missing[0]}' is missing ({len(missing)} missing in all)")
+        out = torch.empty(self.numel, dtype=dtype) if out is None else out
+        for key, sl, shape in self.items():
+            value = sd[key]
+            if value.shape != shape:
+                raise CheckpointError(
+                    f"{source}: key '{key}' has shape {tuple(value.shape)}, the pretrained model has {tuple(shape)}"
+                )
+            out[sl].copy_(value.reshape(-1))
+        return out
+
+    def unflatten(self, flat: torch.Tensor) -> StateDict:
+        """Views of ``flat`` shaped as the original tensors (no copy)."""
+        return {key: flat[sl].view(shape) for key, sl, shape in self.items()}
+
+    def view(self, flat: torch.Tensor, key: str) -> torch.Tensor:
+        i = self.keys.index(key)
+        return flat[..., self.offsets[i]: self.offsets[i] + self.shapes[i].numel()]
+
+
+def compute_dtype(sd: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """float64 when the checkpoint is float64 (tests, references), else float32."""
+    return torch.float64 if any(v.dtype == torch.float64 for v in sd.values()) else torch.float32
+
+
+@dataclass
+class TaskVectors:
+    """θ_pre and the task vectors Δ_1..Δ_K of K fine-tuned models, as flat tensors.
+
+    ``pretrained`` is ``(N,)``, ``deltas`` is ``(K, N)``; ``template`` keeps the pretrained
+    state dict's non-merged tensors (integer buffers, carried keys) and dtypes for
+    :meth:`to_state_dict`.
+    """
+
+    layout: ParamLayout
+    pretrained: torch.Tensor
+    deltas: torch.Tensor
+    names: list[str]
+    template: StateDict = field(repr=False)
+
+    @property
+    def K(self) -> int:
+        return int(self.deltas.shape[0])
+
+    @property
+    def N(self) -> int:
+        return self.layout.numel
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pretrained.dtype
+
+    # -- construction ------------------------------------------------------------------
+    @classmethod
+    def from_state_dicts(
+        cls,
+        pretrained: Mapping[str, torch.Tensor],
+        finetuned: Sequence[Mapping[str, torch.Tensor]] | Sequence[Callable[[], Mapping[str, torch.Tensor]]],
+        names: Sequence[str] | None = None,
+        sources: Sequence[str] | None = None,
+        pretrained_source: str = "pretrained",
+    ) -> "TaskVectors":
+        """Build from state dicts (or zero-argument loaders, called one at a time to bound memory)."""
+        if len(finetuned) == 0:
+            raise TatrError("at least one fine-tuned model is needed")
+        K = len(finetuned)
+        names = list(names) if names is not None else [f"task{k + 1}" for k in range(K)]
+        sources = list(sources) if sources is not None else names
+        if len(names) != K or len(sources) != K:
+            raise TatrError(f"{K} fine-tuned models but {len(names)} names")
+        if len(set(names)) != K:
+            raise TatrError(f"task names must be unique, got {names}")
+        check_finite(pretrained, pretrained_source)
+        dtype = compute_dtype(pretrained)
+        layout: ParamLayout | None = None
+        pre_flat: torch.Tensor | None = None
+        deltas: torch.Tensor | None = None
+        carried: frozenset[str] = frozenset()
+        for k, item in enumerate(finetuned):
+            sd = item() if callable(item) else item
+            check_finite(sd, sources[k])
+            if layout is None:
+                carried = frozenset(
+                    key for key in CARRY_IF_MISSING_IN_FINETUNED
+                    if key in pretrained and key not in sd
+                )
+                layout = ParamLayout.from_state_dict(pretrained, exclude=carried)
+                pre_flat = layout.flatten(pretrained, dtype, pretrained_source)
+                deltas = torch.empty((K, layout.numel), dtype=dtype)
+            _check_same_keys(pretrained, sd, pretrained_source, sources[k], carried)
+            layout.flatten(sd, dtype, sources[k], out=deltas[k])
+            deltas[k] -= pre_flat
+            del sd
+        template = {k: v for k, v in pretrained.items()}
+        return cls(layout, pre_flat, deltas, names, template)
+
+    @classmethod
+    def from_files(cls, pretrained: str | os.PathLike, finetuned: Sequence[str | os.PathLike],
+                   names: Sequence[str] | None = None) -> "TaskVectors":
+        """Load θ_pre and K fine-tuned checkpoints (any supported format), one file in memory at a time."""
+        names = list(names) if names is not None else [_stem(p) for p in finetuned]
+        if len(set(names)) != len(names):
+            names = [f"{n}#{i + 1}" for i, n in enumerate(names)]
+        loaders = [(lambda p=p: load_image_encoder(p)) for p in finetuned]
+        return cls.from_state_dicts(load_image_encoder(pretrained), loaders, names,
+                                    [str(p) for p in finetuned], str(pretrained))
+
+    # -- use ---------------------------------------------------------------------------
+    def flatten_aux(self, per_task: Sequence[Mapping[str, torch.Tensor]], sources: Sequence[str], what: str) -> torch.Tensor:
+        """Stack K auxiliary state dicts (gradients, Fishers) aligned with the task vectors: ``(K, N)``."""
+        if len(per_task) != self.K:
+            raise TatrError(f"{len(per_task)} {what} files for {self.K} fine-tuned models: give one per model, in the same order")
+        out = torch.empty((self.K, self.N), dtype=self.dtype)
+        for k, sd in enumerate(per_task):
+            check_finite(sd, sources[k])
+            self.layout.flatten(sd, self.dtype, sources[k], out=out[k])
+        return out
+
+    def subset(self, indices: Sequence[int]) -> "TaskVectors":
+        """The task vectors of some tasks only (for leave-one-out merges)."""
+        idx = list(indices)
+        return TaskVectors(self.layout, self.pretrained, self.deltas[idx], [self.names[i] for i in idx], self.template)
+
+    def to_state_dict(self, theta: torch.Tensor) -> StateDict:
+        """Full state dict for flat parameters ``theta``, in the pretrained model's dtypes.
+
+        Tensors outside the layout (integer buffers, carried keys) come from the pretrained model.
+        """
+        out: StateDict = {}
+        merged = self.layout.unflatten(theta)
+        for key, value in self.template.items():
+            out[key] = merged[key].to(value.dtype) if key in merged else value
+        return out
+
+
+def _stem(path: str | os.PathLike) -> str:
+    p = os.path.normpath(str(path))
+    base = os.path.basename(p)
+    stem = base.split(".")[0]
+    if stem in ("finetuned", "model", "pytorch_model", "open_clip_model") or os.path.isdir(p) and not stem:
+        stem = os.path.basename(os.path.dirname(p)) or stem
+    return stem or base
+
+
+def _check_same_keys(pre: Mapping, ft: Mapping, pre_src: str, ft_src: str, carried: frozenset[str]) -> None:
+    mixed = [k for k in carried if k in ft]
+    if mixed:
+        raise CheckpointError(f"{ft_src}: has '{mixed[0]}' but the first fine-tuned model does not; "
+                              "give fine-tuned models of one format")
+    only_pre = [k for k in pre if k not in ft and k not in carried]
+    only_ft = [k for k in ft if k not in pre]
+    if only_pre:
+        raise CheckpointError(f"{ft_src}: key '{only_pre[0]}' of the pretrained model ({pre_src}) is missing "
+                              f"({len(only_pre)} missing in all); are these checkpoints of the same architecture?")
+    if only_ft:
+        raise CheckpointError(f"{ft_src}: key '{only_ft[0]}' is not in the pretrained model ({pre_src}) "
+                              f"({len(only_ft)} extra in all); are these checkpoints of the same architecture?")
+    for key, value in ft.items():
+        if value.is_floating_point() != pre[key].is_floating_point():
+            raise CheckpointError(f"{ft_src}: key '{key}' is {value.dtype}, the pretrained model has {pre[key].dtype}")

@@ -1,0 +1,228 @@
+"""Reading every supported checkpoint format; refusing unsafe, corrupt or mismatched ones."""
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import zipfile
+
+import pytest
+import torch
+
+from tatr_core.checkpoints import load_head, load_image_encoder, read_state_dict, save_safetensors
+from tatr_core.errors import CheckpointError
+from tatr_core.merge import merge
+from tatr_core.vectors import TaskVectors
+from tiny_models import TINY_VISION, perturbed, planted_task_vectors_code, tiny_clip
+
+
+def assert_same(a: dict, b: dict):
+    assert sorted(a) == sorted(b)
+    for k in b:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_compat_shim_makes_open_clip_importable():
+    import open_clip
+    import torchvision
+
+    assert "ViT-B-32" in open_clip.list_models()
+    assert torchvision.transforms.Resize is not None
+
+
+def test_safetensors_roundtrip_is_atomic(tmp_path):
+    sd = tiny_clip().visual.state_dict()
+    out = save_safetensors(sd, tmp_path / "sub" / "enc.safetensors")
+    assert_same(load_image_encoder(out), sd)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["enc.safetensors"]  # no temporary left behind
+
+
+def test_torch_state_dicts_of_whole_clip_and_nested(tmp_path):
+    model = tiny_clip()
+    torch.save(model.state_dict(), tmp_path / "clip.pt")  # visual.* and text keys
+    torch.save({"state_dict": model.visual.state_dict(), "epoch": 3}, tmp_path / "ckpt.bin")
+    torch.save({f"module.{k}": v for k, v in model.visual.state_dict().items()}, tmp_path / "ddp.pt")
+    for name in ("clip.pt", "ckpt.bin", "ddp.pt"):
+        assert_same(load_image_encoder(tmp_path / name), model.visual.state_dict())
+
+
+def test_task_vectors_pickles_load_without_their_code(tmp_path):
+    model = tiny_clip(1)
+    with planted_task_vectors_code() as (modeling, heads):
+        encoder = modeling.ImageEncoder(model)
+        torch.save(encoder, tmp_path / "zeroshot.pt")
+        (tmp_path / "MNIST").mkdir()
+        torch.save(modeling.ImageEncoder(perturbed(tiny_clip(1), 5)), tmp_path / "MNIST" / "finetuned.pt")
+        head = heads.ClassificationHead(True, torch.randn(10, 16), torch.randn(10))
+        torch.save(head, tmp_path / "head_MNIST.pt")
+    assert "src.modeling" not in sys.modules and "src" not in sys.modules
+    with pytest.raises(ModuleNotFoundError):  # the real unpickler could not even load it now
+        torch.load(tmp_path / "zeroshot.pt", weights_only=False)
+    assert_same(load_image_encoder(tmp_path / "zeroshot.pt"), model.visual.state_dict())
+    ft = load_image_encoder(tmp_path / "MNIST" / "finetuned.pt")
+    assert not torch.equal(ft["conv1.weight"], model.visual.state_dict()["conv1.weight"])
+    h = load_head(tmp_path / "head_MNIST.pt")
+    assert torch.equal(h["weight"], head.weight.detach()) and torch.equal(h["bias"], head.bias.detach())
+    tv = TaskVectors.from_files(tmp_path / "zeroshot.pt", [tmp_path / "MNIST" / "finetuned.pt"])
+    assert tv.names == ["MNIST"] and tv.K == 1
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_a_command_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    torch.save({"conv1.weight": torch.zeros(2), "payload": _RunsACommand(marker)}, tmp_path / "evil.pt")
+    with open(tmp_path / "evil.pkl", "wb") as fh:  # legacy, non-zip pickle
+        pickle.dump({"w": _RunsACommand(marker)}, fh)
+    with planted_task_vectors_code() as (modeling, _):
+        enc = modeling.ImageEncoder(tiny_clip())
+        enc.model.payload = _RunsACommand(marker)  # hidden inside a whole pickled module
+        torch.save(enc, tmp_path / "evil_module.pt")
+    for name in ("evil.pt", "evil.pkl", "evil_module.pt"):
+        with pytest.raises(CheckpointError) as err:
+            load_image_encoder(tmp_path / name)
+        assert name in str(err.value) and ("system" in str(err.value) or "refused" in str(err.value).lower())
+    assert not marker.exists()
+
+
+def test_other_globals_are_refused_by_name(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (eval, ("1+1",))
+
+    with planted_task_vectors_code() as (modeling, _):
+        enc = modeling.ImageEncoder(tiny_clip())
+        enc.thing = Evil()
+        torch.save(enc, tmp_path / "m.pt")
+    with pytest.raises(CheckpointError, match=r"refused global 'builtins\.eval'"):
+        load_image_encoder(tmp_path / "m.pt")
+
+
+def test_truncated_empty_missing_and_garbage_files(tmp_path):
+    sd = tiny_clip().visual.state_dict()
+    st = save_safetensors(sd, tmp_path / "a.safetensors")
+    data = st.read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    torch.save(sd, tmp_path / "b.pt")
+    raw = (tmp_path / "b.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "junk.bin").write_bytes(os.urandom(4096))
+    for name in ("cut.safetensors", "cut.pt", "empty.pt", "junk.bin", "missing.pt"):
+        with pytest.raises(CheckpointError) as err:
+            load_image_encoder(tmp_path / name)
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nan_or_inf_is_reported_with_file_and_key(tmp_path, bad):
+    sd = tiny_clip().visual.state_dict()
+    sd["transformer.resblocks.1.mlp.c_fc.bias"][3] = bad
+    path = save_safetensors(sd, tmp_path / "bad.safetensors")
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: key 'transformer\.resblocks\.1\.mlp\.c_fc\.bias' contains (NaN|Inf)"):
+        load_image_encoder(path)
+
+
+def test_mismatched_keys_and_shapes_name_the_file_and_key(tmp_path):
+    pre = save_safetensors(tiny_clip().visual.state_dict(), tmp_path / "pre.safetensors")
+    sd = tiny_clip(2).visual.state_dict()
+    del sd["ln_post.bias"]
+    missing = save_safetensors(sd, tmp_path / "missing_key.safetensors")
+    sd = tiny_clip(2).visual.state_dict()
+    sd["ln_post.bias"] = torch.zeros(7)
+    shaped = save_safetensors(sd, tmp_path / "bad_shape.safetensors")
+    sd = tiny_clip(2).visual.state_dict()
+    sd["extra.weight"] = torch.zeros(2)
+    extra = save_safetensors(sd, tmp_path / "extra.safetensors")
+    for path, pattern in ((missing, "missing_key.safetensors: key 'ln_post.bias'"),
+                          (shaped, r"bad_shape.safetensors: key 'ln_post.bias' has shape \(7,\)"),
+                          (extra, "extra.safetensors: key 'extra.weight' is not in the pretrained")):
+        with pytest.raises(CheckpointError, match=pattern):
+            TaskVectors.from_files(pre, [path])
+
+
+# ----------------------------------------------------------------------------- Hugging Face
+transformers = pytest.importorskip("transformers")
+
+
+def _hf_config():
+    return transformers.CLIPVisionConfig(
+        hidden_size=TINY_VISION["width"], intermediate_size=2 * TINY_VISION["width"],
+        num_hidden_layers=TINY_VISION["layers"], num_attention_heads=2, image_size=32, patch_size=8,
+        projection_dim=16, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    )
+
+
+def _open_clip_vision(with_proj=True):
+    import open_clip
+
+    vt = open_clip.transformer.VisionTransformer(
+        image_size=32, patch_size=8, width=TINY_VISION["width"], layers=TINY_VISION["layers"], heads=2,
+        mlp_ratio=2.0, output_dim=16, act_layer=open_clip.transformer.QuickGELU,
+    )
+    if not with_proj:
+        vt.proj = None
+    return vt.eval()
+
+
+@pytest.mark.parametrize("layout", ["folder-safetensors", "bin-file"])
+def test_hugging_face_clip_vision_weights_forward_match(tmp_path, layout):
+    torch.manual_seed(0)
+    hf = transformers.CLIPVisionModelWithProjection(_hf_config()).eval()
+    if layout == "folder-safetensors":
+        hf.save_pretrained(tmp_path / "hf")
+        path = tmp_path / "hf"
+        assert (path / "model.safetensors").exists()
+    else:
+        path = tmp_path / "pytorch_model.bin"
+        torch.save(hf.state_dict(), path)
+    sd = load_image_encoder(path)
+    vt = _open_clip_vision()
+    vt.load_state_dict(sd, strict=True)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(vt(x), hf(pixel_values=x).image_embeds, atol=1e-5, rtol=1e-4)
+
+
+def _save_public_layout(model, folder):
+    """Write a CLIPVisionModel folder the way the public fine-tuned checkpoints are laid out
+    (transformers 4.x: every key under ``vision_model.``)."""
+    folder.mkdir(parents=True)
+    sd = {k if k.startswith("vision_model.") else f"vision_model.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    save_safetensors(sd, folder / "model.safetensors", metadata={"format": "pt"})
+    model.config.to_json_file(folder / "config.json")
+
+
+@pytest.mark.parametrize("layout", ["public-4.x", "transformers-5"])
+def test_hugging_face_vision_model_without_projection_merges_with_carried_proj(tmp_path, layout):
+    torch.manual_seed(0)
+    pre_hf = transformers.CLIPVisionModelWithProjection(_hf_config()).eval()
+    pre_hf.save_pretrained(tmp_path / "pre")
+    fts = []
+    for k in range(2):
+        ft = transformers.CLIPVisionModel(_hf_config()).eval()
+        ft.load_state_dict({f"vision_model.{n}" if "vision_model." in next(iter(ft.state_dict())) else n: v
+                            for n, v in pre_hf.vision_model.state_dict().items()})
+        perturbed(ft, 10 + k)
+        if layout == "public-4.x":
+            _save_public_layout(ft, tmp_path / f"task{k}")
+        else:
+            ft.save_pretrained(tmp_path / f"task{k}")
+        fts.append((tmp_path / f"task{k}", ft))
+    ft_sd = load_image_encoder(fts[0][0])
+    assert "proj" not in ft_sd
+    vt = _open_clip_vision(with_proj=False)
+    vt.load_state_dict(ft_sd, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(vt(x), fts[0][1](pixel_values=x).pooler_output, atol=1e-5, rtol=1e-4)
+    tv = TaskVectors.from_files(tmp_path / "pre", [f for f, _ in fts])
+    merged = tv.to_state_dict(merge(tv, "task_arithmetic").theta)
+    assert torch.equal(merged["proj"], load_image_encoder(tmp_path / "pre")["proj"])
+    assert tv.names == ["task0", "task1"]

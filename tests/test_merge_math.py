@@ -1,0 +1,251 @@
+"""Every merge method, Ω variant and the trust region against the float64 references."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import reference as ref
+from tatr_core.errors import TatrError
+from tatr_core.merge import REGISTRY, merge, resolve_params
+from tatr_core.trust_region import SENSITIVITIES, count_for_fraction, sensitivity, top_k_mask, trust_region
+from tatr_core.vectors import TaskVectors
+
+SHAPES = {"w1": (6, 5), "b1": (6,), "w2": (4, 6), "conv": (2, 3, 2, 2), "emb": (3,)}
+
+
+def random_models(K: int, seed: int = 0, zero: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    pre = {k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in SHAPES.items()}
+    pre["steps"] = torch.tensor([7], dtype=torch.int64)  # an integer buffer: carried, never merged
+    fts = []
+    for _ in range(K):
+        ft = {k: (v if zero else v + 0.1 * torch.randn(v.shape, generator=g, dtype=torch.float64)) if v.is_floating_point()
+              else torch.tensor([99]) for k, v in pre.items()}
+        fts.append(ft)
+    return pre, fts
+
+
+def float_keys(pre):
+    return [k for k, v in pre.items() if v.is_floating_point()]
+
+
+def grads_for(tv: TaskVectors, seed: int = 1, signed: bool = False) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((tv.K, tv.N), generator=g, dtype=torch.float64)
+    return x if signed else x.abs()
+
+
+def assert_state_close(a: dict, b: dict, atol=1e-10):
+    assert set(a) >= set(b)
+    for k in b:
+        torch.testing.assert_close(a[k], b[k], atol=atol, rtol=0, msg=k)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3, 5])
+@pytest.mark.parametrize("variant", list(SENSITIVITIES))
+def test_sensitivity_matches_pairwise_loop(K, variant):
+    pre, fts = random_models(K)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    grads, signed = grads_for(tv), grads_for(tv, 2, signed=True)
+    fast = sensitivity(tv.deltas, variant, grads=grads, signed_grads=signed)
+    slow = ref.sensitivity(list(tv.deltas), variant, list(grads), list(signed))
+    torch.testing.assert_close(fast, slow, atol=1e-12, rtol=1e-12)
+    if K == 1:
+        assert torch.count_nonzero(fast) == 0  # no other task, no conflict
+
+
+def test_sensitivity_normalize_and_missing_grads():
+    pre, fts = random_models(3)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    g = grads_for(tv)
+    torch.testing.assert_close(sensitivity(tv.deltas, "gradient", grads=g, normalize=True),
+                               sensitivity(tv.deltas, "gradient", grads=g) / 6)
+    with pytest.raises(TatrError, match="needs per-task grads"):
+        sensitivity(tv.deltas, "gradient")
+    with pytest.raises(TatrError, match="signed grads"):
+        sensitivity(tv.deltas, "positive", grads=g)
+    with pytest.raises(TatrError, match="unknown sensitivity"):
+        sensitivity(tv.deltas, "bogus")
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.01, 0.05, 0.1, 0.29, 0.5])
+@pytest.mark.parametrize("variant", list(SENSITIVITIES))
+def test_trust_region_excludes_exactly_the_top_tau(tau, variant):
+    pre, fts = random_models(4, seed=3)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    omega = sensitivity(tv.deltas, variant, grads=grads_for(tv), signed_grads=grads_for(tv, signed=True))
+    tr = trust_region(omega, tau, variant)
+    expected = ref.excluded_set(omega, tau, SENSITIVITIES[variant].nonnegative)
+    got = set() if tr.keep is None else set(torch.nonzero(~tr.keep).squeeze(1).tolist())
+    assert got == expected
+    assert tr.excluded == len(expected) == int(round(tau * tv.N, 6) // 1)  # random Ω: all positive
+
+
+def test_ties_in_omega_are_broken_by_index_and_count_is_exact():
+    omega = torch.tensor([1.0, 3.0, 3.0, 3.0, 0.5, 3.0, 2.0], dtype=torch.float64)
+    mask = top_k_mask(omega, 3)
+    assert mask.tolist() == [False, True, True, True, False, False, False]
+    tr = trust_region(omega, 3 / 7 + 1e-9, "gradient")
+    assert tr.excluded == 3 and (~tr.keep).nonzero().squeeze(1).tolist() == [1, 2, 3]
+    all_equal = torch.full((10,), 2.0)
+    assert top_k_mask(all_equal, 4).tolist() == [True] * 4 + [False] * 6
+
+
+def test_zero_sensitivity_is_never_excluded():
+    omega = torch.tensor([0.0, 0.0, 2.0, 0.0, 1.0])
+    tr = trust_region(omega, 0.8, "zero-shot")  # ⌊0.8·5⌋ = 4 asked, only 2 dimensions conflict at all
+    assert tr.excluded == 2 and tr.keep.tolist() == [True, True, False, True, False]
+    signed = torch.tensor([-3.0, -1.0, -2.0, -5.0, -4.0])
+    tr = trust_region(signed, 0.4, "positive")  # signed variants rank all values
+    assert tr.keep.tolist() == [True, False, False, True, True]
+
+
+def test_top_k_mask_past_16m_elements_is_exact():
+    n = (1 << 24) + 12345  # torch.quantile refuses inputs this large
+    values = torch.rand(n, generator=torch.Generator().manual_seed(0))
+    values[:1000] = 0.999999  # plenty of ties right at a high value
+    k = count_for_fraction(0.01, n)
+    mask = top_k_mask(values, k)
+    assert int(mask.sum()) == k
+    kth = torch.sort(values, descending=True).values[k - 1]
+    assert bool((values[mask] >= kth).all()) and bool((values[~mask] <= kth).all())
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.0, 1.5, float("nan"), "x"])
+def test_bad_tau_is_refused(tau):
+    with pytest.raises(TatrError, match="τ"):
+        resolve_params("tatr", tau=tau)
+
+
+@pytest.mark.parametrize("density", [0.0, -1, 1.01, float("nan"), "x"])
+def test_bad_density_is_refused(density):
+    with pytest.raises(TatrError, match="density"):
+        resolve_params("ties", density=density)
+
+
+@pytest.mark.parametrize("lam", [float("nan"), float("inf"), "x"])
+def test_bad_lambda_is_refused(lam):
+    with pytest.raises(TatrError, match="λ"):
+        resolve_params("task_arithmetic", lam=lam)
+
+
+def test_parameters_that_do_not_apply_are_refused():
+    with pytest.raises(TatrError, match="does not apply"):
+        resolve_params("average", lam=0.5)
+    with pytest.raises(TatrError, match="density applies to 'ties' only"):
+        resolve_params("task_arithmetic", density=0.5)
+    with pytest.raises(TatrError, match="unknown merge method"):
+        resolve_params("magic")
+
+
+def test_defaults():
+    assert resolve_params("tatr") == {"lam": 0.3, "tau": 0.01, "sensitivity": "gradient"}
+    assert resolve_params("tsv") == {"lam": 1.0, "tau": 0.0}
+    assert resolve_params("ties") == {"lam": 0.3, "density": 0.2, "tau": 0.0}
+    assert resolve_params("average") == {"tau": 0.0}
+
+
+@pytest.mark.parametrize("K", [1, 3])
+def test_task_arithmetic_and_average(K):
+    pre, fts = random_models(K)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    ta = tv.to_state_dict(merge(tv, "task_arithmetic", lam=0.4).theta)
+    assert_state_close(ta, ref.task_arithmetic(pre, fts, 0.4, keys=float_keys(pre)))
+    assert torch.equal(ta["steps"], pre["steps"])  # integer buffer carried from θ_pre
+    avg = tv.to_state_dict(merge(tv, "average").theta)
+    assert_state_close(avg, ref.average({k: pre[k] for k in float_keys(pre)}, fts))
+
+
+@pytest.mark.parametrize("variant", list(SENSITIVITIES))
+def test_tatr_matches_reference(variant):
+    pre, fts = random_models(4, seed=5)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    grads, signed = grads_for(tv), grads_for(tv, signed=True)
+    res = merge(tv, "tatr", lam=0.3, tau=0.1, sensitivity=variant, grads=grads, signed_grads=signed)
+    omega = ref.sensitivity(list(tv.deltas), variant, list(grads), list(signed))
+    keep = torch.ones(tv.N, dtype=torch.float64)
+    keep[list(ref.excluded_set(omega, 0.1, SENSITIVITIES[variant].nonnegative))] = 0
+    expected = ref.task_arithmetic(pre, fts, 0.3, keep=keep, keys=float_keys(pre))
+    assert_state_close(tv.to_state_dict(res.theta), expected)
+    assert res.excluded == int(tv.N * 0.1)
+
+
+@pytest.mark.parametrize("method", list(REGISTRY))
+def test_tau_zero_is_bit_for_bit_the_plain_method(method):
+    pre, fts = random_models(3, seed=7)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    spec = REGISTRY[method]
+    params = resolve_params(method, tau=0.0)
+    merged = spec.combine(tv, params)
+    plain = tv.pretrained + merged if spec.default_lam is None else tv.pretrained + params["lam"] * merged
+    res = merge(tv, method, tau=0.0, sensitivity="zero-shot")
+    assert torch.equal(res.theta, plain) and res.trust_region is None and res.excluded == 0
+    if method == "tatr":
+        assert torch.equal(res.theta, merge(tv, "task_arithmetic").theta)
+
+
+@pytest.mark.parametrize("K", [1, 2, 4])
+def test_tatr_with_one_task_or_any_K_at_tau0(K):
+    pre, fts = random_models(K, seed=11)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    res = merge(tv, "tatr", tau=0.05, sensitivity="zero-shot")
+    if K == 1:  # Ω ≡ 0: nothing conflicts, TATR is Task Arithmetic
+        assert res.excluded == 0 and torch.equal(res.theta, merge(tv, "task_arithmetic").theta)
+    else:
+        assert res.excluded == int(0.05 * tv.N)
+
+
+@pytest.mark.parametrize("K,density", [(1, 0.3), (3, 0.2), (4, 0.5), (3, 1.0)])
+def test_ties_matches_reference(K, density):
+    pre, fts = random_models(K, seed=13)
+    keys = float_keys(pre)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    got = tv.to_state_dict(merge(tv, "ties", lam=0.7, density=density).theta)
+    expected = ref.ties({k: pre[k] for k in keys}, [{k: f[k] for k in keys} for f in fts], density, 0.7)
+    assert_state_close(got, expected)
+
+
+def test_ties_plugin_masks_after_trim_elect_merge():
+    pre, fts = random_models(3, seed=17)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    plain = merge(tv, "ties", lam=1.0)
+    plugged = merge(tv, "ties", lam=1.0, tau=0.2, sensitivity="zero-shot")
+    keep = plugged.trust_region.keep
+    torch.testing.assert_close(plugged.theta, torch.where(keep, plain.theta, tv.pretrained), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3])
+def test_tsv_matches_reference(K):
+    pre, fts = random_models(K, seed=19)
+    keys = float_keys(pre)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    got = tv.to_state_dict(merge(tv, "tsv", lam=1.0).theta)
+    expected = ref.tsv({k: pre[k] for k in keys}, [{k: f[k] for k in keys} for f in fts], 1.0)
+    assert_state_close(got, expected, atol=1e-9)
+    if K == 1:  # one task keeps all its singular triplets: the task vector itself
+        assert_state_close(got, {k: fts[0][k] for k in keys}, atol=1e-9)
+
+
+def test_tsv_tensors_with_too_few_singular_values_get_no_update():
+    pre, fts = random_models(5, seed=23)  # w2 is 4×6: r = 4 < K = 5
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    got = tv.to_state_dict(merge(tv, "tsv").theta)
+    assert torch.equal(got["w2"], pre["w2"])
+
+
+@pytest.mark.parametrize("method", list(REGISTRY))
+def test_all_zero_task_vectors_give_the_pretrained_model(method):
+    pre, fts = random_models(3, zero=True)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    res = merge(tv, method, tau=0.1, sensitivity="zero-shot")
+    assert torch.equal(res.theta, tv.pretrained)
+    assert res.excluded == 0  # Ω ≡ 0: no conflict anywhere
+
+
+def test_merge_keeps_inputs_untouched():
+    pre, fts = random_models(3)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    before = tv.deltas.clone(), tv.pretrained.clone()
+    for method in REGISTRY:
+        merge(tv, method, tau=0.1, sensitivity="zero-shot")
+    assert torch.equal(before[0], tv.deltas) and torch.equal(before[1], tv.pretrained)
