@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save_file as _st_save_file
 
@@ -261,8 +260,13 @@ def _unwrap(obj: Any, path: Path) -> StateDict:
 def _read_safetensors(path: Path) -> StateDict:
     try:
         return dict(_st_load_file(str(path)))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({exc}); is it truncated or corrupt?") from exc
+    except Exception as exc:  # SafetensorError, OSError, ... : unreadable either way
+        raise CheckpointError(f"{path}: unreadable safetensors file ({_first_line(exc)}); is it truncated or corrupt?") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _read_torch(path: Path) -> StateDict:
@@ -270,22 +274,25 @@ def _read_torch(path: Path) -> StateDict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols; we report errors ourselves
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        return _unwrap(obj, path)
     except pickle.UnpicklingError as weights_only_error:
         if not zipfile.is_zipfile(path):
             raise CheckpointError(
-                f"{path}: refused to unpickle ({str(weights_only_error).splitlines()[0]}); "
+                f"{path}: refused to unpickle ({_first_line(weights_only_error)}); "
                 "only plain state dicts are read from legacy (non-zip) torch files"
             ) from weights_only_error
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: unreadable torch file ({str(exc).splitlines()[0]}); is it truncated or corrupt?") from exc
+    except Exception as exc:  # decoding an untrusted file: any failure means it is unreadable
+        raise CheckpointError(f"{path}: unreadable torch file ({_first_line(exc)}); is it truncated or corrupt?") from exc
+    else:
+        return _unwrap(obj, path)
     # A whole pickled module (task_vectors layout): the restricted unpickler.
     try:
         return _unwrap(_read_torch_zip(path), path)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"{path}: {exc}. Refusing to load it; nothing in it was executed") from exc
-    except (KeyError, EOFError, OSError, zipfile.BadZipFile, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: unreadable torch archive ({exc}); is it truncated or corrupt?") from exc
+    except CheckpointError:
+        raise
+    except Exception as exc:  # decoding an untrusted file: any failure means it is unreadable
+        raise CheckpointError(f"{path}: unreadable torch archive ({_first_line(exc)}); is it truncated or corrupt?") from exc
 
 
 def _read_hf_folder(path: Path) -> StateDict:

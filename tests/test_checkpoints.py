@@ -113,8 +113,17 @@ def test_truncated_empty_missing_and_garbage_files(tmp_path):
     raw = (tmp_path / "b.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(raw[: len(raw) // 2])
     (tmp_path / "empty.pt").write_bytes(b"")
-    (tmp_path / "junk.bin").write_bytes(os.urandom(4096))
-    for name in ("cut.safetensors", "cut.pt", "empty.pt", "junk.bin", "missing.pt"):
+    names = ["cut.safetensors", "cut.pt", "empty.pt", "missing.pt"]
+    for seed in range(60):  # seeded garbage: every failure inside the decoders must become a clear error
+        g = torch.Generator().manual_seed(seed)
+        junk = torch.randint(0, 256, (2048,), generator=g, dtype=torch.uint8).numpy().tobytes()
+        if seed % 3 == 0:
+            junk = b"\x80\x02" + junk  # looks like a pickle
+        elif seed % 3 == 1:
+            junk = b"PK\x03\x04" + junk  # looks like a zip archive
+        (tmp_path / f"junk{seed}.bin").write_bytes(junk)
+        names.append(f"junk{seed}.bin")
+    for name in names:
         with pytest.raises(CheckpointError) as err:
             load_image_encoder(tmp_path / name)
         assert name in str(err.value)
@@ -226,3 +235,12 @@ def test_hugging_face_vision_model_without_projection_merges_with_carried_proj(t
     merged = tv.to_state_dict(merge(tv, "task_arithmetic").theta)
     assert torch.equal(merged["proj"], load_image_encoder(tmp_path / "pre")["proj"])
     assert tv.names == ["task0", "task1"]
+
+
+def test_files_without_a_model_say_so(tmp_path):
+    torch.save({"epoch": 3, "lr": 0.1}, tmp_path / "meta.pt")
+    torch.save([1, 2, 3], tmp_path / "list.pt")
+    with pytest.raises(CheckpointError, match=r"meta\.pt: holds no tensors"):
+        load_image_encoder(tmp_path / "meta.pt")
+    with pytest.raises(CheckpointError, match=r"list\.pt: holds a list, not a model"):
+        load_image_encoder(tmp_path / "list.pt")
