@@ -1,0 +1,61 @@
+"""open_clip models: the project's registered tiny CLIP configs, tokenizers, zero-shot heads.
+
+``model_configs/*.json`` are open_clip model configs (same schema as open_clip's own
+``ViT-B-32.json``) added to open_clip's factory, so ``open_clip.create_model("TATR-mini-ViT")``
+works like any built-in architecture, with ViT-B/32's parameter names.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from . import compat  # noqa: F401
+import open_clip  # noqa: E402
+
+CONFIG_DIR = Path(__file__).with_name("model_configs")
+open_clip.add_model_config(CONFIG_DIR)
+
+#: Logit scale of the zero-shot heads, as in task_vectors (CLIP's learned 100).
+HEAD_LOGIT_SCALE = 100.0
+
+
+def create_clip(arch: str) -> "open_clip.CLIP":
+    if arch not in open_clip.list_models():
+        raise ValueError(f"unknown architecture '{arch}'")
+    import logging
+
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # silence "No pretrained weights loaded"
+    try:
+        return open_clip.create_model(arch, pretrained=None)
+    finally:
+        logging.getLogger().setLevel(level)
+
+
+def create_image_encoder(arch: str) -> torch.nn.Module:
+    """The vision tower alone (``open_clip``'s ``VisionTransformer``), randomly initialised."""
+    return create_clip(arch).visual
+
+
+def tokenizer(arch: str):
+    return open_clip.get_tokenizer(arch)
+
+
+@torch.no_grad()
+def zero_shot_head(model, tok, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """Classification head from class-name prompts through the text tower (task_vectors protocol):
+    per class, the normalised mean of the normalised prompt embeddings, times the logit scale."""
+    model.eval()
+    weights = []
+    for name in classnames:
+        emb = F.normalize(model.encode_text(tok([t.format(name) for t in templates])), dim=-1)
+        weights.append(F.normalize(emb.mean(0), dim=-1))
+    return torch.stack(weights) * HEAD_LOGIT_SCALE
+
+
+def head_logits(features: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """Logits of a normalising linear head (task_vectors' ``ClassificationHead(normalize=True)``)."""
+    return F.normalize(features, dim=-1) @ head.T
