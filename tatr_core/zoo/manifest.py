@@ -1,0 +1,202 @@
+"""Real zoos described by a manifest (YAML or JSON).  Paths are relative to the manifest file.
+
+.. code-block:: yaml
+
+    name: task_vectors ViT-B/32          # optional (default: the file name)
+    arch: ViT-B-32                       # an open_clip architecture (ViT-B-32-quickgelu for OpenAI/HF weights)
+    pretrained: checkpoints/ViT-B-32/zeroshot.pt
+    clip: clip/ViT-B-32-openai.pt        # optional: open_clip CLIP weights with the text tower,
+                                         # needed only for heads built from class names
+    image_size: 224                      # optional (default: the architecture's)
+    mean: [0.48145466, 0.4578275, 0.40821073]   # optional (default: OpenAI CLIP's)
+    std: [0.26862954, 0.26130258, 0.27577711]
+    tasks:
+      MNIST:
+        finetuned: checkpoints/ViT-B-32/MNIST/finetuned.pt
+        head: checkpoints/ViT-B-32/head_MNIST.pt   # or classnames + templates through `clip`
+        data: data/MNIST                 # image folders <data>/<split>/<class>/*.png|jpg
+        classes: ["0", "1", ...]         # optional: class folders in head-row order (default: sorted)
+        classnames: ["0", "1", ...]      # optional: names for prompts and display (default: the folders)
+        templates: ["a photo of the number: \"{}\"."]
+
+Every problem (unreadable manifest, a missing field or file, a head whose class count does
+not match the data, an unknown key) raises :class:`TatrError` naming the file and the fix.
+Images are resized (shorter side, bicubic) and centre-cropped as open_clip's evaluation
+transform does, then cached as uint8 tensors under ``cache/data/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..cache import cache_dir, digest
+from ..checkpoints import load_head, load_image_encoder, read_state_dict, save_safetensors
+from ..errors import TatrError
+from . import Progress, Task, Zoo, no_progress
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TOP_KEYS = {"name", "arch", "pretrained", "clip", "image_size", "mean", "std", "tasks"}
+TASK_KEYS = {"finetuned", "head", "data", "classes", "classnames", "templates", "splits"}
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+def _read(path: Path) -> dict:
+    if not path.exists():
+        raise TatrError(f"{path}: no such manifest file")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise TatrError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise TatrError(f"{path}: a zoo manifest is a mapping with arch, pretrained and tasks")
+    return data
+
+
+def _require(data: dict, key: str, where: str, path: Path) -> Any:
+    if key not in data or data[key] in (None, ""):
+        raise TatrError(f"{path}: {where} needs '{key}'")
+    return data[key]
+
+
+def _file(base: Path, value: Any, what: str, manifest: Path) -> Path:
+    p = (base / str(value)).resolve() if not os.path.isabs(str(value)) else Path(value)
+    if not p.exists():
+        raise TatrError(f"{manifest}: {what} '{value}' does not exist (looked at {p})")
+    return p
+
+
+def _stat(path: Path) -> list:
+    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
+    return [[str(q), q.stat().st_size, q.stat().st_mtime_ns] for q in files]
+
+
+def _load_image(path: Path, size: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = size / min(w, h)
+        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def _load_split(folder: Path, classes: list[str], size: int, manifest: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of ``<folder>/<class>/*`` as uint8 (n, 3, size, size), cached by content."""
+    key = digest({"stat": _stat(folder), "classes": classes, "size": size})
+    cached = cache_dir("data") / f"{key}.safetensors"
+    if cached.exists():
+        try:
+            sd = read_state_dict(cached)
+            return sd["images"], sd["labels"]
+        except Exception:
+            cached.unlink(missing_ok=True)
+    images, labels = [], []
+    for c, name in enumerate(classes):
+        d = folder / name
+        if not d.is_dir():
+            raise TatrError(f"{manifest}: class folder '{d}' is missing (expected one folder per class)")
+        for f in sorted(d.iterdir()):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                try:
+                    images.append(_load_image(f, size))
+                except Exception as exc:
+                    raise TatrError(f"{f}: not a readable image ({exc})") from exc
+                labels.append(c)
+    if not images:
+        raise TatrError(f"{manifest}: no images under {folder}")
+    out = torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
+    save_safetensors({"images": out[0], "labels": out[1]}, cached)
+    return out
+
+
+def load(path: Path, progress: Progress = no_progress) -> Zoo:
+    from ..models import create_clip, tokenizer, zero_shot_head
+    import open_clip
+
+    path = Path(path).resolve()
+    data = _read(path)
+    base = path.parent
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise TatrError(f"{path}: unknown field '{sorted(unknown)[0]}' (fields: {', '.join(sorted(TOP_KEYS))})")
+    arch = str(_require(data, "arch", "the zoo", path))
+    if arch not in open_clip.list_models():
+        raise TatrError(f"{path}: unknown architecture '{arch}'; use an open_clip model name such as ViT-B-32")
+    tasks_cfg = _require(data, "tasks", "the zoo", path)
+    if not isinstance(tasks_cfg, dict) or not tasks_cfg:
+        raise TatrError(f"{path}: 'tasks' must map task names to their files")
+    cfg = open_clip.get_model_config(arch) or {}
+    size = int(data.get("image_size") or cfg.get("vision_cfg", {}).get("image_size", 224))
+    mean = tuple(float(x) for x in data.get("mean", OPENAI_MEAN))
+    std = tuple(float(x) for x in data.get("std", OPENAI_STD))
+    pre_path = _file(base, _require(data, "pretrained", "the zoo", path), "pretrained checkpoint", path)
+    progress(0.0, "loading the pretrained image encoder")
+    pretrained = load_image_encoder(pre_path)
+    stats: dict = {"manifest": data, "pretrained": _stat(pre_path)}
+
+    clip_model = tok = None
+    tasks: dict[str, Task] = {}
+    finetuned = {}
+    for i, (name, t) in enumerate(tasks_cfg.items()):
+        where = f"task '{name}'"
+        if not isinstance(t, dict):
+            raise TatrError(f"{path}: {where} must be a mapping with finetuned, head and data")
+        bad = set(t) - TASK_KEYS
+        if bad:
+            raise TatrError(f"{path}: {where} has unknown field '{sorted(bad)[0]}' (fields: {', '.join(sorted(TASK_KEYS))})")
+        progress(0.1 + 0.8 * i / len(tasks_cfg), f"loading task {name}")
+        ft_path = _file(base, _require(t, "finetuned", where, path), f"{where}: fine-tuned checkpoint", path)
+        finetuned[str(name)] = load_image_encoder(ft_path)
+        data_dir = _file(base, _require(t, "data", where, path), f"{where}: data folder", path)
+        split_names = {"train": "train", "val": "val", "test": "test", **(t.get("splits") or {})}
+        present = {s: data_dir / folder for s, folder in split_names.items() if (data_dir / folder).is_dir()}
+        if "test" not in present:
+            raise TatrError(f"{path}: {where}: no test split at {data_dir / split_names['test']} (expected <data>/test/<class>/*)")
+        classes = [str(c) for c in t.get("classes") or sorted(p.name for p in present["test"].iterdir() if p.is_dir())]
+        classnames = [str(c) for c in t.get("classnames") or classes]
+        if len(classnames) != len(classes):
+            raise TatrError(f"{path}: {where}: {len(classnames)} classnames for {len(classes)} classes")
+        if t.get("head"):
+            head_path = _file(base, t["head"], f"{where}: head", path)
+            head = load_head(head_path)["weight"].float()
+            stats[f"head:{name}"] = _stat(head_path)
+        else:
+            if clip_model is None:
+                clip_path = _file(base, _require(data, "clip", f"{where} has no head file, so the zoo", path),
+                                  "CLIP checkpoint", path)
+                clip_model = create_clip(arch)
+                clip_sd = read_state_dict(clip_path)
+                missing, _ = clip_model.load_state_dict(clip_sd, strict=False)
+                text_missing = [k for k in missing if not k.startswith("visual.")]
+                if text_missing:
+                    raise TatrError(f"{clip_path}: lacks the text tower key '{text_missing[0]}'; "
+                                    "'clip' must be open_clip CLIP weights with the text tower")
+                tok = tokenizer(arch)
+                stats["clip"] = _stat(clip_path)
+            head = zero_shot_head(clip_model, tok, classnames, t.get("templates") or DEFAULT_TEMPLATES)
+        if head.shape[0] != len(classes):
+            raise TatrError(f"{path}: {where}: the head has {head.shape[0]} classes but the data has {len(classes)} "
+                            f"({', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}); give 'classes' in head-row order")
+        splits = {s: _load_split(folder, classes, size, path) for s, folder in present.items()}
+        tasks[str(name)] = Task(str(name), classnames, head, splits, f"{data_dir}")
+        stats[f"task:{name}"] = [_stat(ft_path), _stat(data_dir)]
+    progress(1.0, "zoo loaded")
+    zoo_name = str(data.get("name") or path.stem)
+    key = f"manifest-{digest(stats)}"
+    return Zoo(zoo_name, arch, pretrained, finetuned, tasks, mean, std, key, {"manifest": str(path), "folder": None})

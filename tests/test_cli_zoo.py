@@ -1,0 +1,76 @@
+"""``zoo``, ``grads`` and ``eval`` on the command line (micro zoo)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from tatr_core.checkpoints import load_image_encoder
+from tatr_core.gradients import compute_task_gradients
+from tatr_core.merge import merge
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_zoo_info(micro_zoo):
+    r = run_cli("zoo", "info", "--zoo", "micro", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["arch"] == "TATR-micro-ViT" and list(info["tasks"]) == micro_zoo.task_names
+    assert info["tasks"]["mnist"]["sizes"]["test"] == 120 and len(info["tasks"]["textures"]["classes"]) == 7
+    r = run_cli("zoo", "info", "--zoo", "micro")
+    assert r.returncode == 0 and "zero-shot" in r.stdout and "mnist" in r.stdout
+
+
+def test_eval_json_contract(micro_zoo):
+    r = run_cli("eval", "--zoo", "micro", "--method", "tatr", "--exemplars", "8", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["method"] == "tatr"
+    assert out["params"] == {"lam": 0.3, "tau": 0.01, "sensitivity": "gradient", "exemplars": 8, "seed": 0}
+    assert list(out["tasks"]) == micro_zoo.task_names
+    for t in out["tasks"].values():
+        assert set(t) == {"accuracy", "loss", "n"} and 0 <= t["accuracy"] <= 1 and t["n"] == 120
+    assert abs(out["average_accuracy"] - sum(t["accuracy"] for t in out["tasks"].values()) / 4) < 1e-12
+    r = run_cli("eval", "--zoo", "micro", "--method", "individual", "--sample", "50", "--json")
+    out = json.loads(r.stdout)
+    assert all(t["n"] == 50 for t in out["tasks"].values()) and out["params"] == {}
+    r = run_cli("eval", "--zoo", "micro", "--method", "ties", "--split", "val")
+    assert r.returncode == 0 and "average" in r.stdout and "(val split)" in r.stdout
+
+
+def test_grads_files_feed_merge_and_match_eval(micro_zoo, tmp_path):
+    r = run_cli("grads", "--zoo", "micro", "--exemplars", "8", "--out", tmp_path / "g")
+    assert r.returncode == 0, r.stderr
+    files = [tmp_path / "g" / f"{t}.grads.safetensors" for t in micro_zoo.task_names]
+    assert all(f.exists() for f in files) and (tmp_path / "g" / "mnist.signed_grads.safetensors").exists()
+    folder = Path(micro_zoo.info["folder"])
+    out = tmp_path / "merged.safetensors"
+    r = run_cli("merge", "--pretrained", folder / "pretrained.safetensors",
+                "--finetuned", *[folder / f"finetuned_{t}.safetensors" for t in micro_zoo.task_names],
+                "--method", "tatr", "--grads", *files, "--out", out)
+    assert r.returncode == 0, r.stderr
+    g = compute_task_gradients(micro_zoo, 8, 0)
+    expected = micro_zoo.task_vectors.to_state_dict(merge(micro_zoo.task_vectors, "tatr", grads=g.abs_mean).theta)
+    got = load_image_encoder(out)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_eval_errors_exit_2(micro_zoo):
+    for args, message in (
+        (["--method", "tatr", "--exemplars", "0"], "at least 1"),
+        (["--method", "pretrained", "--sample", "0"], "sample size must be positive"),
+        (["--method", "pretrained", "--tau", "0.1"], "takes no merge parameters"),
+        (["--method", "tatr", "--exemplars", "100000"], "ask for at most 300 exemplars"),
+    ):
+        r = run_cli("eval", "--zoo", "micro", *args)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr

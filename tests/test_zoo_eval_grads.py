@@ -1,0 +1,128 @@
+"""The built-in zoo, the evaluator and per-task gradients, each against a direct computation."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import tatr_core.cache as cache
+from tatr_core.evaluate import Evaluator, sample_indices
+from tatr_core.gradients import compute_task_gradients, exemplar_indices, per_sample_gradient_stats
+from tatr_core.merge import merge
+from tatr_core.models import head_logits
+from tatr_core.runs import evaluate_method
+from tatr_core.zoo import mini
+
+
+def direct_accuracy(zoo, state_dict, task, split="test"):
+    """A fresh encoder with the weights loaded, a plain forward over all images at once."""
+    enc = zoo.make_encoder()
+    enc.load_state_dict({**zoo.pretrained, **state_dict})
+    images, labels = zoo.tasks[task].split(split)
+    x = (images.float() / 255 - torch.tensor(zoo.mean).view(1, 3, 1, 1)) / torch.tensor(zoo.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = head_logits(enc(x), zoo.tasks[task].head)
+    return int((logits.argmax(1) == labels).sum()) / len(labels), float(F.cross_entropy(logits, labels))
+
+
+def test_micro_zoo_shape(micro_zoo):
+    z = micro_zoo
+    assert z.arch == "TATR-micro-ViT" and len(z.tasks) == 4
+    assert all(set(t.splits) == {"train", "val", "test"} for t in z.tasks.values())
+    tv = z.task_vectors
+    assert tv.K == 4 and tv.N == sum(v.numel() for v in z.pretrained.values() if v.is_floating_point())
+    assert "transformer.resblocks.0.attn.in_proj_weight" in tv.layout.keys  # ViT-B/32 naming
+    for name, t in z.tasks.items():
+        assert t.head.shape == (len(t.classnames), z.pretrained["proj"].shape[1])
+        x, y = t.split("test")
+        assert x.dtype == torch.uint8 and x.shape[1:] == (3, 32, 32) and int(y.max()) < len(t.classnames)
+
+
+def test_build_is_deterministic(tmp_path, monkeypatch, micro_zoo):
+    monkeypatch.setattr(cache, "CACHE_ROOT", tmp_path)
+    again = mini.load("micro")
+    for k, v in micro_zoo.pretrained.items():
+        assert torch.equal(v, again.pretrained[k]), k
+    for t in micro_zoo.tasks:
+        assert all(torch.equal(v, again.finetuned[t][k]) for k, v in micro_zoo.finetuned[t].items())
+        assert torch.equal(micro_zoo.tasks[t].splits["test"][0], again.tasks[t].splits["test"][0])
+
+
+def test_evaluator_matches_a_plain_forward(micro_zoo):
+    z = micro_zoo
+    ev = Evaluator(z, batch_size=37)  # batches that do not divide the split
+    res = merge(z.task_vectors, "task_arithmetic", lam=0.3)
+    merged = z.task_vectors.to_state_dict(res.theta)
+    got = ev.evaluate(res.theta)
+    for task in z.task_names:
+        acc, loss = direct_accuracy(z, merged, task)
+        assert abs(got[task].accuracy - acc) < 1e-9 and abs(got[task].loss - loss) < 1e-4
+        assert got[task].n == len(z.tasks[task].split("test")[1])
+    zs = ev.evaluate(None, split="val")
+    assert abs(zs["mnist"].accuracy - direct_accuracy(z, {}, "mnist", "val")[0]) < 1e-9
+    t = z.task_names[1]
+    assert abs(ev.evaluate(z.finetuned[t], [t])[t].accuracy - direct_accuracy(z, z.finetuned[t], t)[0]) < 1e-9
+
+
+def test_evaluator_swaps_parameters_without_touching_the_module(micro_zoo):
+    ev = Evaluator(micro_zoo)
+    before = {k: v.clone() for k, v in ev.encoder.state_dict().items()}
+    ev.evaluate(merge(micro_zoo.task_vectors, "ties").theta)
+    assert all(torch.equal(before[k], v) for k, v in ev.encoder.state_dict().items())
+
+
+def test_seeded_subsample(micro_zoo):
+    ev = Evaluator(micro_zoo)
+    a = ev.evaluate(None, sample=50, seed=3)
+    b = ev.evaluate(None, sample=50, seed=3)
+    assert all(r.n == 50 for r in a.values()) and a == b
+    idx = sample_indices(120, 50, 3)
+    assert len(idx) == 50 and len(set(idx.tolist())) == 50
+    assert sample_indices(120, 500, 3) is None  # larger than the split: everything
+
+
+def test_per_sample_gradients_match_a_backward_loop(micro_zoo):
+    z = micro_zoo
+    task = "shapes"
+    enc = z.make_encoder()
+    head = z.tasks[task].head
+    images, labels = z.tasks[task].split("train")
+    idx = exemplar_indices(len(labels), 6, 0, task)
+    x, y = images[idx], labels[idx]
+    mean, std = torch.tensor(z.mean).view(1, 3, 1, 1), torch.tensor(z.std).view(1, 3, 1, 1)
+    keys = {k for k, v in enc.named_parameters()}
+    g_abs, g_mean = per_sample_gradient_stats(enc, keys, head, mean, std, x, y, chunk=4)
+    ref_abs = {k: torch.zeros_like(v) for k, v in enc.named_parameters()}
+    ref_mean = {k: torch.zeros_like(v) for k, v in enc.named_parameters()}
+    for i in range(len(y)):  # one backward per sample, with the same attention kernel
+        enc.zero_grad()
+        xi = (x[i:i + 1].float() / 255 - mean) / std
+        with sdpa_kernel(SDPBackend.MATH):
+            F.cross_entropy(head_logits(enc(xi), head), y[i:i + 1]).backward()
+        for k, p in enc.named_parameters():
+            ref_abs[k] += p.grad.abs() / len(y)
+            ref_mean[k] += p.grad / len(y)
+    for k in keys:
+        torch.testing.assert_close(g_abs[k], ref_abs[k], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(g_mean[k], ref_mean[k], atol=1e-6, rtol=1e-4)
+    assert any(float((ref_abs[k] - ref_mean[k].abs()).max()) > 1e-6 for k in keys)  # |·| per sample ≠ |mean|
+
+
+def test_task_gradients_are_cached_and_aligned(micro_zoo):
+    g1 = compute_task_gradients(micro_zoo, exemplars=4, seed=1)
+    g2 = compute_task_gradients(micro_zoo, exemplars=4, seed=1)
+    assert torch.equal(g1.abs_mean, g2.abs_mean)
+    assert g1.abs_mean.shape == (4, micro_zoo.task_vectors.N) and bool((g1.abs_mean >= 0).all())
+    assert bool((g1.abs_mean >= g1.mean.abs() - 1e-6).all())  # E|g| ≥ |E g|
+
+
+def test_evaluate_method_records_and_tau0_equals_task_arithmetic(micro_zoo):
+    ta = evaluate_method(micro_zoo, "task_arithmetic", lam=0.3, use_cache=False)
+    tatr0 = evaluate_method(micro_zoo, "tatr", lam=0.3, tau=0.0, use_cache=False)
+    assert ta["tasks"] == tatr0["tasks"]
+    ind = evaluate_method(micro_zoo, "individual", use_cache=False)
+    for t in micro_zoo.task_names:
+        assert abs(ind["tasks"][t]["accuracy"] - micro_zoo.info["reference_test_accuracy"][t]["individual"]) < 1e-9
+    cached = evaluate_method(micro_zoo, "task_arithmetic", lam=0.3)
+    assert cached["tasks"] == ta["tasks"] and evaluate_method(micro_zoo, "task_arithmetic", lam=0.3) == cached
+    assert list(evaluate_method(micro_zoo, "task_arithmetic", lam=0.3)["tasks"]) == micro_zoo.task_names  # cache hit keeps order
