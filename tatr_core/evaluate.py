@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from .errors import TatrError
-from .models import head_logits
+from .models import channel_stats, head_logits, normalise
 from .zoo import Zoo
 
 SPLITS = ("train", "val", "test")
@@ -52,8 +52,7 @@ class Evaluator:
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_size = batch_size
         self.encoder = zoo.make_encoder().to(self.device)
-        self.mean = torch.tensor(zoo.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(zoo.std, device=self.device).view(1, 3, 1, 1)
+        self.mean, self.std = channel_stats(zoo.mean, zoo.std, self.device)
         self.heads = {name: t.head.to(self.device, torch.float32) for name, t in zoo.tasks.items()}
         self._data: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self.autocast = False
@@ -71,7 +70,7 @@ class Evaluator:
         return self._data[key]
 
     def normalise(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        return (images_uint8.float().div_(255.0) - self.mean) / self.std
+        return normalise(images_uint8, self.mean, self.std)
 
     # -- parameters ---------------------------------------------------------------------
     def as_params(self, params: Mapping[str, torch.Tensor] | torch.Tensor | None) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from .cache import cache_dir, digest
 from .checkpoints import read_state_dict, save_safetensors
 from .errors import TatrError
 from .evaluate import default_device
-from .models import head_logits
+from .models import channel_stats, head_logits, normalise
 from .zoo import Progress, Zoo, no_progress
 
 
@@ -64,7 +64,7 @@ def per_sample_gradient_stats(encoder, keys, head, mean, std, images, labels, ch
     abs_sum = {k: torch.zeros_like(v) for k, v in params.items()}
     sum_ = {k: torch.zeros_like(v) for k, v in params.items()}
     for start in range(0, len(labels), chunk):
-        x = (images[start:start + chunk].float() / 255.0 - mean) / std
+        x = normalise(images[start:start + chunk], mean, std)
         with sdpa_kernel(SDPBackend.MATH):  # vmap has no batching rule for the fused attention kernels
             g = per_sample(params, x, labels[start:start + chunk])
         for k in params:
@@ -87,8 +87,7 @@ def compute_task_gradients(zoo: Zoo, exemplars: int = 128, seed: int = 0, device
             path.unlink(missing_ok=True)  # corrupt cache entry: recompute
     device = torch.device(device) if device is not None else default_device()
     encoder = zoo.make_encoder().to(device)
-    mean = torch.tensor(zoo.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(zoo.std, device=device).view(1, 3, 1, 1)
+    mean, std = channel_stats(zoo.mean, zoo.std, device)
     keys = set(tv.layout.keys)
     abs_mean = torch.empty((tv.K, tv.N), dtype=tv.dtype)
     signed = torch.empty((tv.K, tv.N), dtype=tv.dtype)

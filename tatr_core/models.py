@@ -20,6 +20,19 @@ open_clip.add_model_config(CONFIG_DIR)
 
 #: Logit scale of the zero-shot heads, as in task_vectors (CLIP's learned 100).
 HEAD_LOGIT_SCALE = 100.0
+#: CLIP's image normalisation (open_clip's constants).
+OPENAI_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
+OPENAI_STD = tuple(open_clip.OPENAI_DATASET_STD)
+
+
+def normalise(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 images (n, 3, H, W) → float, scaled to [0, 1] and normalised; ``mean``/``std`` shaped (1, 3, 1, 1)."""
+    return (images_uint8.float() / 255.0 - mean) / std
+
+
+def channel_stats(mean, std, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std as (1, 3, 1, 1) tensors for :func:`normalise`."""
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
 
 
 def create_clip(arch: str) -> "open_clip.CLIP":

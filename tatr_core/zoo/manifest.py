@@ -37,10 +37,9 @@ import torch
 from ..cache import cache_dir, digest
 from ..checkpoints import load_head, load_image_encoder, read_state_dict, save_safetensors
 from ..errors import TatrError
+from ..models import OPENAI_MEAN, OPENAI_STD
 from . import Progress, Task, Zoo, no_progress
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TOP_KEYS = {"name", "arch", "pretrained", "clip", "image_size", "mean", "std", "tasks"}
 TASK_KEYS = {"finetuned", "head", "data", "classes", "classnames", "templates", "splits"}

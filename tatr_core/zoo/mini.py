@@ -26,13 +26,11 @@ from ..cache import cache_dir, digest, publish_dir, read_json, write_json_atomic
 from ..checkpoints import read_state_dict, save_safetensors
 from ..data.mini import GENERIC, SPLITS, TASKS, generate_task
 from ..errors import TatrError
-from ..models import create_clip, head_logits, tokenizer, zero_shot_head
+from ..models import OPENAI_MEAN, OPENAI_STD, channel_stats, create_clip, head_logits, normalise, tokenizer, zero_shot_head
 from . import Progress, Task, Zoo, no_progress
 
 #: Bump when the build code changes in a way that changes the models.
 BUILD_VERSION = 1
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 @dataclass(frozen=True)
@@ -94,9 +92,24 @@ def _cosine(step: int, total: int, warmup: int) -> float:
 
 
 def _normalise(images_uint8: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
-    return (images_uint8.float() / 255.0 - mean) / std
+    return normalise(images_uint8, *channel_stats(OPENAI_MEAN, OPENAI_STD))
+
+
+def _optimise(parameters, lr: float, weight_decay: float, steps: int, seed: int, batch_loss, progress: Progress,
+              label: str) -> None:
+    """AdamW with linear warm-up (10%) and cosine decay; ``batch_loss(generator)`` draws a batch, returns its loss."""
+    opt = torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+    g = torch.Generator().manual_seed(seed)
+    warmup = max(1, steps // 10)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * _cosine(step, steps, warmup)
+        loss = batch_loss(g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0 or step == steps - 1:
+            progress(step / steps, f"{label}: step {step + 1}/{steps}, loss {loss.item():.3f}")
 
 
 def _pretrain(model, tok, data: dict, recipe: Recipe, progress: Progress) -> None:
@@ -126,47 +139,32 @@ def _pretrain(model, tok, data: dict, recipe: Recipe, progress: Progress) -> Non
     images = torch.cat(images)
     caption_ids = torch.tensor(caption_ids)
     tokens = tok(captions)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.pretrain_lr, weight_decay=recipe.weight_decay)
-    g = torch.Generator().manual_seed(recipe.seed)
-    model.train()
-    warmup = max(1, recipe.pretrain_steps // 10)
-    for step in range(recipe.pretrain_steps):
-        for group in opt.param_groups:
-            group["lr"] = recipe.pretrain_lr * _cosine(step, recipe.pretrain_steps, warmup)
+    def batch_loss(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(images), (recipe.pretrain_batch,), generator=g)
-        ids = caption_ids[idx]
         img = F.normalize(model.encode_image(_normalise(images[idx])), dim=-1)
-        uniq, inverse = torch.unique(ids, return_inverse=True)
+        uniq, inverse = torch.unique(caption_ids[idx], return_inverse=True)
         txt = F.normalize(model.encode_text(tokens[uniq]), dim=-1)
         logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T  # (batch, unique captions)
         loss_i2t = F.cross_entropy(logits, inverse)
         positives = (inverse[None, :] == torch.arange(len(uniq))[:, None]).float()  # caption -> its images
         loss_t2i = -(positives * F.log_softmax(logits.T, dim=1)).sum(1).div(positives.sum(1)).mean()
-        loss = (loss_i2t + loss_t2i) / 2
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 10 == 0 or step == recipe.pretrain_steps - 1:
-            progress(step / recipe.pretrain_steps, f"pretraining CLIP: step {step + 1}/{recipe.pretrain_steps}, loss {loss.item():.3f}")
+        return (loss_i2t + loss_t2i) / 2
+
+    model.train()
+    _optimise(model.parameters(), recipe.pretrain_lr, recipe.weight_decay, recipe.pretrain_steps, recipe.seed,
+              batch_loss, progress, "pretraining CLIP")
     model.eval()
 
 
 def _finetune(visual, head: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, seed: int,
               progress: Progress) -> None:
-    opt = torch.optim.AdamW(visual.parameters(), lr=recipe.finetune_lr, weight_decay=recipe.weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    visual.train()
-    warmup = max(1, recipe.finetune_steps // 10)
-    for step in range(recipe.finetune_steps):
-        for group in opt.param_groups:
-            group["lr"] = recipe.finetune_lr * _cosine(step, recipe.finetune_steps, warmup)
+    def batch_loss(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(labels), (recipe.finetune_batch,), generator=g)
-        loss = F.cross_entropy(head_logits(visual(_normalise(images[idx])), head), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 10 == 0:
-            progress(step / recipe.finetune_steps, f"loss {loss.item():.3f}")
+        return F.cross_entropy(head_logits(visual(_normalise(images[idx])), head), labels[idx])
+
+    visual.train()
+    _optimise(visual.parameters(), recipe.finetune_lr, recipe.weight_decay, recipe.finetune_steps, seed,
+              batch_loss, progress, "fine-tuning")
     visual.eval()
 
 
@@ -218,7 +216,7 @@ def build(preset: str, progress: Progress = no_progress) -> str:
             zs = _accuracy(visual, heads[name], test_x, test_y)
             _finetune(visual, heads[name], *data[name]["train"], recipe, recipe.seed + 1000 + i,
                       lambda f, m, name=name, base=base: progress(base + weights["finetune"] / len(recipe.tasks) * f,
-                                                                  f"fine-tuning {name}: {m}"))
+                                                                  m.replace("fine-tuning", f"fine-tuning {name}")))
             reference[name] = {"zero_shot": zs, "individual": _accuracy(visual, heads[name], test_x, test_y)}
             save_safetensors(visual.state_dict(), f"{tmp}/finetuned_{name}.safetensors")
             save_safetensors({f"{s}_{kind}": t for s in SPLITS for kind, t in zip(("images", "labels"), data[name][s])},
