@@ -39,6 +39,27 @@ def method_params(method: str, *, lam=None, density=None, tau=None, sensitivity=
     return params
 
 
+def merge_inputs(zoo: Zoo, params: dict, progress: Progress = no_progress) -> dict:
+    """The (K, N) gradient tensors a merge with these parameters needs (computed once, cached)."""
+    if "exemplars" not in params:
+        return {}
+    from .gradients import compute_task_gradients
+
+    g = compute_task_gradients(zoo, params["exemplars"], params["seed"], progress=progress)
+    return {"grads": g.abs_mean, "signed_grads": g.mean}
+
+
+def merge_tasks(zoo: Zoo, method: str, params: dict, inputs: dict, tasks: Sequence[int] | None = None):
+    """Merge the task vectors of ``tasks`` (indices; all by default) with ``method`` and resolved ``params``.
+
+    The trust region is computed from these tasks only, as θ_MTL({θ_k}) of a subset requires.
+    """
+    tv = zoo.task_vectors if tasks is None else zoo.task_vectors.subset(tasks)
+    aux = inputs if tasks is None else {k: v[list(tasks)] for k, v in inputs.items()}
+    return merge(tv, method, lam=params.get("lam"), density=params.get("density"), tau=params["tau"],
+                 sensitivity=params.get("sensitivity"), **aux)
+
+
 def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, sensitivity=None,
                     exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
                     tasks: Sequence[str] | None = None, evaluator: Evaluator | None = None,
@@ -47,7 +68,8 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
                            exemplars=exemplars, seed=seed)
     tasks = zoo.check_tasks(tasks)
-    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample, "tasks": tasks})
+    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
+                  "seed": seed if sample else None, "tasks": tasks})
     path = cache_dir("results", zoo.key) / f"{method}-{key}.json"
     if use_cache:
         cached = read_json(path)
@@ -57,25 +79,19 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
     evaluator = evaluator or Evaluator(zoo)
     extras: dict = {}
     if method == "pretrained":
-        results = evaluator.evaluate(None, tasks, split, sample)
+        results = evaluator.evaluate(None, tasks, split, sample, seed)
     elif method == "individual":
         results = {}
         for i, t in enumerate(tasks):
             progress(i / len(tasks), f"evaluating the fine-tuned model of {t}")
-            results.update(evaluator.evaluate(zoo.finetuned[t], [t], split, sample))
+            results.update(evaluator.evaluate(zoo.finetuned[t], [t], split, sample, seed))
     else:
-        aux = {}
-        if "exemplars" in params:
-            from .gradients import compute_task_gradients
-
-            g = compute_task_gradients(zoo, params["exemplars"], params["seed"], progress=progress)
-            aux = {"grads": g.abs_mean, "signed_grads": g.mean}
+        inputs = merge_inputs(zoo, params, progress)
         progress(0.9, f"merging with {method}")
-        res = merge(zoo.task_vectors, method, lam=params.get("lam"), density=params.get("density"),
-                    tau=params["tau"], sensitivity=params.get("sensitivity"), **aux)
+        res = merge_tasks(zoo, method, params, inputs)
         extras = {"excluded": res.excluded, "N": zoo.task_vectors.N}
         progress(0.95, "evaluating the merged model")
-        results = evaluator.evaluate(res.theta, tasks, split, sample)
+        results = evaluator.evaluate(res.theta, tasks, split, sample, seed)
     record = {
         "method": method,
         "params": params,

@@ -1,0 +1,7 @@
+"""The paper's analyses for any zoo and any task-vector merge method.
+
+Each analysis returns a JSON-able dict (cached on disk, content-addressed by zoo, method,
+parameters, split and sample) that the figure builders, the pages and the CLI consume.
+
+* :func:`conflict.conflict_matrix` — knowledge conflicts C_{j|i} (Definition 1 / Eq. 3).
+"""
