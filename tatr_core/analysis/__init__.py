@@ -4,4 +4,6 @@ Each analysis returns a JSON-able dict (cached on disk, content-addressed by zoo
 parameters, split and sample) that the figure builders, the pages and the CLI consume.
 
 * :func:`conflict.conflict_matrix` — knowledge conflicts C_{j|i} (Definition 1 / Eq. 3).
+* :func:`components.component_accuracy` — Δ⁺ / Δ⁻ / Δ⊥ of the other tasks' vector (Figure 2a).
+* :func:`components.loss_landscape` — losses on the Δ⊥ / Δ⁺ / Δ⁻ plane (Figure 2b/c, Appendix B).
 """

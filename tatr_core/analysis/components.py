@@ -1,0 +1,167 @@
+"""Task-vector components and the loss landscape on their plane (Section 4, Figure 2, Appendix B).
+
+For a task j, the other tasks' summed task vector Δ = Σ_{i≠j} Δ_i is split by the sign of
+g_j ⊙ Δ, with g_j = E∇L_j at θ_pre (signed mean gradient over exemplars):
+
+* Δ⊥ — the entries with the smallest |g_j ⊙ Δ|: a fraction ``orthogonal_fraction`` of the
+  entries where Δ ≠ 0 (the paper's "≈ 0", made a parameter);
+* Δ⁺ — the other entries with g_j ⊙ Δ > 0 (along the gradient: the loss goes up to first order);
+* Δ⁻ — the other entries with g_j ⊙ Δ < 0.
+
+The three have disjoint supports and sum to Δ.  For the total loss (``task=None``) Δ is the
+sum of all task vectors and g the gradient of the total loss, Σ_j g_j.
+
+The landscape is drawn on the plane through θ_pre+Δ⊥ (origin), θ_pre+Δ⁺ (1, 0) and θ_pre+Δ⁻
+(0, 1): point (a, b) is θ_pre + Δ⊥ + a(Δ⁺ − Δ⊥) + b(Δ⁻ − Δ⊥).  θ_pre itself is marked at
+its least-squares projection onto the plane.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..cache import cache_dir, digest, read_json, write_json_atomic
+from ..errors import TatrError
+from ..evaluate import Evaluator
+from ..gradients import compute_task_gradients
+from ..trust_region import count_for_fraction, top_k_mask
+from ..zoo import Progress, Zoo, no_progress
+
+COMPONENTS = ("positive", "negative", "orthogonal")
+
+
+def split_components(delta: torch.Tensor, grad: torch.Tensor, orthogonal_fraction: float) -> dict[str, torch.Tensor]:
+    """``{"positive", "negative", "orthogonal"}`` parts of ``delta`` (disjoint supports, sum = delta)."""
+    if not 0.0 <= orthogonal_fraction <= 1.0:
+        raise TatrError(f"orthogonal_fraction must be in [0, 1], got {orthogonal_fraction}")
+    product = grad * delta
+    nonzero = delta != 0
+    k = count_for_fraction(orthogonal_fraction, int(nonzero.sum()))
+    # smallest |g ⊙ Δ| among the non-zero entries (zeros of Δ contribute nothing either way)
+    score = torch.where(nonzero, -product.abs(), torch.tensor(float("-inf"), dtype=product.dtype))
+    orth = top_k_mask(score, k) & nonzero
+    zero = torch.zeros((), dtype=delta.dtype)
+    return {
+        "positive": torch.where(~orth & (product > 0), delta, zero),
+        "negative": torch.where(~orth & (product < 0), delta, zero),
+        "orthogonal": torch.where(orth | (nonzero & (product == 0)), delta, zero),
+    }
+
+
+def _target(zoo: Zoo, task: str | None, grads) -> tuple[torch.Tensor, torch.Tensor]:
+    tv = zoo.task_vectors
+    if task is None:
+        return tv.deltas.sum(0), grads.mean.sum(0)
+    zoo.check_tasks([task])
+    j = zoo.task_names.index(task)
+    others = [k for k in range(tv.K) if k != j]
+    if not others:
+        raise TatrError("components of the other tasks need at least two tasks")
+    return tv.deltas[others].sum(0), grads.mean[j]
+
+
+def task_components(zoo: Zoo, task: str | None, exemplars: int = 128, seed: int = 0,
+                    orthogonal_fraction: float = 0.9, progress: Progress = no_progress) -> dict[str, torch.Tensor]:
+    """The three components for ``task`` (or the total loss when ``task`` is None), flat (N,)."""
+    grads = compute_task_gradients(zoo, exemplars, seed, progress=progress)
+    delta, g = _target(zoo, task, grads)
+    return split_components(delta, g, orthogonal_fraction)
+
+
+def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = 0.9,
+                       split: str = "test", sample: int | None = None, evaluator: Evaluator | None = None,
+                       progress: Progress = no_progress, use_cache: bool = True) -> dict:
+    """Figure 2(a): per task j, accuracy and loss of θ_pre + λ·C for each component C of the others' Δ.
+
+    Also the zero-shot baseline, θ_pre + λ·Δ (all of the others' vector), and each component's
+    share of the entries and of the squared norm.
+    """
+    params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
+    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
+    path = cache_dir("results", zoo.key) / f"components-{key}.json"
+    if use_cache and (cached := read_json(path)) is not None:
+        return cached
+    evaluator = evaluator or Evaluator(zoo)
+    tv = zoo.task_vectors
+    out: dict = {"tasks": zoo.task_names, "params": params, "split": split, "sample": sample, "per_task": {}}
+    for n, task in enumerate(zoo.task_names):
+        progress(n / len(zoo.task_names), f"components for {task}")
+        parts = task_components(zoo, task, exemplars, seed, orthogonal_fraction)
+        total = sum(parts.values())
+        norm2 = float(total.pow(2).sum()) or 1.0
+        row = {"pretrained": evaluator.evaluate(None, [task], split, sample, seed)[task].as_dict(),
+               "all": evaluator.evaluate(tv.pretrained + lam * total, [task], split, sample, seed)[task].as_dict()}
+        for name, part in parts.items():
+            row[name] = evaluator.evaluate(tv.pretrained + lam * part, [task], split, sample, seed)[task].as_dict()
+            row[name]["entries"] = int((part != 0).sum())
+            row[name]["norm_share"] = float(part.pow(2).sum()) / norm2
+        out["per_task"][task] = row
+    if use_cache:
+        write_json_atomic(path, out)
+    progress(1.0, "components done")
+    return out
+
+
+def grid_axis(start: float = -0.2, stop: float = 1.2, step: float = 0.1) -> list[float]:
+    """Coordinates start, start+step, ..., stop (exact decimals, both ends included)."""
+    if step <= 0 or stop < start:
+        raise TatrError(f"landscape grid needs start ≤ stop and step > 0, got {start}, {stop}, {step}")
+    n = int(round((stop - start) / step)) + 1
+    return [round(start + i * step, 10) for i in range(n)]
+
+
+def plane_projection(theta_pre_offset: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
+    """(a, b) minimising ‖r − a·u − b·v‖ for r = θ_pre − origin (2×2 normal equations in float64)."""
+    u, v, r = u.double(), v.double(), theta_pre_offset.double()
+    gram = torch.tensor([[u @ u, u @ v], [u @ v, v @ v]], dtype=torch.float64)
+    rhs = torch.tensor([u @ r, v @ r], dtype=torch.float64)
+    a, b = torch.linalg.lstsq(gram, rhs.unsqueeze(1)).solution.squeeze(1).tolist()
+    return a, b
+
+
+def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, stop: float = 1.2, step: float = 0.1,
+                   exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = 0.9, split: str = "test",
+                   sample: int | None = 200, evaluator: Evaluator | None = None, progress: Progress = no_progress,
+                   use_cache: bool = True) -> dict:
+    """Loss of every task (and their sum) over the Δ⊥ / Δ⁺ / Δ⁻ plane of ``task`` (None: the total loss).
+
+    ``loss[task][ib][ia]`` is the loss at (a = axis[ia], b = axis[ib]); ``total`` sums the tasks.
+    ``points`` gives the plane coordinates of θ_pre+Δ⊥, θ_pre+Δ⁺, θ_pre+Δ⁻ and of θ_pre's projection.
+    Every grid point is evaluated through the one encoder of ``evaluator`` (parameters swapped).
+    """
+    axis = grid_axis(start, stop, step)
+    params = {"task": task, "axis": axis, "exemplars": exemplars, "seed": seed,
+              "orthogonal_fraction": orthogonal_fraction}
+    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
+    path = cache_dir("results", zoo.key) / f"landscape-{key}.json"
+    if use_cache and (cached := read_json(path)) is not None:
+        return cached
+    evaluator = evaluator or Evaluator(zoo)
+    parts = task_components(zoo, task, exemplars, seed, orthogonal_fraction)
+    pre = zoo.task_vectors.pretrained
+    origin = pre + parts["orthogonal"]
+    u = parts["positive"] - parts["orthogonal"]
+    v = parts["negative"] - parts["orthogonal"]
+    names = zoo.task_names
+    loss = {t: [[0.0] * len(axis) for _ in axis] for t in names}
+    acc = {t: [[0.0] * len(axis) for _ in axis] for t in names}
+    total_points = len(axis) ** 2
+    for ib, b in enumerate(axis):
+        for ia, a in enumerate(axis):
+            theta = origin + a * u + b * v
+            for t, r in evaluator.evaluate(theta, names, split, sample, seed).items():
+                loss[t][ib][ia] = r.loss
+                acc[t][ib][ia] = r.accuracy
+            done = ib * len(axis) + ia + 1
+            if done % 5 == 0 or done == total_points:
+                progress(done / total_points, f"landscape: {done}/{total_points} points")
+    total = [[sum(loss[t][ib][ia] for t in names) for ia in range(len(axis))] for ib in range(len(axis))]
+    pa, pb = plane_projection(pre - origin, u, v)
+    record = {
+        "task": task, "tasks": names, "axis": axis, "params": params, "split": split, "sample": sample,
+        "loss": loss, "accuracy": acc, "total": total,
+        "points": {"orthogonal": [0.0, 0.0], "positive": [1.0, 0.0], "negative": [0.0, 1.0], "pretrained": [pa, pb]},
+        "norms": {name: float(p.norm()) for name, p in parts.items()},
+    }
+    if use_cache:
+        write_json_atomic(path, record)
+    return record
