@@ -1,0 +1,74 @@
+"""Per-layer sensitivity (Figure 4) and where the trust region cuts.
+
+* ``omega``: mean Ω (any sensitivity variant) over each parameter tensor;
+* ``per_task``: for each task j, the mean of Σ_{i≠j} |G_j| ⊙ |Δ_i| = G_j ⊙ (Σ_i |Δ_i| − |Δ_j|)
+  over each tensor (the paper's Figure 4: how sensitive task j is to the other task vectors);
+* ``excluded``: the fraction of each tensor outside the trust region at ``tau``.
+
+Tensors are grouped into blocks — ``embed`` (conv1, class and positional embeddings, ln_pre),
+``block i`` (transformer.resblocks.i.*) and ``head`` (ln_post, proj) — with entry-weighted means.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..cache import cache_dir, digest, read_json, write_json_atomic
+from ..gradients import compute_task_gradients
+from ..merge import compute_trust_region
+from ..trust_region import SENSITIVITIES, sensitivity
+from ..zoo import Progress, Zoo, no_progress
+
+
+def block_of(key: str) -> str:
+    parts = key.split(".")
+    if parts[0] == "transformer" and len(parts) > 2 and parts[1] == "resblocks":
+        return f"block {parts[2]}"
+    if parts[0] in ("ln_post", "proj"):
+        return "head"
+    return "embed"
+
+
+def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, exemplars: int = 128, seed: int = 0,
+                      progress: Progress = no_progress, use_cache: bool = True) -> dict:
+    params = {"variant": variant, "tau": tau, "exemplars": exemplars, "seed": seed}
+    key = digest({"zoo": zoo.key, "params": params})
+    path = cache_dir("results", zoo.key) / f"layers-{key}.json"
+    if use_cache and (cached := read_json(path)) is not None:
+        return cached
+    tv = zoo.task_vectors
+    g = compute_task_gradients(zoo, exemplars, seed, progress=progress)
+    needs = SENSITIVITIES[variant].needs
+    omega = sensitivity(tv.deltas, variant, grads=g.abs_mean if needs == "grads" else None,
+                        signed_grads=g.mean if needs == "signed_grads" else None)
+    region = compute_trust_region(tv, tau, variant, grads=g.abs_mean, signed_grads=g.mean)
+    abs_sum = tv.deltas.abs().sum(0)
+    keys, sizes, blocks = [], [], []
+    mean_omega, excluded, per_task = [], [], {t: [] for t in zoo.task_names}
+    for key_, sl, shape in tv.layout.items():
+        keys.append(key_)
+        sizes.append(shape.numel())
+        blocks.append(block_of(key_))
+        mean_omega.append(float(omega[sl].double().mean()))
+        excluded.append(0.0 if region.keep is None else float((~region.keep[sl]).double().mean()))
+        for j, t in enumerate(zoo.task_names):
+            others = abs_sum[sl] - tv.deltas[j, sl].abs()
+            per_task[t].append(float((g.abs_mean[j, sl] * others).double().mean()))
+
+    def by_block(values: list[float]) -> dict[str, float]:
+        out: dict[str, list[float]] = {}
+        for b, v, n in zip(blocks, values, sizes):
+            acc = out.setdefault(b, [0.0, 0])
+            acc[0] += v * n
+            acc[1] += n
+        return {b: s / n for b, (s, n) in out.items()}
+
+    record = {
+        "params": params, "tasks": zoo.task_names, "tensors": keys, "sizes": sizes, "blocks": blocks,
+        "omega": mean_omega, "excluded": excluded, "per_task": per_task,
+        "block_omega": by_block(mean_omega), "block_excluded": by_block(excluded),
+        "block_per_task": {t: by_block(v) for t, v in per_task.items()},
+        "excluded_total": region.excluded, "N": tv.N,
+    }
+    if use_cache:
+        write_json_atomic(path, record)
+    return record

@@ -1,0 +1,57 @@
+"""Layer sensitivity against direct per-tensor computations; sweeps against single evaluations."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tatr_core.analysis.layers import block_of, layer_sensitivity
+from tatr_core.analysis.sweeps import sweep
+from tatr_core.errors import TatrError
+from tatr_core.gradients import compute_task_gradients
+from tatr_core.merge import compute_trust_region
+from tatr_core.runs import evaluate_method
+from tatr_core.trust_region import sensitivity
+
+
+def test_layer_sensitivity_matches_direct_sums(micro_zoo):
+    z = micro_zoo
+    res = layer_sensitivity(z, "gradient", tau=0.05, exemplars=8, use_cache=False)
+    tv = z.task_vectors
+    g = compute_task_gradients(z, 8, 0)
+    omega = sensitivity(tv.deltas, "gradient", grads=g.abs_mean)
+    region = compute_trust_region(tv, 0.05, "gradient", grads=g.abs_mean)
+    for idx in (0, 5, len(res["tensors"]) - 1):
+        key = res["tensors"][idx]
+        sl = next(s for k, s, _ in tv.layout.items() if k == key)
+        assert res["omega"][idx] == pytest.approx(float(omega[sl].double().mean()), rel=1e-6)
+        for j, t in enumerate(z.task_names):  # Σ_{i≠j} G_j ⊙ |Δ_i| with an explicit loop
+            direct = sum(g.abs_mean[j, sl] * tv.deltas[i, sl].abs() for i in range(tv.K) if i != j)
+            assert res["per_task"][t][idx] == pytest.approx(float(direct.double().mean()), rel=1e-5)
+    counted = sum(f * n for f, n in zip(res["excluded"], res["sizes"]))
+    assert counted == pytest.approx(region.excluded) and res["excluded_total"] == region.excluded
+    assert set(res["block_omega"]) == {"embed", "block 0", "block 1", "head"}
+    assert block_of("transformer.resblocks.11.mlp.c_fc.weight") == "block 11" and block_of("proj") == "head"
+
+
+def test_tau_sweep_streams_points_and_starts_at_task_arithmetic(micro_zoo):
+    seen = []
+    res = sweep(micro_zoo, "tatr", "tau", [0.0, 0.01, 0.05], sensitivity="zero-shot",
+                on_point=lambda v, r: seen.append((v, r["average_accuracy"])))
+    assert [v for v, _ in seen] == [0.0, 0.01, 0.05]
+    ta = evaluate_method(micro_zoo, "task_arithmetic")
+    assert res["points"][0]["tasks"] == ta["tasks"]  # τ = 0 is Task Arithmetic
+    assert res["points"][2]["excluded"] == int(0.05 * micro_zoo.task_vectors.N)
+    one = evaluate_method(micro_zoo, "tatr", tau=0.01, sensitivity="zero-shot")
+    assert res["points"][1]["average_accuracy"] == one["average_accuracy"]
+
+
+def test_lambda_and_exemplar_sweeps(micro_zoo):
+    lam = sweep(micro_zoo, "task_arithmetic", "lam", [0.0, 0.3])
+    pre = evaluate_method(micro_zoo, "pretrained")
+    assert lam["points"][0]["tasks"] == pre["tasks"]  # λ = 0 is the pretrained model
+    ex = sweep(micro_zoo, "tatr", "exemplars", [1, 4])
+    assert [p["params"]["exemplars"] for p in ex["points"]] == [1, 4]
+    with pytest.raises(TatrError, match="can sweep"):
+        sweep(micro_zoo, "tatr", "density", [0.1])
+    with pytest.raises(TatrError, match="is swept"):
+        sweep(micro_zoo, "tatr", "tau", [0.1], tau=0.2)
