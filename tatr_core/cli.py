@@ -257,6 +257,213 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------- figures, tables, report
+FIGURES = ("conflict", "components", "landscape", "layer-sensitivity", "tau-sweep", "lambda-sweep",
+           "exemplar-sweep", "tsv-spectrum")
+TABLES = ("methods", "sensitivity-variants", "generalization")
+
+
+def _add_method_options(p: argparse.ArgumentParser) -> None:
+    from .merge import REGISTRY
+    from .trust_region import SENSITIVITIES
+
+    p.add_argument("--zoo", required=True, help="mini, micro or a manifest path")
+    p.add_argument("--method", choices=list(REGISTRY), default=None, help="merge method (default per figure)")
+    p.add_argument("--lam", type=float, default=None)
+    p.add_argument("--density", type=float, default=None)
+    p.add_argument("--tau", type=float, default=None)
+    p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None)
+    p.add_argument("--exemplars", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--sample", type=int, default=None, help="images per task (fixed seeded subsample)")
+
+
+def _add_figure(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("figure", help="one figure of the paper for a zoo (PDF, SVG, PNG or HTML)")
+    p.add_argument("kind", choices=FIGURES)
+    _add_method_options(p)
+    p.add_argument("--form", choices=["loss", "accuracy"], default="loss", help="conflict: loss or accuracy form")
+    p.add_argument("--task", default=None, help="landscape: the task whose components span the plane (default: total loss)")
+    p.add_argument("--step", type=float, default=0.1, help="landscape: grid step over [-0.2, 1.2]")
+    p.add_argument("--values", type=float, nargs="+", default=None, help="sweeps: the values to evaluate")
+    p.add_argument("--per-task", action="store_true", help="sweeps: one line per task too")
+    p.add_argument("--by", choices=["tensor", "block"], default="tensor", help="layer-sensitivity: columns")
+    p.add_argument("--layer", default=None, help="tsv-spectrum: the 2-D tensor whose spectra to draw")
+    p.add_argument("--out", required=True, metavar="FILE.{pdf,svg,png,html}")
+    p.set_defaults(func=_cmd_figure)
+
+
+def _method_kwargs(args: argparse.Namespace) -> dict:
+    kw = {k: getattr(args, k) for k in ("lam", "density", "tau", "sensitivity", "exemplars")}
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=None):
+    """Run the analysis behind one figure and return the plotly figure (used by figure and report)."""
+    from . import figures
+    from .analysis import components, conflict, layers, sweeps, tsv_view
+
+    kw = _method_kwargs(args)
+    common = {"split": args.split, "sample": args.sample, "evaluator": evaluator, "progress": progress}
+    if kind == "conflict":
+        rec = conflict.conflict_matrix(zoo, args.method or "task_arithmetic", seed=args.seed, **kw, **common)
+        return figures.conflict_figure(rec, args.form)
+    grad_kw = {"exemplars": args.exemplars or 128, "seed": args.seed}
+    if kind == "components":
+        rec = components.component_accuracy(zoo, lam=args.lam if args.lam is not None else 0.3, **grad_kw, **common)
+        return figures.components_figure(rec)
+    if kind == "landscape":
+        common["sample"] = args.sample or 200
+        rec = components.loss_landscape(zoo, args.task, step=args.step, **grad_kw, **common)
+        return figures.landscape_figure(rec, args.task)
+    if kind == "layer-sensitivity":
+        rec = layers.layer_sensitivity(zoo, args.sensitivity or "gradient", args.tau if args.tau is not None else 0.01,
+                                       progress=progress, **grad_kw)
+        return figures.layer_sensitivity_figure(rec, args.by)
+    if kind.endswith("-sweep"):
+        parameter = {"tau-sweep": "tau", "lambda-sweep": "lam", "exemplar-sweep": "exemplars"}[kind]
+        method = args.method or ("task_arithmetic" if parameter == "lam" else "tatr")
+        kw.pop(parameter, None)
+        rec = sweeps.sweep(zoo, method, parameter, args.values, evaluator=evaluator, progress=progress,
+                           split=args.split, sample=args.sample, seed=args.seed, **kw)
+        return figures.sweep_figure(rec, args.per_task)
+    if kind == "tsv-spectrum":
+        return figures.tsv_spectrum_figure(tsv_view.tsv_view(zoo, progress=progress), args.layer)
+    raise TatrError(f"unknown figure '{kind}'")
+
+
+def _cmd_figure(args: argparse.Namespace) -> int:
+    from .figures import FORMATS, save_figure
+
+    out = Path(args.out)
+    if out.suffix.lower() not in FORMATS:
+        raise TatrError(f"--out {out}: name the figure file .pdf, .svg, .png or .html")
+    zoo = _load_zoo(args.zoo)
+    bar = BarProgress(args.kind)
+    try:
+        fig = build_figure(args.kind, zoo, args, bar)
+    finally:
+        bar.close()
+    save_figure(fig, out)
+    print(f"{args.kind} figure for zoo {zoo.name} -> {out}")
+    return 0
+
+
+def _add_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="a method table in the paper's layout (LaTeX, CSV or Markdown)")
+    p.add_argument("kind", choices=TABLES)
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--format", choices=["latex", "csv", "markdown"], default="markdown")
+    p.add_argument("--held-out", nargs="+", default=None, help="generalization: held-out tasks (default: the last two)")
+    p.add_argument("--split", choices=["test", "val"], default="test")
+    p.add_argument("--sample", type=int, default=None)
+    p.add_argument("--out", default=None, metavar="FILE", help="write here instead of printing")
+    p.set_defaults(func=_cmd_table)
+
+
+def build_table(kind: str, zoo, progress, held_out=None, split="test", sample=None, evaluator=None) -> dict:
+    from .analysis import tables
+
+    if kind == "methods":
+        return tables.method_table(zoo, tables.METHOD_ROWS, split=split, sample=sample, evaluator=evaluator, progress=progress)
+    if kind == "sensitivity-variants":
+        return tables.method_table(zoo, tables.SENSITIVITY_ROWS, split=split, sample=sample, evaluator=evaluator,
+                                   progress=progress, title=f"TATR with each sensitivity (Table 6) on zoo {zoo.name}")
+    return tables.generalization_table(zoo, held_out, split=split, sample=sample, evaluator=evaluator, progress=progress)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _cmd_table(args: argparse.Namespace) -> int:
+    from .analysis.tables import RENDERERS
+
+    zoo = _load_zoo(args.zoo)
+    bar = BarProgress(f"table {args.kind}")
+    try:
+        table = build_table(args.kind, zoo, bar, args.held_out, args.split, args.sample)
+    finally:
+        bar.close()
+    text = RENDERERS[args.format](table)
+    if args.out:
+        _write_text(Path(args.out), text)
+        print(f"{args.kind} table ({args.format}) -> {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="every figure and table of the paper for a zoo, with an index")
+    p.add_argument("--zoo", required=True)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--formats", nargs="+", default=["png", "pdf"], choices=["png", "pdf", "svg", "html"])
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .analysis.tables import RENDERERS
+    from .evaluate import Evaluator
+    from .figures import save_figure
+
+    zoo = _load_zoo(args.zoo)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluator = Evaluator(zoo)
+    base = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=None, seed=0,
+                split="test", sample=None, form="loss", task=None, step=0.1, values=None, per_task=False,
+                by="tensor", layer=None)
+    jobs = [
+        ("conflict-task_arithmetic", "conflict", {"method": "task_arithmetic"}, "Knowledge conflict C_{j|i}, Task Arithmetic (Eq. 3)"),
+        ("conflict-tatr", "conflict", {"method": "tatr"}, "Knowledge conflict C_{j|i}, TATR"),
+        ("conflict-accuracy-task_arithmetic", "conflict", {"method": "task_arithmetic", "form": "accuracy"}, "Knowledge conflict, accuracy form"),
+        ("components", "components", {}, "Components Δ⁺ / Δ⁻ / Δ⊥ (Figure 2a)"),
+        ("landscape-total", "landscape", {}, "Total loss landscape (Figure 2c, Figure 6)"),
+        (f"landscape-{zoo.task_names[0]}", "landscape", {"task": zoo.task_names[0]}, f"Loss landscape of {zoo.task_names[0]} (Figure 2b, Figure 5)"),
+        ("layer-sensitivity", "layer-sensitivity", {}, "Sensitivity per layer (Figure 4)"),
+        ("layer-sensitivity-blocks", "layer-sensitivity", {"by": "block"}, "Sensitivity per block (Figure 4)"),
+        ("tau-sweep", "tau-sweep", {"per_task": True}, "Accuracy against τ (Figure 3b)"),
+        ("lambda-sweep", "lambda-sweep", {}, "Accuracy against λ"),
+        ("exemplar-sweep", "exemplar-sweep", {}, "Accuracy against the exemplar count (Figure 3a, Table 5)"),
+        ("tsv-spectrum", "tsv-spectrum", {}, "Task singular vectors: spectra and interference"),
+    ]
+    tables = [("methods", "Methods (Table 1)"), ("sensitivity-variants", "Sensitivity variants (Table 6)"),
+              ("generalization", "Generalization to held-out tasks (Table 4)")]
+    bar = BarProgress(f"report {zoo.name}")
+    index = [f"# TATR Studio report: zoo {zoo.name}", "",
+             f"{len(zoo.tasks)} tasks ({', '.join(zoo.task_names)}), architecture {zoo.arch}, "
+             f"N = {zoo.task_vectors.N:,} merged parameters. Generated by `python -m tatr_core report`.", "",
+             "## Tables", ""]
+    total = len(jobs) + len(tables)
+    try:
+        for n, (kind, title) in enumerate(tables):
+            bar(n / total, f"table {kind}")
+            table = build_table(kind, zoo, lambda f, m: None, evaluator=evaluator)
+            for fmt, suffix in (("latex", "tex"), ("csv", "csv"), ("markdown", "md")):
+                _write_text(out / f"table-{kind}.{suffix}", RENDERERS[fmt](table))
+            index += [f"### {title}", "", RENDERERS["markdown"](table),
+                      f"[LaTeX](table-{kind}.tex) · [CSV](table-{kind}.csv)", ""]
+        index += ["## Figures", ""]
+        for n, (name, kind, overrides, title) in enumerate(jobs):
+            bar((len(tables) + n) / total, f"figure {name}")
+            fig = build_figure(kind, zoo, argparse.Namespace(**{**base, **overrides}), lambda f, m: None, evaluator)
+            files = [save_figure(fig, out / f"{name}.{fmt}").name for fmt in args.formats]
+            index += [f"### {title}", ""]
+            if "png" in args.formats:
+                index += [f"![{title}]({name}.png)", ""]
+            index += [" · ".join(f"[{f.rsplit('.', 1)[1].upper()}]({f})" for f in files), ""]
+    finally:
+        bar.close()
+    _write_text(out / "index.md", "\n".join(index) + "\n")
+    print(f"report for zoo {zoo.name}: {len(jobs)} figures, {len(tables)} tables -> {out / 'index.md'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tatr_core",
@@ -266,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_zoo(sub)
     _add_grads(sub)
     _add_eval(sub)
+    _add_figure(sub)
+    _add_table(sub)
+    _add_report(sub)
     return parser
 
 

@@ -1,0 +1,161 @@
+"""Method tables in the paper's layout (Tables 1, 4 and 6) and their LaTeX / CSV / Markdown forms.
+
+Rows are methods, columns the tasks and their average; among the merge methods (not the
+pretrained and individual baselines) the best entry of each column is bold and the second
+underlined, as in the paper.  Every cell is an accuracy computed by
+:func:`tatr_core.runs.evaluate_method` (cached).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Sequence
+
+from ..errors import TatrError
+from ..evaluate import Evaluator
+from ..runs import BASELINES, merge_inputs, merge_tasks, evaluate_method, method_params
+from ..zoo import Progress, Zoo, no_progress
+
+#: (label, group, method, parameters) — Table 1's rows that this registry can run.
+METHOD_ROWS = [
+    ("Pre-trained", "Basic baselines", "pretrained", {}),
+    ("Individual", "Basic baselines", "individual", {}),
+    ("Weight Averaging", "Training-free methods", "average", {}),
+    ("Task Arithmetic", "Training-free methods", "task_arithmetic", {}),
+    ("Ties-Merging", "Training-free methods", "ties", {}),
+    ("TSV-M", "Training-free methods", "tsv", {}),
+    ("TATR zero-shot", "TATR", "tatr", {"sensitivity": "zero-shot"}),
+    ("TATR", "TATR", "tatr", {}),
+    ("Ties-Merging & TATR zero-shot", "TATR", "ties", {"tau": 0.01, "sensitivity": "zero-shot"}),
+    ("Ties-Merging & TATR", "TATR", "ties", {"tau": 0.01}),
+    ("TSV-M & TATR", "TATR", "tsv", {"tau": 0.01}),
+]
+#: Table 6: TATR with each sensitivity.
+SENSITIVITY_ROWS = [
+    ("Pre-trained", "Basic baselines", "pretrained", {}),
+    ("TATR positive", "Sensitivity", "tatr", {"sensitivity": "positive"}),
+    ("TATR negative", "Sensitivity", "tatr", {"sensitivity": "negative"}),
+    ("TATR ntk", "Sensitivity", "tatr", {"sensitivity": "ntk"}),
+    ("TATR zero-shot", "Sensitivity", "tatr", {"sensitivity": "zero-shot"}),
+    ("TATR", "Sensitivity", "tatr", {"sensitivity": "gradient"}),
+]
+
+
+def _mark(rows: list[dict], columns: list[str]) -> None:
+    """Add ``rank`` {column: 1 (best) | 2 (second)} to each merge-method row."""
+    for row in rows:
+        row["rank"] = {}
+    candidates = [r for r in rows if r["method"] not in BASELINES]
+    for col in columns:
+        values = sorted({r["values"][col] for r in candidates}, reverse=True)
+        for r in candidates:
+            if values and r["values"][col] == values[0]:
+                r["rank"][col] = 1
+            elif len(values) > 1 and r["values"][col] == values[1]:
+                r["rank"][col] = 2
+
+
+def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = "test", sample: int | None = None,
+                 evaluator: Evaluator | None = None, progress: Progress = no_progress, title: str = "") -> dict:
+    """Accuracy (%) of each row's method on every task, with the average; best / second marked."""
+    evaluator = evaluator or Evaluator(zoo)
+    names = zoo.task_names
+    out_rows = []
+    for n, (label, group, method, kw) in enumerate(rows):
+        progress(n / len(rows), f"table: {label}")
+        rec = evaluate_method(zoo, method, split=split, sample=sample, evaluator=evaluator, **kw)
+        values = {t: 100 * rec["tasks"][t]["accuracy"] for t in names}
+        values["Avg"] = 100 * rec["average_accuracy"]
+        out_rows.append({"label": label, "group": group, "method": method, "params": rec["params"], "values": values})
+    columns = names + ["Avg"]
+    _mark(out_rows, columns)
+    progress(1.0, "table done")
+    return {"title": title or f"Test accuracy (%) on zoo {zoo.name}", "columns": columns, "rows": out_rows,
+            "split": split, "sample": sample}
+
+
+def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, methods: Sequence[tuple] | None = None,
+                         split: str = "test", sample: int | None = None, evaluator: Evaluator | None = None,
+                         progress: Progress = no_progress) -> dict:
+    """Table 4: merge all tasks but ``held_out`` (default: the last two), evaluate every task.
+
+    Columns: the merged tasks and their average, then the held-out tasks and their average.
+    """
+    names = zoo.task_names
+    held_out = list(held_out) if held_out is not None else names[-2:]
+    zoo.check_tasks(held_out)
+    seen = [t for t in names if t not in held_out]
+    if not seen or not held_out:
+        raise TatrError("generalization needs at least one merged and one held-out task")
+    methods = methods or [("Task Arithmetic", "task_arithmetic", {}), ("TATR", "tatr", {})]
+    evaluator = evaluator or Evaluator(zoo)
+    idx = [names.index(t) for t in seen]
+    rows = []
+    for n, (label, method, kw) in enumerate(methods):
+        progress(n / len(methods), f"generalization: {label}")
+        params = method_params(method, **kw)
+        theta = merge_tasks(zoo, method, params, merge_inputs(zoo, params), idx).theta
+        res = evaluator.evaluate(theta, names, split, sample)
+        values = {t: 100 * res[t].accuracy for t in names}
+        values["Avg (merged)"] = sum(values[t] for t in seen) / len(seen)
+        values["Avg (held out)"] = sum(values[t] for t in held_out) / len(held_out)
+        rows.append({"label": label, "group": "", "method": method, "params": params, "values": values})
+    columns = seen + ["Avg (merged)"] + held_out + ["Avg (held out)"]
+    _mark(rows, columns)
+    return {"title": f"Generalization to held-out tasks ({', '.join(held_out)}) on zoo {zoo.name}",
+            "columns": columns, "rows": rows, "held_out": held_out, "split": split, "sample": sample}
+
+
+# ------------------------------------------------------------------------------ renderers
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_ESCAPES.get(c, c) for c in str(text))
+
+
+def to_latex(table: dict) -> str:
+    """A booktabs ``table`` environment: best bold, second underlined, groups as \\midrule sections."""
+    cols = table["columns"]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + latex_escape(table["title"]) + "}",
+             r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
+             "Method & " + " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule"]
+    group = None
+    for n, row in enumerate(table["rows"]):
+        if row["group"] != group and n > 0 and row["group"]:
+            lines.append(r"\midrule")
+        group = row["group"]
+        cells = []
+        for c in cols:
+            v = f"{row['values'][c]:.1f}"
+            rank = row["rank"].get(c)
+            cells.append(r"\textbf{" + v + "}" if rank == 1 else r"\underline{" + v + "}" if rank == 2 else v)
+        lines.append(latex_escape(row["label"]) + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(table: dict) -> str:
+    cols = table["columns"]
+    lines = [f"**{table['title']}**", "", "| Method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    for row in table["rows"]:
+        cells = []
+        for c in cols:
+            v = f"{row['values'][c]:.1f}"
+            rank = row["rank"].get(c)
+            cells.append(f"**{v}**" if rank == 1 else f"<u>{v}</u>" if rank == 2 else v)
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: dict) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "group", *table["columns"]])
+    for row in table["rows"]:
+        w.writerow([row["label"], row["group"], *(f"{row['values'][c]:.2f}" for c in table["columns"])])
+    return buf.getvalue()
+
+
+RENDERERS = {"latex": to_latex, "markdown": to_markdown, "csv": to_csv}

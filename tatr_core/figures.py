@@ -1,0 +1,233 @@
+"""Plotly figure builders, one per analysis, shared by the dashboard and the CLI.
+
+Each builder takes the analysis record (a JSON-able dict from :mod:`tatr_core.analysis`) and
+returns a ``plotly.graph_objects.Figure`` in the publication template: readable fonts at
+column width, the Okabe–Ito colour-blind-safe palette, labelled axes with units, and the same
+task order and colour in every figure.  :func:`save_figure` writes HTML (self-contained) or
+PDF / SVG / PNG through kaleido and the system's chromium.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from .errors import TatrError
+
+#: Okabe & Ito (2008), colour-blind safe; tasks take colours in zoo order.
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+FONT = dict(family="Helvetica, Arial, sans-serif", size=14, color="#222")
+COMPONENT_COLOURS = {"pretrained": "#999999", "all": "#000000", "positive": "#D55E00", "negative": "#0072B2",
+                     "orthogonal": "#009E73"}
+COMPONENT_LABELS = {"pretrained": "θ_pre", "all": "θ_pre + λΔ", "positive": "θ_pre + λΔ⁺",
+                    "negative": "θ_pre + λΔ⁻", "orthogonal": "θ_pre + λΔ⊥"}
+
+
+def task_colour(tasks: list[str], task: str) -> str:
+    return PALETTE[tasks.index(task) % len(PALETTE)]
+
+
+def _layout(fig: go.Figure, title: str, width: int = 720, height: int = 460, subtitle: str = "", **kw) -> go.Figure:
+    text = title + (f"<br><span style='font-size:12px;color:#555'>{subtitle}</span>" if subtitle else "")
+    kw.setdefault("legend", dict(font=dict(size=12)))
+    fig.update_layout(template="simple_white", font=FONT, title=dict(text=text, x=0.01, font=dict(size=16)),
+                      width=width, height=height, margin=dict(l=70, r=30, t=80 if subtitle else 60, b=60), **kw)
+    return fig
+
+
+def conflict_figure(record: dict, form: str = "loss") -> go.Figure:
+    """Heatmap of C_{j|i}: rows j (the task that suffers), columns i (the task added)."""
+    if form not in ("loss", "accuracy"):
+        raise TatrError(f"form must be 'loss' or 'accuracy', got '{form}'")
+    tasks = record["tasks"]
+    scale = 100.0 if form == "accuracy" else 1.0
+    z = [[None if v is None else scale * v for v in row] for row in record[form]]
+    hover = []
+    for j, tj in enumerate(tasks):
+        row = []
+        for i, ti in enumerate(tasks):
+            if i == j:
+                row.append("")
+                continue
+            key = "loss" if form == "loss" else "accuracy"
+            a, b = record["full"][tj][key], record["without"][ti][tj][key]
+            row.append(f"adding {ti} → {tj}<br>{key} with all: {scale * a:.3f}<br>{key} without {ti}: {scale * b:.3f}")
+        hover.append(row)
+    finite = [abs(v) for row in z for v in row if v is not None] or [1.0]
+    bound = max(finite)
+    unit = "Δ loss (nats)" if form == "loss" else "accuracy lost (points)"
+    fig = go.Figure(go.Heatmap(z=z, x=tasks, y=tasks, colorscale="RdBu_r", zmin=-bound, zmax=bound,
+                               text=hover, hoverinfo="text", colorbar=dict(title=dict(text=unit, side="right")),
+                               texttemplate="%{z:.2f}" if len(tasks) <= 10 else None))
+    total = record["total_loss"] if form == "loss" else 100 * record["total_accuracy"]
+    fig.update_yaxes(autorange="reversed", title="task j (affected)")
+    fig.update_xaxes(title="task i (added to the merge)", tickangle=-30)
+    params = ", ".join(f"{k} = {v}" for k, v in record["params"].items())
+    return _layout(fig, f"Knowledge conflict C<sub>j|i</sub> ({form} form), total C = {total:+.2f}",
+                   subtitle=f"{record['method']}: {params}" if params else record["method"], width=760, height=640)
+
+
+def components_figure(record: dict) -> go.Figure:
+    """Figure 2(a): accuracy of θ_pre + λ·component of the other tasks' vector, per task."""
+    tasks = record["tasks"]
+    fig = go.Figure()
+    for comp in ("pretrained", "all", "positive", "negative", "orthogonal"):
+        fig.add_bar(name=COMPONENT_LABELS[comp], x=tasks, marker_color=COMPONENT_COLOURS[comp],
+                    y=[100 * record["per_task"][t][comp]["accuracy"] for t in tasks])
+    fig.update_yaxes(title="accuracy on task j (%)", range=[0, 100])
+    fig.update_xaxes(title="task j")
+    return _layout(fig, f"Components of the other tasks' vector (λ = {record['params']['lam']}, "
+                        f"⊥ = {100 * record['params']['orthogonal_fraction']:.0f}% smallest |∇L_j ⊙ Δ|)",
+                   barmode="group", width=860)
+
+
+def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
+    """Contours of one task's loss (or the total) on the Δ⊥ / Δ⁺ / Δ⁻ plane, the points marked."""
+    axis = record["axis"]
+    z = record["total"] if task is None else record["loss"][task]
+    which = "Total loss (sum over tasks)" if task is None else f"Loss of {task}"
+    plane = ("the sum of all task vectors, split by the total-loss gradient" if record["task"] is None
+             else f"the other tasks' vector, split by {record['task']}'s gradient")
+    fig = go.Figure(go.Contour(x=axis, y=axis, z=z, colorscale="Viridis", ncontours=20,
+                               colorbar=dict(title=dict(text="loss (nats)", side="right")),
+                               hovertemplate="a=%{x:.2f}, b=%{y:.2f}<br>loss %{z:.3f}<extra></extra>"))
+    marks = {"orthogonal": ("θ_pre+Δ⊥", "circle"), "positive": ("θ_pre+Δ⁺", "triangle-up"),
+             "negative": ("θ_pre+Δ⁻", "triangle-down"), "pretrained": ("θ_pre (projected)", "star")}
+    for key, (label, symbol) in marks.items():
+        x, y = record["points"][key]
+        fig.add_scatter(x=[x], y=[y], mode="markers+text", text=[label], textposition="top center", name=label,
+                        marker=dict(symbol=symbol, size=13, color="white", line=dict(color="black", width=1.5)),
+                        textfont=dict(color="white", size=13))
+    fig.update_xaxes(title="a: toward θ_pre+Δ⁺", range=[axis[0], axis[-1]])
+    fig.update_yaxes(title="b: toward θ_pre+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x")
+    return _layout(fig, f"{which} on the Δ⊥ / Δ⁺ / Δ⁻ plane", subtitle=f"plane of {plane}", width=640, height=620,
+                   showlegend=False)
+
+
+def layer_sensitivity_figure(record: dict, by: str = "tensor") -> go.Figure:
+    """Figure 4: per-task sensitivity Σ_{i≠j}|G_j|⊙|Δ_i| per layer (log colour scale), tasks × layers."""
+    import math
+
+    tasks = record["tasks"]
+    if by == "block":
+        cols = list(record["block_omega"])
+        z = [[record["block_per_task"][t][c] for c in cols] for t in tasks]
+    else:
+        cols = record["tensors"]
+        z = [record["per_task"][t] for t in tasks]
+    logz = [[math.log10(v) if v > 0 else None for v in row] for row in z]
+    fig = go.Figure(go.Heatmap(z=logz, x=cols, y=tasks, colorscale="Magma",
+                               colorbar=dict(title=dict(text="log10 mean sensitivity", side="right")),
+                               customdata=z, hovertemplate="%{y} · %{x}<br>%{customdata:.3e}<extra></extra>"))
+    fig.update_xaxes(title="layer (parameter tensor)" if by == "tensor" else "block", tickangle=-60,
+                     tickfont=dict(size=9 if by == "tensor" else 12))
+    fig.update_yaxes(title="task j", autorange="reversed")
+    return _layout(fig, f"Sensitivity of each task to the other task vectors "
+                        f"({record['params']['variant']}, {record['params']['exemplars']} exemplars)",
+                   width=1100 if by == "tensor" else 760, height=520)
+
+
+def excluded_figure(record: dict) -> go.Figure:
+    """Fraction of each tensor outside the trust region at the record's τ."""
+    fig = go.Figure(go.Bar(x=record["tensors"], y=[100 * v for v in record["excluded"]], marker_color=PALETTE[3]))
+    fig.update_xaxes(title="layer (parameter tensor)", tickangle=-60, tickfont=dict(size=9))
+    fig.update_yaxes(title="excluded from the trust region (%)")
+    return _layout(fig, f"Where the trust region cuts (τ = {100 * record['params']['tau']:g}%, "
+                        f"{record['excluded_total']:,} of {record['N']:,} dimensions)", width=1100)
+
+
+SWEEP_AXES = {"tau": ("τ: fraction of dimensions excluded (%)", 100.0), "lam": ("λ", 1.0),
+              "exemplars": ("exemplars per task", 1.0)}
+
+
+def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figure:
+    """Average accuracy (and optionally each task's) against the swept parameter; several methods overlaid."""
+    records = [records] if isinstance(records, dict) else records
+    parameter = records[0]["parameter"]
+    title, scale = SWEEP_AXES[parameter]
+    fig = go.Figure()
+    for n, rec in enumerate(records):
+        xs = [scale * p["value"] for p in rec["points"]]
+        shown = {k: v for k, v in rec["fixed"].items() if v is not None and k not in ("split", "sample", "seed")}
+        label = rec["method"] + ("" if not shown else " (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")")
+        fig.add_scatter(x=xs, y=[100 * p["average_accuracy"] for p in rec["points"]], mode="lines+markers",
+                        name=f"{label}: average", line=dict(width=3, color=PALETTE[n % len(PALETTE)]))
+        if per_task:
+            tasks = list(rec["points"][0]["tasks"])
+            for t in tasks:
+                fig.add_scatter(x=xs, y=[100 * p["tasks"][t]["accuracy"] for p in rec["points"]], mode="lines",
+                                name=t, line=dict(width=1.5, dash="dot", color=task_colour(tasks, t)))
+    fig.update_xaxes(title=title, type="log" if parameter == "exemplars" else "linear")
+    fig.update_yaxes(title="test accuracy (%)")
+    name = {"tau": "τ", "lam": "λ", "exemplars": "the exemplar count"}[parameter]
+    return _layout(fig, f"Accuracy against {name}", width=860)
+
+
+def tsv_spectrum_figure(record: dict, layer: str | None = None) -> go.Figure:
+    """Normalised singular-value spectra of each task's matrix in one layer, and the interference matrix."""
+    from plotly.subplots import make_subplots
+
+    tasks = record["tasks"]
+    layer = layer or next((l for l in record["layers"] if "mlp.c_fc" in l), record["layers"][0])
+    if layer not in record["spectra"]:
+        raise TatrError(f"no 2-D layer '{layer}'; choose one of {', '.join(record['layers'][:5])}, ...")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.14,
+                        subplot_titles=(f"spectra of ΔW in {layer}", "singular task interference (mean over layers)"))
+    for t in tasks:
+        s = record["spectra"][layer][t]
+        fig.add_scatter(x=list(range(1, len(s) + 1)), y=s, mode="lines", name=t,
+                        line=dict(color=task_colour(tasks, t), width=2), row=1, col=1)
+    fig.add_heatmap(z=record["interference"], x=tasks, y=tasks, colorscale="Blues", row=1, col=2,
+                    colorbar=dict(title=dict(text="STI", side="right"), x=1.02))
+    fig.update_xaxes(title_text="singular value index", type="log", row=1, col=1)
+    fig.update_yaxes(title_text="σ / σ₁", type="log", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)
+    fig.update_xaxes(tickangle=-30, row=1, col=2)
+    return _layout(fig, f"Task singular vectors (rank kept for interference: {100 * record['rank_fraction']:.0f}%)",
+                   width=1150, height=560, legend=dict(orientation="h", x=0.0, y=-0.22, font=dict(size=12)))
+
+
+# ------------------------------------------------------------------------------ export
+FORMATS = (".pdf", ".svg", ".png", ".html")
+
+
+def _chromium() -> str | None:
+    for candidate in (os.environ.get("BROWSER_PATH"), "/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
+    """The figure as ``pdf`` / ``svg`` / ``png`` bytes (kaleido + chromium) or self-contained ``html``."""
+    fmt = fmt.lower().lstrip(".")
+    if fmt == "html":
+        return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+    if f".{fmt}" not in FORMATS:
+        raise TatrError(f"unknown figure format '{fmt}'; use one of {', '.join(f[1:] for f in FORMATS)}")
+    browser = _chromium()
+    if browser is None:
+        raise TatrError("static export (PDF/SVG/PNG) needs chromium: install it (apt-get install chromium) "
+                        "or export to .html")
+    os.environ.setdefault("BROWSER_PATH", browser)
+    try:
+        return fig.to_image(format=fmt, scale=2 if fmt == "png" else 1)
+    except Exception as exc:  # kaleido / chromium failures: say what to do
+        raise TatrError(f"static export through chromium at {browser} failed ({str(exc).splitlines()[0]}); "
+                        "export to .html instead") from exc
+
+
+def save_figure(fig: go.Figure, path: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``path`` (format from the suffix), atomically."""
+    path = Path(path)
+    if path.suffix.lower() not in FORMATS:
+        raise TatrError(f"{path}: name the figure file .pdf, .svg, .png or .html")
+    data = figure_bytes(fig, path.suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path

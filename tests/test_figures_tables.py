@@ -1,0 +1,143 @@
+"""Figures render (HTML always; PDF/SVG/PNG through chromium), tables are compile-ready, the CLI works."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from tatr_core import figures
+from tatr_core.analysis.tables import METHOD_ROWS, SENSITIVITY_ROWS, generalization_table, method_table, to_csv, to_latex, to_markdown
+from tatr_core.analysis.tsv_view import tsv_view
+from tatr_core.cli import FIGURES, build_figure
+from tatr_core.errors import TatrError
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_CHROMIUM = figures._chromium() is not None
+needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="chromium not installed: static export untested "
+                                                               "(scripts/setup.sh installs it when run as root)")
+BASE = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=8, seed=0, split="test",
+            sample=40, form="loss", task=None, step=0.5, values=None, per_task=True, by="tensor", layer=None)
+
+
+@pytest.fixture(scope="module")
+def micro_figures(micro_zoo):
+    return {kind: build_figure(kind, micro_zoo, Namespace(**BASE), lambda f, m: None) for kind in FIGURES}
+
+
+def test_every_figure_builds_with_labelled_axes(micro_figures, micro_zoo):
+    for kind, fig in micro_figures.items():
+        assert fig.layout.title.text, kind
+        assert fig.data, kind
+        html = figures.figure_bytes(fig, "html")
+        assert len(html) > 10_000 and b"<html" in html
+    sweep = micro_figures["tau-sweep"]
+    assert sweep.layout.xaxis.title.text.startswith("τ") and sweep.layout.yaxis.title.text == "test accuracy (%)"
+    # the same task keeps the same colour across figures
+    lines = {d.name: d.line.color for d in sweep.data if d.name in micro_zoo.task_names}
+    assert lines == {t: figures.task_colour(micro_zoo.task_names, t) for t in micro_zoo.task_names}
+
+
+@needs_chromium
+@pytest.mark.parametrize("fmt,magic", [("pdf", b"%PDF"), ("svg", b"<svg"), ("png", b"\x89PNG")])
+def test_static_export(micro_figures, tmp_path, fmt, magic):
+    path = figures.save_figure(micro_figures["conflict"], tmp_path / f"c.{fmt}")
+    data = path.read_bytes()
+    assert data[:200].find(magic) >= 0 and len(data) > 2000
+    assert [p.name for p in tmp_path.iterdir()] == [f"c.{fmt}"]  # nothing half-written left
+
+
+def test_bad_figure_requests():
+    with pytest.raises(TatrError, match="name the figure file"):
+        figures.save_figure(figures.go.Figure(), "/tmp/x.jpg")
+    with pytest.raises(TatrError, match="form must be"):
+        figures.conflict_figure({"tasks": []}, "bogus")
+
+
+def test_tsv_interference_is_zero_for_orthogonal_tasks():
+    import torch
+
+    from tatr_core.analysis.tsv_view import singular_task_interference
+
+    q, _ = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64))
+    a = (q[:, :2], torch.tensor([3.0, 1.0], dtype=torch.float64), q[:, 2:4])
+    b = (q[:, 4:6], torch.tensor([2.0, 1.0], dtype=torch.float64), q[:, 6:8])
+    assert singular_task_interference(a, b) == pytest.approx(0.0, abs=1e-12)
+    c = (q[:, :2], torch.tensor([2.0, 1.0], dtype=torch.float64), q[:, 2:4])  # same singular vectors as a
+    assert singular_task_interference(a, c) > 1.0
+
+
+def test_tsv_view(micro_zoo):
+    rec = tsv_view(micro_zoo, use_cache=False)
+    layer = rec["layers"][0]
+    assert all(abs(rec["spectra"][layer][t][0] - 1.0) < 1e-12 for t in micro_zoo.task_names)
+    m = rec["interference"]
+    assert all(m[i][i] == 0 for i in range(4)) and all(m[i][j] == m[j][i] for i in range(4) for j in range(4))
+
+
+def check_latex(tex: str, labels: list[str]) -> None:
+    assert tex.count("{") - tex.count(r"\{") == tex.count("}") - tex.count(r"\}")
+    for env in ("table", "tabular"):
+        assert tex.count(r"\begin{" + env) == tex.count(r"\end{" + env) == 1
+    assert r"\toprule" in tex and r"\bottomrule" in tex
+    body = tex.split(r"\midrule", 1)[1]
+    for label in labels:
+        assert re.search(r"^" + re.escape(label.replace("&", r"\&")) + " & ", body, re.M), label
+    n_cols = tex.split(r"\begin{tabular}{", 1)[1].split("}", 1)[0]
+    for line in body.splitlines():
+        if line.endswith(r"\\"):
+            assert line.count(" & ") == len(n_cols) - 1
+
+
+def test_method_tables_render(micro_zoo):
+    table = method_table(micro_zoo, METHOD_ROWS, sample=40)
+    labels = [r[0] for r in METHOD_ROWS]
+    check_latex(to_latex(table), labels)
+    for col in table["columns"]:  # every column has a best entry among the merge methods
+        assert any(r["rank"].get(col) == 1 for r in table["rows"])
+        assert not any(r["rank"] for r in table["rows"] if r["method"] in ("pretrained", "individual"))
+    md = to_markdown(table)
+    assert md.count("\n| ") == len(labels) + 1 and "**" in md
+    assert to_csv(table).count("\n") == len(labels) + 1
+    variants = method_table(micro_zoo, SENSITIVITY_ROWS, sample=40)
+    check_latex(to_latex(variants), [r[0] for r in SENSITIVITY_ROWS])
+
+
+def test_generalization_table(micro_zoo):
+    from tatr_core.evaluate import Evaluator
+    from tatr_core.merge import merge
+
+    table = generalization_table(micro_zoo, ["shapes", "colours"], sample=40)
+    assert table["columns"] == ["mnist", "textures", "Avg (merged)", "shapes", "colours", "Avg (held out)"]
+    sub = micro_zoo.task_vectors.subset([0, 1])
+    direct = Evaluator(micro_zoo).evaluate(merge(sub, "task_arithmetic").theta, sample=40)
+    ta = table["rows"][0]["values"]
+    assert ta["shapes"] == pytest.approx(100 * direct["shapes"].accuracy)
+    check_latex(to_latex(table), ["Task Arithmetic", "TATR"])
+    with pytest.raises(TatrError, match="unknown task"):
+        generalization_table(micro_zoo, ["bogus"])
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_figure_table_report(micro_zoo, tmp_path):
+    r = run_cli("figure", "tau-sweep", "--zoo", "micro", "--values", "0", "0.01", "--sensitivity", "zero-shot",
+                "--out", tmp_path / "tau.html")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tau.html").stat().st_size > 10_000
+    r = run_cli("table", "methods", "--zoo", "micro", "--format", "latex", "--sample", "40", "--out", tmp_path / "t.tex")
+    assert r.returncode == 0, r.stderr
+    check_latex((tmp_path / "t.tex").read_text(), [r[0] for r in METHOD_ROWS])
+    r = run_cli("figure", "conflict", "--zoo", "micro", "--out", tmp_path / "c.jpg")
+    assert r.returncode == 2 and ".pdf, .svg, .png or .html" in r.stderr
+    r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html")
+    assert r.returncode == 0, r.stderr
+    index = (tmp_path / "report" / "index.md").read_text()
+    links = re.findall(r"\]\(([^)]+)\)", index)
+    assert len(links) >= 12 + 6 and all((tmp_path / "report" / link).exists() for link in links)
