@@ -42,6 +42,13 @@ def test_every_figure_builds_with_labelled_axes(micro_figures, micro_zoo):
 
 
 @needs_chromium
+def test_every_figure_exports_to_svg(micro_figures, tmp_path):
+    for kind, fig in micro_figures.items():
+        data = figures.save_figure(fig, tmp_path / f"{kind}.svg").read_bytes()
+        assert b"<svg" in data[:500] and len(data) > 5000, kind
+
+
+@needs_chromium
 @pytest.mark.parametrize("fmt,magic", [("pdf", b"%PDF"), ("svg", b"<svg"), ("png", b"\x89PNG")])
 def test_static_export(micro_figures, tmp_path, fmt, magic):
     path = figures.save_figure(micro_figures["conflict"], tmp_path / f"c.{fmt}")

@@ -16,7 +16,8 @@ from ..evaluate import Evaluator
 from ..runs import BASELINES, merge_inputs, merge_tasks, evaluate_method, method_params
 from ..zoo import Progress, Zoo, no_progress
 
-#: (label, group, method, parameters) — Table 1's rows that this registry can run.
+#: (label, group, method, parameters) — Table 1's rows that this registry can run, and the
+#: Table 6 sensitivity variants not already among them.
 METHOD_ROWS = [
     ("Pre-trained", "Basic baselines", "pretrained", {}),
     ("Individual", "Basic baselines", "individual", {}),
@@ -29,6 +30,9 @@ METHOD_ROWS = [
     ("Ties-Merging & TATR zero-shot", "TATR", "ties", {"tau": 0.01, "sensitivity": "zero-shot"}),
     ("Ties-Merging & TATR", "TATR", "ties", {"tau": 0.01}),
     ("TSV-M & TATR", "TATR", "tsv", {"tau": 0.01}),
+    ("TATR positive", "Sensitivity variants", "tatr", {"sensitivity": "positive"}),
+    ("TATR negative", "Sensitivity variants", "tatr", {"sensitivity": "negative"}),
+    ("TATR ntk", "Sensitivity variants", "tatr", {"sensitivity": "ntk"}),
 ]
 #: Table 6: TATR with each sensitivity.
 SENSITIVITY_ROWS = [
