@@ -1,17 +1,16 @@
-"""TATR Studio — home page.
+"""TATR Studio — home: the zoo in use, its tasks, zero-shot vs fine-tuned accuracy, the pages.
 
-Layout only: everything shown comes from ``tatr_core`` (the merge-method registry and the
-trust-region sensitivities).  The analysis pages arrive in ``pages/``.
+Layout only: everything shown comes from ``tatr_core``.
 """
 import pandas as pd
 import streamlit as st
 
-import tatr_core
 from tatr_core.merge import REGISTRY
+from tatr_core.runs import evaluate_method
 from tatr_core.trust_region import SENSITIVITIES
+from tatr_core.ui import current_zoo, friendly_errors, zoo_spec
 
 st.set_page_config(page_title="TATR Studio", page_icon="🧭", layout="wide")
-
 st.title("TATR Studio")
 st.markdown(
     "Understand and do **multi-task model merging** of fine-tuned CLIP image encoders, built around "
@@ -19,36 +18,48 @@ st.markdown(
     "do not conflict with other tasks' loss gradients."
 )
 
+with st.sidebar:
+    current = zoo_spec()
+    spec = st.text_input("Zoo", value=current,
+                         help="mini (built in), micro (tiny, for tests) or the path of a zoo manifest (.yaml / .json)")
+    if spec != current:
+        st.session_state["zoo"] = spec
+        st.query_params["zoo"] = spec
+
+with friendly_errors():
+    zoo, evaluator = current_zoo()
+    zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
+    ind = evaluate_method(zoo, "individual", evaluator=evaluator)
+
+st.subheader(f"Zoo `{zoo.name}`: {len(zoo.tasks)} tasks, {zoo.task_vectors.N:,} merged parameters ({zoo.arch})")
+rows = []
+for name, task in zoo.tasks.items():
+    rows.append({"task": name, "classes": len(task.classnames), "test images": zs["tasks"][name]["n"],
+                 "zero-shot %": round(100 * zs["tasks"][name]["accuracy"], 1),
+                 "fine-tuned %": round(100 * ind["tasks"][name]["accuracy"], 1), "source": task.source})
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+st.caption(f"Average: zero-shot {100 * zs['average_accuracy']:.1f}%, fine-tuned (each model on its own task) "
+           f"{100 * ind['average_accuracy']:.1f}%.")
+
+st.markdown("**Sample test images**")
+cols = st.columns(len(zoo.tasks))
+for col, (name, task) in zip(cols, zoo.tasks.items()):
+    images, labels = task.split("test")
+    col.image([images[i].permute(1, 2, 0).numpy() for i in range(3)], width=64,
+              caption=[task.classnames[int(labels[i])] for i in range(3)])
+    col.caption(name)
+
+st.subheader("Pages")
+st.page_link("pages/1_Merge_Lab.py", label="Merge Lab: merge with any method, see per-task accuracy, download the result")
+
 st.subheader("Merge methods")
-st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "method": m.name,
-                "as in the paper": m.label,
-                "what it does": m.summary,
-                "default λ": "fixed" if m.default_lam is None else m.default_lam,
-                "parameters": ", ".join(f"{k}={v}" for k, v in m.params.items()) or "—",
-                "default τ": m.default_tau,
-            }
-            for m in REGISTRY.values()
-        ]
-    ),
-    hide_index=True,
-    width="stretch",
-)
-
+st.dataframe(pd.DataFrame([{"method": m.name, "as in the paper": m.label, "what it does": m.summary,
+                            "default λ": "— (fixed)" if m.default_lam is None else f"{m.default_lam:g}",
+                            "parameters": ", ".join(f"{k}={v}" for k, v in m.params.items()) or "—",
+                            "default τ": f"{m.default_tau:g}"} for m in REGISTRY.values()]),
+             hide_index=True, width="stretch")
 st.subheader("Trust-region sensitivities Ω")
-st.caption("The top τ fraction of dimensions by Ω leaves the trust region (Eq. 9); every method above accepts τ.")
-for spec in SENSITIVITIES.values():
+for s in SENSITIVITIES.values():
     left, right = st.columns([1, 2])
-    left.markdown(f"**{spec.name}** — {spec.summary}")
-    right.latex(r"\Omega = " + spec.formula)
-
-st.subheader("Command line")
-st.code(
-    "python -m tatr_core merge --pretrained PRE --finetuned FT1 FT2 ... --method tatr \\\n"
-    "    --sensitivity zero-shot --tau 0.01 --lam 0.3 --out merged.safetensors",
-    language="bash",
-)
-st.caption(f"tatr_core {tatr_core.__version__}")
+    left.markdown(f"**{s.name}** — {s.summary}")
+    right.latex(r"\Omega = " + s.formula)

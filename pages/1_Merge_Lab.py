@@ -1,0 +1,87 @@
+"""Merge Lab: pick a method and its parameters, see per-task accuracy against zero-shot and
+fine-tuned, download the merged checkpoint and the recipe that reproduces it with the CLI."""
+import json
+import pathlib
+import tempfile
+
+import plotly.graph_objects as go
+import streamlit as st
+import yaml
+
+from tatr_core.checkpoints import save_safetensors
+from tatr_core.figures import PALETTE, _layout
+from tatr_core.merge import REGISTRY
+from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
+from tatr_core.trust_region import SENSITIVITIES
+from tatr_core.ui import current_zoo, figure_downloads, friendly_errors
+
+st.set_page_config(page_title="Merge Lab · TATR Studio", layout="wide")
+st.title("Merge Lab")
+
+with friendly_errors():
+    zoo, evaluator = current_zoo()
+
+with st.sidebar:
+    method = st.selectbox("Method", list(REGISTRY), index=list(REGISTRY).index("tatr"), key="method",
+                          format_func=lambda m: f"{REGISTRY[m].label} ({m})")
+    spec = REGISTRY[method]
+    kw = {}
+    if spec.default_lam is not None:
+        kw["lam"] = st.slider("λ (scaling)", 0.0, 1.5, float(spec.default_lam), 0.05, key=f"lam-{method}")
+    if "density" in spec.params:
+        kw["density"] = st.slider("density (TIES trim)", 0.05, 1.0, float(spec.params["density"]), 0.05, key="density")
+    tau_pct = st.select_slider("τ: excluded from the trust region (%)", [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
+                               value=100 * spec.default_tau, key=f"tau-{method}")
+    kw["tau"] = tau_pct / 100
+    if kw["tau"] > 0:
+        kw["sensitivity"] = st.selectbox("sensitivity Ω", list(SENSITIVITIES), key="sensitivity")
+        if SENSITIVITIES[kw["sensitivity"]].needs:
+            kw["exemplars"] = st.select_slider("exemplars per task", [1, 2, 4, 8, 16, 32, 64, 128], value=128,
+                                               key="exemplars")
+
+with friendly_errors():
+    bar = st.progress(0.0, text="merging")
+    record = evaluate_method(zoo, method, evaluator=evaluator, progress=lambda f, m: bar.progress(f, text=m), **kw)
+    bar.empty()
+    zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
+    ind = evaluate_method(zoo, "individual", evaluator=evaluator)
+
+tasks = zoo.task_names
+c1, c2, c3 = st.columns(3)
+c1.metric("average accuracy", f"{100 * record['average_accuracy']:.1f}%",
+          f"{100 * (record['average_accuracy'] - zs['average_accuracy']):+.1f} vs zero-shot")
+c2.metric("fine-tuned average", f"{100 * ind['average_accuracy']:.1f}%")
+c3.metric(f"excluded dimensions (of {zoo.task_vectors.N:,})", f"{record.get('excluded', 0):,}")
+
+fig = go.Figure()
+for label, rec, colour in (("zero-shot", zs, "#999999"), ("fine-tuned", ind, "#000000"),
+                           (REGISTRY[method].label, record, PALETTE[0])):
+    fig.add_bar(name=label, x=tasks, y=[100 * rec["tasks"][t]["accuracy"] for t in tasks], marker_color=colour)
+fig.update_yaxes(title="test accuracy (%)", range=[0, 100])
+fig.update_xaxes(title="task")
+params = ", ".join(f"{k} = {v}" for k, v in record["params"].items())
+_layout(fig, f"{REGISTRY[method].label}: per-task accuracy", subtitle=params, barmode="group", width=None, height=460)
+st.plotly_chart(fig, width="stretch")
+figure_downloads(fig, f"merge-lab-{method}")
+
+st.subheader("Take it with you")
+recipe = {"zoo": zoo.name, "method": method, "params": record["params"],
+          "command": f"python -m tatr_core eval --zoo {zoo.name} --method {method} " + " ".join(
+              f"--{k} {v}" for k, v in record["params"].items() if k != "seed")}
+
+
+def merged_checkpoint() -> bytes:
+    params = method_params(method, **kw)
+    theta = merge_tasks(zoo, method, params, merge_inputs(zoo, params)).theta
+    with tempfile.TemporaryDirectory() as d:
+        path = save_safetensors(zoo.task_vectors.to_state_dict(theta), pathlib.Path(d) / "merged.safetensors",
+                                metadata={"tatr_recipe": json.dumps(recipe)})
+        return path.read_bytes()
+
+
+d1, d2 = st.columns(2)
+d1.download_button("merged image encoder (safetensors)", data=merged_checkpoint, file_name=f"{zoo.name}-{method}.safetensors",
+                   mime="application/octet-stream", key="dl-merged")
+d2.download_button("recipe (YAML)", data=yaml.safe_dump(recipe, sort_keys=False), file_name=f"{zoo.name}-{method}.yaml",
+                   mime="text/yaml", key="dl-recipe")
+st.code(recipe["command"], language="bash")
