@@ -4,12 +4,11 @@ import json
 import pathlib
 import tempfile
 
-import plotly.graph_objects as go
 import streamlit as st
 import yaml
 
 from tatr_core.checkpoints import save_safetensors
-from tatr_core.figures import PALETTE, _layout
+from tatr_core.figures import accuracy_bars_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
@@ -53,14 +52,9 @@ c1.metric("average accuracy", f"{100 * record['average_accuracy']:.1f}%",
 c2.metric("fine-tuned average", f"{100 * ind['average_accuracy']:.1f}%")
 c3.metric(f"excluded dimensions (of {zoo.task_vectors.N:,})", f"{record.get('excluded', 0):,}")
 
-fig = go.Figure()
-for label, rec, colour in (("zero-shot", zs, "#999999"), ("fine-tuned", ind, "#000000"),
-                           (REGISTRY[method].label, record, PALETTE[0])):
-    fig.add_bar(name=label, x=tasks, y=[100 * rec["tasks"][t]["accuracy"] for t in tasks], marker_color=colour)
-fig.update_yaxes(title="test accuracy (%)", range=[0, 100])
-fig.update_xaxes(title="task")
 params = ", ".join(f"{k} = {v}" for k, v in record["params"].items())
-_layout(fig, f"{REGISTRY[method].label}: per-task accuracy", subtitle=params, barmode="group", width=None, height=460)
+fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, REGISTRY[method].label: record},
+                           f"{REGISTRY[method].label}: per-task accuracy", params)
 st.plotly_chart(fig, width="stretch")
 figure_downloads(fig, f"merge-lab-{method}")
 

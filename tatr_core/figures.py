@@ -69,6 +69,21 @@ def conflict_figure(record: dict, form: str = "loss") -> go.Figure:
                    subtitle=f"{record['method']}: {params}" if params else record["method"], width=760, height=640)
 
 
+def accuracy_bars_figure(records: dict[str, dict], title: str, subtitle: str = "") -> go.Figure:
+    """Per-task accuracy of several evaluation records side by side (``{label: evaluate_method record}``)."""
+    fixed = {"zero-shot": "#999999", "fine-tuned": "#000000"}
+    fig = go.Figure()
+    others = 0
+    for label, rec in records.items():
+        colour = fixed.get(label) or PALETTE[others % len(PALETTE)]
+        others += label not in fixed
+        tasks = list(rec["tasks"])
+        fig.add_bar(name=label, x=tasks, y=[100 * rec["tasks"][t]["accuracy"] for t in tasks], marker_color=colour)
+    fig.update_yaxes(title="test accuracy (%)", range=[0, 100])
+    fig.update_xaxes(title="task")
+    return _layout(fig, title, subtitle=subtitle, barmode="group", width=None, height=460)
+
+
 def components_figure(record: dict) -> go.Figure:
     """Figure 2(a): accuracy of θ_pre + λ·component of the other tasks' vector, per task."""
     tasks = record["tasks"]
