@@ -51,6 +51,7 @@ for col, (name, task) in zip(cols, zoo.tasks.items()):
 
 st.subheader("Pages")
 st.page_link("pages/1_Merge_Lab.py", label="Merge Lab: merge with any method, see per-task accuracy, download the result")
+st.page_link("pages/2_Knowledge_Conflicts.py", label="Knowledge Conflicts: C(j|i) of two methods side by side")
 
 st.subheader("Merge methods")
 st.dataframe(pd.DataFrame([{"method": m.name, "as in the paper": m.label, "what it does": m.summary,

@@ -37,8 +37,17 @@ def _layout(fig: go.Figure, title: str, width: int = 720, height: int = 460, sub
     return fig
 
 
-def conflict_figure(record: dict, form: str = "loss") -> go.Figure:
-    """Heatmap of C_{j|i}: rows j (the task that suffers), columns i (the task added)."""
+def conflict_extent(record: dict, form: str = "loss") -> float:
+    """The largest |C_{j|i}| of a record, in the figure's units (for a colour scale shared by several figures)."""
+    scale = 100.0 if form == "accuracy" else 1.0
+    return max([abs(scale * v) for row in record[form] for v in row if v is not None] or [1.0])
+
+
+def conflict_figure(record: dict, form: str = "loss", bound: float | None = None) -> go.Figure:
+    """Heatmap of C_{j|i}: rows j (the task that suffers), columns i (the task added).
+
+    ``bound`` fixes the symmetric colour range (to compare figures side by side); default: this record's extent.
+    """
     if form not in ("loss", "accuracy"):
         raise TatrError(f"form must be 'loss' or 'accuracy', got '{form}'")
     tasks = record["tasks"]
@@ -55,8 +64,7 @@ def conflict_figure(record: dict, form: str = "loss") -> go.Figure:
             a, b = record["full"][tj][key], record["without"][ti][tj][key]
             row.append(f"adding {ti} → {tj}<br>{key} with all: {scale * a:.3f}<br>{key} without {ti}: {scale * b:.3f}")
         hover.append(row)
-    finite = [abs(v) for row in z for v in row if v is not None] or [1.0]
-    bound = max(finite)
+    bound = bound if bound is not None else conflict_extent(record, form)
     unit = "Δ loss (nats)" if form == "loss" else "accuracy lost (points)"
     fig = go.Figure(go.Heatmap(z=z, x=tasks, y=tasks, colorscale="RdBu_r", zmin=-bound, zmax=bound,
                                text=hover, hoverinfo="text", colorbar=dict(title=dict(text=unit, side="right")),

@@ -45,3 +45,20 @@ def test_merge_lab_tau_zero_shows_task_arithmetic(micro_zoo):
     ties = evaluate_method(micro_zoo, "ties")
     assert at.metric[0].value == f"{100 * ties['average_accuracy']:.1f}%"
     assert "--method ties" in at.code[0].value
+
+
+def test_knowledge_conflicts_page_shows_the_computed_totals(micro_zoo):
+    from tatr_core.analysis.conflict import conflict_matrix
+
+    at = AppTest.from_file("../pages/2_Knowledge_Conflicts.py", default_timeout=180).run()
+    assert not at.exception
+    ta = conflict_matrix(micro_zoo, "task_arithmetic")
+    tatr = conflict_matrix(micro_zoo, "tatr", tau=0.01)
+    assert [m.value for m in at.metric] == [f"{ta['total_loss']:+.2f}", f"{tatr['total_loss']:+.2f}"]
+    at.radio(key="conflict-form").set_value("accuracy").run()
+    assert [m.value for m in at.metric] == [f"{100 * ta['total_accuracy']:+.2f}", f"{100 * tatr['total_accuracy']:+.2f}"]
+    at.selectbox(key="conflict-left").set_value("ties").run()
+    ties = conflict_matrix(micro_zoo, "ties")
+    assert at.metric[0].value == f"{100 * ties['total_accuracy']:+.2f}"
+    at.selectbox(key="conflict-left").set_value("tatr").run()  # the same method on both sides
+    assert not at.exception and len(at.metric) == 2 and at.metric[0].value == at.metric[1].value

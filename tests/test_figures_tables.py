@@ -57,6 +57,15 @@ def test_static_export(micro_figures, tmp_path, fmt, magic):
     assert [p.name for p in tmp_path.iterdir()] == [f"c.{fmt}"]  # nothing half-written left
 
 
+def test_conflict_colour_scale_can_be_shared(micro_zoo):
+    from tatr_core.analysis.conflict import conflict_matrix
+
+    rec = conflict_matrix(micro_zoo, "task_arithmetic", sample=40)
+    own = figures.conflict_figure(rec).data[0]
+    assert own.zmax == figures.conflict_extent(rec) == -own.zmin
+    assert figures.conflict_figure(rec, "loss", bound=7.5).data[0].zmax == 7.5
+
+
 def test_bad_figure_requests():
     with pytest.raises(TatrError, match="name the figure file"):
         figures.save_figure(figures.go.Figure(), "/tmp/x.jpg")
