@@ -374,10 +374,9 @@ def build_table(kind: str, zoo, progress, held_out=None, split="test", sample=No
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    from .cache import write_bytes_atomic
+
+    write_bytes_atomic(path, text.encode())
 
 
 def _cmd_table(args: argparse.Namespace) -> int:

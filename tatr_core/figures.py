@@ -248,9 +248,6 @@ def save_figure(fig: go.Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise TatrError(f"{path}: name the figure file .pdf, .svg, .png or .html")
-    data = figure_bytes(fig, path.suffix)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+    from .cache import write_bytes_atomic
+
+    return write_bytes_atomic(path, figure_bytes(fig, path.suffix))
