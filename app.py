@@ -1,66 +1,20 @@
-"""TATR Studio — home: the zoo in use, its tasks, zero-shot vs fine-tuned accuracy, the pages.
+"""TATR Studio: the dashboard's entry point (``streamlit run app.py``).
 
-Layout only: everything shown comes from ``tatr_core``.
+It routes to the pages in ``pages/`` (the map is :data:`tatr_core.ui.PAGES`), keeps the shared
+controls across pages and holds the zoo box in the sidebar; each page holds its own layout.
 """
-import pandas as pd
 import streamlit as st
 
-from tatr_core.merge import REGISTRY
-from tatr_core.runs import evaluate_method
-from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import current_zoo, friendly_errors, zoo_spec
+from tatr_core import ui
 
-st.set_page_config(page_title="TATR Studio", page_icon="🧭", layout="wide")
-st.title("TATR Studio")
-st.markdown(
-    "Understand and do **multi-task model merging** of fine-tuned CLIP image encoders, built around "
-    "**TATR — Task Arithmetic in Trust Region**: merge task vectors only in the dimensions where they "
-    "do not conflict with other tasks' loss gradients."
-)
-
+st.set_page_config(page_title="TATR Studio", page_icon=":material/explore:", layout="wide")
+sections: dict[str, list] = {}
+for info in ui.PAGES:
+    sections.setdefault(info.section, []).append(st.Page(info.path, title=info.title, icon=info.icon,
+                                                         default=info.path == "pages/home.py"))
+page = st.navigation(sections)
+ui.keep_controls()
 with st.sidebar:
-    current = zoo_spec()
-    spec = st.text_input("Zoo", value=current,
-                         help="mini (built in), micro (tiny, for tests) or the path of a zoo manifest (.yaml / .json)")
-    if spec != current:
-        st.session_state["zoo"] = spec
-        st.query_params["zoo"] = spec
-
-with friendly_errors():
-    zoo, evaluator = current_zoo()
-    zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
-    ind = evaluate_method(zoo, "individual", evaluator=evaluator)
-
-st.subheader(f"Zoo `{zoo.name}`: {len(zoo.tasks)} tasks, {zoo.task_vectors.N:,} merged parameters ({zoo.arch})")
-rows = []
-for name, task in zoo.tasks.items():
-    rows.append({"task": name, "classes": len(task.classnames), "test images": zs["tasks"][name]["n"],
-                 "zero-shot %": round(100 * zs["tasks"][name]["accuracy"], 1),
-                 "fine-tuned %": round(100 * ind["tasks"][name]["accuracy"], 1), "source": task.source})
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-st.caption(f"Average: zero-shot {100 * zs['average_accuracy']:.1f}%, fine-tuned (each model on its own task) "
-           f"{100 * ind['average_accuracy']:.1f}%.")
-
-st.markdown("**Sample test images**")
-cols = st.columns(len(zoo.tasks))
-for col, (name, task) in zip(cols, zoo.tasks.items()):
-    images, labels = task.split("test")
-    col.image([images[i].permute(1, 2, 0).numpy() for i in range(3)], width=64,
-              caption=[task.classnames[int(labels[i])] for i in range(3)])
-    col.caption(name)
-
-st.subheader("Pages")
-st.page_link("pages/1_Merge_Lab.py", label="Merge Lab: merge with any method, see per-task accuracy, download the result")
-st.page_link("pages/2_Knowledge_Conflicts.py", label="Knowledge Conflicts: C(j|i) of two methods side by side")
-
-st.subheader("Merge methods")
-st.dataframe(pd.DataFrame([{"method": m.name, "as in the paper": m.label, "what it does": m.summary,
-                            "default λ": "— (fixed)" if m.default_lam is None else f"{m.default_lam:g}",
-                            "parameters": ", ".join(f"{k}={v}" for k, v in m.params.items()) or "—",
-                            "default τ": f"{m.default_tau:g}"} for m in REGISTRY.values()]),
-             hide_index=True, width="stretch")
-st.subheader("Trust-region sensitivities Ω")
-for s in SENSITIVITIES.values():
-    left, right = st.columns([1, 2])
-    left.markdown(f"**{s.name}** — {s.summary}")
-    right.latex(r"\Omega = " + s.formula)
+    st.text_input("Zoo", key=ui.control("zoo", ui.default_zoo()),
+                  help="mini (built in), micro (tiny, for tests) or the path of a zoo manifest (.yaml / .json)")
+page.run()

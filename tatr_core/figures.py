@@ -8,6 +8,7 @@ PDF / SVG / PNG through kaleido and the system's chromium.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -77,6 +78,17 @@ def conflict_figure(record: dict, form: str = "loss", bound: float | None = None
                    subtitle=f"{record['method']}: {params}" if params else record["method"], width=760, height=640)
 
 
+def cosine_figure(record: dict) -> go.Figure:
+    """Pairwise cosine similarity of the task vectors (from :func:`analysis.geometry.task_vector_geometry`)."""
+    tasks = record["tasks"]
+    fig = go.Figure(go.Heatmap(z=record["cosine"], x=tasks, y=tasks, colorscale="RdBu_r", zmin=-1, zmax=1,
+                               texttemplate="%{z:.2f}", colorbar=dict(title=dict(text="cosine", side="right")),
+                               hovertemplate="cos(Δ %{y}, Δ %{x}) = %{z:.3f}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-30)
+    return _layout(fig, "Cosine similarity of the task vectors", width=640, height=560)
+
+
 def accuracy_bars_figure(records: dict[str, dict], title: str, subtitle: str = "") -> go.Figure:
     """Per-task accuracy of several evaluation records side by side (``{label: evaluate_method record}``)."""
     fixed = {"zero-shot": "#999999", "fine-tuned": "#000000"}
@@ -116,23 +128,22 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     fig = go.Figure(go.Contour(x=axis, y=axis, z=z, colorscale="Viridis", ncontours=20,
                                colorbar=dict(title=dict(text="loss (nats)", side="right")),
                                hovertemplate="a=%{x:.2f}, b=%{y:.2f}<br>loss %{z:.3f}<extra></extra>"))
-    marks = {"orthogonal": ("θ_pre+Δ⊥", "circle"), "positive": ("θ_pre+Δ⁺", "triangle-up"),
-             "negative": ("θ_pre+Δ⁻", "triangle-down"), "pretrained": ("θ_pre (projected)", "star")}
-    for key, (label, symbol) in marks.items():
+    marks = {"orthogonal": ("θ_pre+Δ⊥", "circle", "top center"), "positive": ("θ_pre+Δ⁺", "triangle-up", "top center"),
+             "negative": ("θ_pre+Δ⁻", "triangle-down", "top center"),
+             "pretrained": ("θ_pre (projected)", "star", "bottom center")}
+    for key, (label, symbol, where) in marks.items():
         x, y = record["points"][key]
-        fig.add_scatter(x=[x], y=[y], mode="markers+text", text=[label], textposition="top center", name=label,
+        fig.add_scatter(x=[x], y=[y], mode="markers+text", text=[label], textposition=where, name=label,
                         marker=dict(symbol=symbol, size=13, color="white", line=dict(color="black", width=1.5)),
                         textfont=dict(color="white", size=13))
-    fig.update_xaxes(title="a: toward θ_pre+Δ⁺", range=[axis[0], axis[-1]])
-    fig.update_yaxes(title="b: toward θ_pre+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x")
+    fig.update_xaxes(title="a: toward θ_pre+Δ⁺", range=[axis[0], axis[-1]], constrain="domain")
+    fig.update_yaxes(title="b: toward θ_pre+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x", constrain="domain")
     return _layout(fig, f"{which} on the Δ⊥ / Δ⁺ / Δ⁻ plane", subtitle=f"plane of {plane}", width=640, height=620,
                    showlegend=False)
 
 
 def layer_sensitivity_figure(record: dict, by: str = "tensor") -> go.Figure:
     """Figure 4: per-task sensitivity Σ_{i≠j}|G_j|⊙|Δ_i| per layer (log colour scale), tasks × layers."""
-    import math
-
     tasks = record["tasks"]
     if by == "block":
         cols = list(record["block_omega"])
@@ -152,13 +163,43 @@ def layer_sensitivity_figure(record: dict, by: str = "tensor") -> go.Figure:
                    width=1100 if by == "tensor" else 760, height=520)
 
 
-def excluded_figure(record: dict) -> go.Figure:
-    """Fraction of each tensor outside the trust region at the record's τ."""
-    fig = go.Figure(go.Bar(x=record["tensors"], y=[100 * v for v in record["excluded"]], marker_color=PALETTE[3]))
-    fig.update_xaxes(title="layer (parameter tensor)", tickangle=-60, tickfont=dict(size=9))
+def excluded_figure(record: dict, by: str = "tensor") -> go.Figure:
+    """Fraction of each tensor (or block) outside the trust region at the record's τ."""
+    if by == "block":
+        x, y = list(record["block_excluded"]), list(record["block_excluded"].values())
+    else:
+        x, y = record["tensors"], record["excluded"]
+    fig = go.Figure(go.Bar(x=x, y=[100 * v for v in y], marker_color=PALETTE[3]))
+    fig.update_xaxes(title="layer (parameter tensor)" if by == "tensor" else "block", tickangle=-60,
+                     tickfont=dict(size=9 if by == "tensor" else 12))
     fig.update_yaxes(title="excluded from the trust region (%)")
     return _layout(fig, f"Where the trust region cuts (τ = {100 * record['params']['tau']:g}%, "
-                        f"{record['excluded_total']:,} of {record['N']:,} dimensions)", width=1100)
+                        f"{record['excluded_total']:,} of {record['N']:,} dimensions)",
+                   width=1100 if by == "tensor" else 760)
+
+
+def omega_histogram_figure(record: dict) -> go.Figure:
+    """Distribution of Ω over all dimensions (log10 bins, log count axis) with the top-τ threshold of Eq. 9."""
+    h = record["histogram"]
+    edges, counts = h["log10_edges"], h["counts"]
+    centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+    fig = go.Figure(go.Bar(x=centres, y=counts, marker_color=PALETTE[0], marker_line_width=0,
+                           hovertemplate="log10 Ω ≈ %{x:.2f}<br>%{y:,} dimensions<extra></extra>"))
+    fig.update_xaxes(title=f"log10 Ω ({record['params']['variant']} sensitivity)")
+    fig.update_yaxes(title="dimensions", type="log")
+    if h["threshold"] is not None and h["threshold"] > 0:
+        x = math.log10(h["threshold"])
+        fig.add_vline(x=x, line=dict(color=PALETTE[3], width=2, dash="dash"))
+        fig.add_annotation(x=x, y=1, yref="paper", xanchor="left", yanchor="top", showarrow=False,
+                           text=f" top {100 * record['params']['tau']:g}% excluded →", font=dict(color=PALETTE[3]))
+    other = []
+    if h["zeros"]:
+        other.append(f"{h['zeros']:,} with Ω = 0")
+    if h["negative"]:
+        other.append(f"{h['negative']:,} with Ω < 0")
+    return _layout(fig, "Distribution of Ω over all dimensions", width=760, bargap=0,
+                   subtitle=(f"{h['n']:,} dimensions; not shown: " + ", ".join(other)) if other
+                   else f"{h['n']:,} dimensions")
 
 
 SWEEP_AXES = {"tau": ("τ: fraction of dimensions excluded (%)", 100.0), "lam": ("λ", 1.0),

@@ -1,15 +1,23 @@
 """Streamlit helpers shared by the dashboard pages (the pages hold layout only).
 
-* the zoo in use: ``?zoo=`` in the URL, else the session, else ``$TATR_ZOO``, else ``mini``;
+* the page map (:data:`PAGES`), used by the router ``app.py`` and the home page;
+* the zoo in use: the sidebar's zoo box (``?zoo=`` in the URL), else ``$TATR_ZOO``, else ``mini``;
   loaded once per process with ``st.cache_resource`` and a visible progress bar on first build;
+* shared controls (:func:`control`): kept in session state across pages and mirrored in the
+  URL query, so a view can be shared by its link;
 * errors shown as a message with the fix and the details in an expander, never a traceback;
-* figure download buttons (PNG / SVG / PDF generated only when clicked, plus HTML).
+* progress bars and figure download buttons (PNG / SVG / PDF generated only when clicked, plus HTML).
+
+Long computations report progress through Streamlit calls; changing any control reruns the page,
+which stops the computation at its next progress update (results already finished stay cached).
 """
 from __future__ import annotations
 
 import os
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Collection
 
 import streamlit as st
 
@@ -18,12 +26,106 @@ from .evaluate import Evaluator
 from .zoo import Zoo, load_zoo
 
 
+@dataclass(frozen=True)
+class PageInfo:
+    path: str
+    title: str
+    icon: str
+    section: str
+    summary: str
+
+
+PAGES = [
+    PageInfo("pages/home.py", "Home", ":material/home:", "Start", "the zoo, its tasks and this map"),
+    PageInfo("pages/learn.py", "Learn", ":material/school:", "Start",
+             "a guided tour: task vectors, knowledge conflict, the trust region, with live examples"),
+    PageInfo("pages/merge_lab.py", "Merge Lab", ":material/science:", "Merge",
+             "merge with any method, see per-task accuracy, download the checkpoint and its recipe"),
+    PageInfo("pages/compare_methods.py", "Compare Methods", ":material/table_chart:", "Merge",
+             "the paper's tables (1, 4, 6) on this zoo, best bold and second underlined; LaTeX / CSV"),
+    PageInfo("pages/sweeps.py", "Sweeps", ":material/show_chart:", "Merge",
+             "accuracy against τ, λ or the exemplar count, several methods overlaid, live"),
+    PageInfo("pages/knowledge_conflicts.py", "Knowledge Conflicts", ":material/compare_arrows:", "Analyse",
+             "C(j|i) of two methods side by side, in loss or accuracy"),
+    PageInfo("pages/trust_region.py", "Trust Region", ":material/shield:", "Analyse",
+             "per-layer sensitivity, where the trust region cuts, the distribution of Ω"),
+    PageInfo("pages/loss_landscape.py", "Loss Landscape", ":material/landscape:", "Analyse",
+             "loss contours on the plane through θ_pre+Δ⊥, θ_pre+Δ⁺ and θ_pre+Δ⁻"),
+]
+
+TAU_CHOICES = [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]  #: τ in % offered by the pages
+EXEMPLAR_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def default_zoo() -> str:
+    return os.environ.get("TATR_ZOO") or "mini"
+
+
 def zoo_spec() -> str:
-    spec = st.query_params.get("zoo") or st.session_state.get("zoo") or os.environ.get("TATR_ZOO") or "mini"
-    st.session_state["zoo"] = spec
-    return spec
+    return st.session_state.get("zoo") or st.query_params.get("zoo") or default_zoo()
 
 
+# ------------------------------------------------------------------------------ shared controls
+def _parse(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(raw)
+        return raw.lower() in ("true", "1")
+    if isinstance(default, (list, tuple)):
+        return [_parse(part, default[0]) if default else part for part in raw.split(",") if part]
+    return type(default)(raw)
+
+
+def _unparse(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _valid(value: Any, valid: Collection | Callable[[Any], bool] | None) -> bool:
+    if valid is None:
+        return True
+    if callable(valid):
+        return bool(valid(value))
+    if isinstance(value, list):
+        return all(v in valid for v in value)
+    return value in valid
+
+
+def control(key: str, default: Any, valid: Collection | Callable[[Any], bool] | None = None) -> str:
+    """Prepare the shared control ``key`` and return the key for the widget (created without a default).
+
+    First use in a session: the value comes from ``?key=`` in the URL when it parses and is
+    ``valid``, else ``default``.  Afterwards the session's value is kept (also across pages, see
+    :func:`keep_controls`) and written back to the URL query.
+    """
+    if key not in st.session_state:
+        value = default
+        raw = st.query_params.get(key)
+        if raw is not None:
+            try:
+                parsed = _parse(raw, default)
+            except (TypeError, ValueError):
+                parsed = None
+            if parsed is not None and _valid(parsed, valid):
+                value = parsed
+        st.session_state[key] = value
+    elif not _valid(st.session_state[key], valid):
+        st.session_state[key] = default
+    st.session_state.setdefault("_controls", set()).add(key)
+    st.query_params[key] = _unparse(st.session_state[key])
+    return key
+
+
+def keep_controls() -> None:
+    """Keep every shared control's value while its page is not shown (Streamlit drops the state of
+    widgets that are not rendered; re-assigning it through the Session State API keeps it)."""
+    for key in st.session_state.get("_controls", ()):
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+
+
+# ------------------------------------------------------------------------------ zoo and evaluator
 @st.cache_resource(show_spinner=False)
 def _load(spec: str) -> Zoo:
     bar = st.progress(0.0, text=f"loading zoo {spec}")
@@ -47,6 +149,7 @@ def current_zoo() -> tuple[Zoo, Evaluator]:
     return _load(spec), _evaluator(spec)
 
 
+# ------------------------------------------------------------------------------ errors, progress, downloads
 @contextmanager
 def friendly_errors():
     """Show user errors (and unexpected ones) as a message, with details in an expander, and stop the page."""
@@ -56,22 +159,37 @@ def friendly_errors():
         st.error(str(exc))
         st.stop()
     except Exception as exc:  # a bug: still no raw traceback on the page
+        if type(exc).__module__.startswith("streamlit"):  # rerun / stop requests are control flow, not errors
+            raise
         st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
         with st.expander("details"):
             st.code(traceback.format_exc())
         st.stop()
 
 
+@contextmanager
+def progress_bar(text: str):
+    """A progress bar for a computation; yields the ``progress(fraction, message)`` callback, removed when done."""
+    bar = st.progress(0.0, text=text)
+
+    def progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
+
+    try:
+        yield progress
+    finally:
+        bar.empty()
+
+
 def figure_downloads(fig, stem: str) -> None:
+    """A "Download" menu under a figure: PNG / SVG / PDF (the CLI's exporter, built on click) and HTML."""
     from .figures import _chromium, figure_bytes
 
-    cols = st.columns(4)
-    formats = ["png", "svg", "pdf"] if _chromium() else []
-    for col, fmt in zip(cols, formats):
-        col.download_button(f"{fmt.upper()}", data=lambda fmt=fmt: figure_bytes(fig, fmt), file_name=f"{stem}.{fmt}",
-                            mime={"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf"}[fmt],
-                            key=f"dl-{stem}-{fmt}")
-    cols[3].download_button("HTML", data=lambda: figure_bytes(fig, "html"), file_name=f"{stem}.html", mime="text/html",
-                            key=f"dl-{stem}-html")
-    if not formats:
-        st.caption("PNG / SVG / PDF export needs chromium (apt-get install chromium); HTML works everywhere.")
+    mimes = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html"}
+    formats = (["png", "svg", "pdf"] if _chromium() else []) + ["html"]
+    with st.popover("Download", icon=":material/download:"):
+        for fmt in formats:
+            st.download_button(fmt.upper(), data=lambda fmt=fmt: figure_bytes(fig, fmt), file_name=f"{stem}.{fmt}",
+                               mime=mimes[fmt], key=f"dl-{stem}-{fmt}", width="stretch")
+        if len(formats) == 1:
+            st.caption("PNG / SVG / PDF export needs chromium (apt-get install chromium); HTML works everywhere.")

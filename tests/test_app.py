@@ -1,9 +1,12 @@
-"""Dashboard pages through streamlit's AppTest, on the micro zoo: numbers shown are the computed ones."""
+"""Dashboard pages through streamlit's AppTest, on the micro zoo: the numbers shown are the computed
+ones, and moving a control changes them accordingly.  Pages run through the router ``app.py``
+(as in the browser), so shared controls and page links behave as they do for a user."""
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import evaluate_method
+from tatr_core.ui import PAGES
 
 
 @pytest.fixture(autouse=True)
@@ -12,9 +15,30 @@ def micro(monkeypatch, micro_zoo):
     return micro_zoo
 
 
+def open_page(path: str | None = None, query: dict | None = None, timeout: int = 300) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=timeout)
+    for k, v in (query or {}).items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    if path is not None:
+        at.switch_page(path).run()
+        assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def test_every_page_of_the_map_exists_and_runs():
+    at = open_page()
+    for info in PAGES:
+        at.switch_page(info.path).run()
+        assert not at.exception, (info.path, at.exception)
+        assert not at.error, (info.path, [e.value for e in at.error])
+        assert at.title, info.path
+
+
 def test_home_page_shows_the_zoo_and_its_accuracies(micro_zoo):
-    at = AppTest.from_file("../app.py", default_timeout=120).run()
-    assert not at.exception
+    at = open_page()
     tasks = at.dataframe[0].value
     assert list(tasks["task"]) == micro_zoo.task_names
     zs = evaluate_method(micro_zoo, "pretrained")
@@ -24,16 +48,18 @@ def test_home_page_shows_the_zoo_and_its_accuracies(micro_zoo):
     assert len(at.latex) == 5
 
 
-def test_home_page_reports_a_bad_zoo_without_a_traceback(monkeypatch):
+def test_a_bad_zoo_is_reported_without_a_traceback(monkeypatch):
     monkeypatch.setenv("TATR_ZOO", "/nonexistent/zoo.yaml")
     at = AppTest.from_file("../app.py", default_timeout=60).run()
     assert not at.exception
     assert "no such manifest file" in at.error[0].value
+    assert at.text_input(key="zoo").value == "/nonexistent/zoo.yaml"  # shown in the sidebar box, to fix there
+    fixed = open_page(query={"zoo": "micro"})  # a link naming a zoo wins over $TATR_ZOO
+    assert fixed.text_input(key="zoo").value == "micro" and fixed.dataframe
 
 
 def test_merge_lab_tau_zero_shows_task_arithmetic(micro_zoo):
-    at = AppTest.from_file("../pages/1_Merge_Lab.py", default_timeout=120).run()
-    assert not at.exception
+    at = open_page("pages/merge_lab.py")
     tatr = evaluate_method(micro_zoo, "tatr")
     assert at.metric[0].value == f"{100 * tatr['average_accuracy']:.1f}%"
     assert at.metric[2].value == f"{tatr['excluded']:,}"
@@ -45,13 +71,28 @@ def test_merge_lab_tau_zero_shows_task_arithmetic(micro_zoo):
     ties = evaluate_method(micro_zoo, "ties")
     assert at.metric[0].value == f"{100 * ties['average_accuracy']:.1f}%"
     assert "--method ties" in at.code[0].value
+    assert at.query_params["method"] in ("ties", ["ties"])
+
+
+def test_controls_persist_across_pages_and_come_back_from_the_url(micro_zoo):
+    at = open_page("pages/merge_lab.py")
+    at.selectbox(key="method").set_value("ties").run()
+    at.switch_page("pages/trust_region.py").run()
+    at.switch_page("pages/merge_lab.py").run()
+    assert at.selectbox(key="method").value == "ties"
+    # a shared link: the view comes back from the URL query; a bad value is ignored
+    shared = open_page("pages/merge_lab.py", query={"method": "task_arithmetic", "lam-task_arithmetic": "0.5"})
+    ta = evaluate_method(micro_zoo, "task_arithmetic", lam=0.5)
+    assert shared.selectbox(key="method").value == "task_arithmetic"
+    assert shared.metric[0].value == f"{100 * ta['average_accuracy']:.1f}%"
+    bad = open_page("pages/merge_lab.py", query={"method": "no-such-method", "tau-tatr": "banana"})
+    assert bad.selectbox(key="method").value == "tatr" and bad.select_slider(key="tau-tatr").value == 1.0
 
 
 def test_knowledge_conflicts_page_shows_the_computed_totals(micro_zoo):
     from tatr_core.analysis.conflict import conflict_matrix
 
-    at = AppTest.from_file("../pages/2_Knowledge_Conflicts.py", default_timeout=180).run()
-    assert not at.exception
+    at = open_page("pages/knowledge_conflicts.py")
     ta = conflict_matrix(micro_zoo, "task_arithmetic")
     tatr = conflict_matrix(micro_zoo, "tatr", tau=0.01)
     assert [m.value for m in at.metric] == [f"{ta['total_loss']:+.2f}", f"{tatr['total_loss']:+.2f}"]
@@ -62,3 +103,81 @@ def test_knowledge_conflicts_page_shows_the_computed_totals(micro_zoo):
     assert at.metric[0].value == f"{100 * ties['total_accuracy']:+.2f}"
     at.selectbox(key="conflict-left").set_value("tatr").run()  # the same method on both sides
     assert not at.exception and len(at.metric) == 2 and at.metric[0].value == at.metric[1].value
+
+
+def test_trust_region_page_follows_tau_and_the_sensitivity(micro_zoo):
+    from tatr_core.analysis.layers import layer_sensitivity
+
+    at = open_page("pages/trust_region.py")
+    one = layer_sensitivity(micro_zoo, "gradient", 0.01)
+    assert at.metric[0].value == f"{one['excluded_total']:,}"
+    assert at.metric[1].value == f"{one['histogram']['threshold']:.3e}"
+    assert len(at.get("plotly_chart")) == 3
+    at.select_slider(key="tr-tau").set_value(5.0).run()
+    five = layer_sensitivity(micro_zoo, "gradient", 0.05)
+    assert at.metric[0].value == f"{five['excluded_total']:,}" and five["excluded_total"] > one["excluded_total"]
+    at.selectbox(key="tr-sensitivity").set_value("zero-shot").run()
+    zs = layer_sensitivity(micro_zoo, "zero-shot", 0.05)
+    assert at.metric[1].value == f"{zs['histogram']['threshold']:.3e}"
+    assert not at.exception and not at.error
+
+
+def test_loss_landscape_page_shows_the_plane_it_computed(micro_zoo):
+    from tatr_core.analysis.components import loss_landscape
+
+    at = open_page("pages/loss_landscape.py")
+    total = loss_landscape(micro_zoo, None, step=0.2)
+    assert f"‖Δ⊥‖ = {total['norms']['orthogonal']:.3g}" in at.caption[-1].value
+    assert len(at.get("plotly_chart")) == 2
+    task = micro_zoo.task_names[1]
+    at.selectbox(key="ls-plane").set_value(task).run()
+    plane = loss_landscape(micro_zoo, task, step=0.2)
+    assert f"‖Δ⊥‖ = {plane['norms']['orthogonal']:.3g}" in at.caption[-1].value
+    assert plane["norms"] != total["norms"]
+
+
+def test_sweeps_page_shows_the_best_points_of_each_method(micro_zoo):
+    from tatr_core.analysis.sweeps import sweep
+
+    at = open_page("pages/sweeps.py")
+    table = at.dataframe[0].value
+    expected = [sweep(micro_zoo, m, "tau", sensitivity="gradient") for m in ("tatr", "ties")]
+    assert list(table["best average %"]) == [round(100 * max(p["average_accuracy"] for p in r["points"]), 2)
+                                             for r in expected]
+    at.radio(key="sw-parameter").set_value("lam").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    expected = [sweep(micro_zoo, m, "lam") for m in ("task_arithmetic", "tatr")]  # each at its default τ
+    assert list(table["best average %"]) == [round(100 * max(p["average_accuracy"] for p in r["points"]), 2)
+                                             for r in expected]
+    assert expected[1]["points"][0]["params"]["tau"] == 0.01
+    at.multiselect(key="sw-methods-lam").set_value([]).run()
+    assert at.info and "at least one method" in at.info[0].value
+
+
+def test_compare_methods_page_shows_the_table_and_its_marks(micro_zoo):
+    from tatr_core.analysis.tables import SENSITIVITY_ROWS, method_table, to_latex
+
+    at = open_page("pages/compare_methods.py")
+    table = method_table(micro_zoo)
+    frame = at.dataframe[0].value
+    assert list(frame.index) == [r["label"] for r in table["rows"]]
+    assert [round(v, 6) for v in frame["Avg"]] == [round(r["values"]["Avg"], 6) for r in table["rows"]]
+    assert at.code[0].value.strip() == to_latex(table).strip()
+    at.radio(key="cm-table").set_value("sensitivity").run()
+    assert list(at.dataframe[0].value.index) == [r[0] for r in SENSITIVITY_ROWS]
+    at.radio(key="cm-table").set_value("generalization").run()
+    assert not at.exception and not at.error
+    at.multiselect(key="cm-held-out").set_value([]).run()
+    assert "held-out" in at.error[0].value  # a clear message, not a traceback
+
+
+def test_learn_page_examples_follow_lambda(micro_zoo):
+    at = open_page("pages/learn.py")
+    ta = evaluate_method(micro_zoo, "task_arithmetic", lam=0.3)
+    assert at.metric[0].value == f"{100 * ta['average_accuracy']:.1f}%"
+    at.slider(key="learn-lam").set_value(0.0).run()
+    assert not at.exception
+    zs = evaluate_method(micro_zoo, "pretrained")
+    assert at.metric[0].value == f"{100 * zs['average_accuracy']:.1f}%"  # λ = 0 is the pretrained model
+    assert len(at.latex) >= 5

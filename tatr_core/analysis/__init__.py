@@ -7,5 +7,6 @@ parameters, split and sample) that the figure builders, the pages and the CLI co
 * :func:`components.component_accuracy` — Δ⁺ / Δ⁻ / Δ⊥ of the other tasks' vector (Figure 2a).
 * :func:`components.loss_landscape` — losses on the Δ⊥ / Δ⁺ / Δ⁻ plane (Figure 2b/c, Appendix B).
 * :func:`layers.layer_sensitivity` — Ω and per-task sensitivity per tensor and block, excluded fractions (Figure 4).
+* :func:`geometry.task_vector_geometry` — norms, cosine similarities and overlap of the task vectors.
 * :func:`sweeps.sweep` — accuracy against τ, λ or exemplar count, streamed point by point (Figure 3, Table 5).
 """

@@ -3,7 +3,9 @@
 * ``omega``: mean Ω (any sensitivity variant) over each parameter tensor;
 * ``per_task``: for each task j, the mean of Σ_{i≠j} |G_j| ⊙ |Δ_i| = G_j ⊙ (Σ_i |Δ_i| − |Δ_j|)
   over each tensor (the paper's Figure 4: how sensitive task j is to the other task vectors);
-* ``excluded``: the fraction of each tensor outside the trust region at ``tau``.
+* ``excluded``: the fraction of each tensor outside the trust region at ``tau``;
+* ``histogram``: the distribution of Ω over all N dimensions (log10 bins of the positive
+  values, counts of the others) and the threshold of the top-τ exclusion (Eq. 9).
 
 Tensors are grouped into blocks — ``embed`` (conv1, class and positional embeddings, ln_pre),
 ``block i`` (transformer.resblocks.i.*) and ``head`` (ln_post, proj) — with entry-weighted means.
@@ -28,10 +30,29 @@ def block_of(key: str) -> str:
     return "embed"
 
 
+def omega_histogram(omega: torch.Tensor, threshold: float | None, bins: int = 80) -> dict:
+    """Counts of log10 Ω in ``bins`` equal bins over the positive entries; zeros and negatives counted apart.
+
+    ``threshold`` is the smallest excluded Ω (None when nothing is excluded).
+    """
+    omega = omega.reshape(-1)
+    positive = omega[omega > 0].double().log10()
+    edges: list[float] = []
+    counts: list[int] = []
+    if positive.numel():
+        lo, hi = float(positive.min()), float(positive.max())
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts = torch.histc(positive, bins=bins, min=lo, max=hi).long().tolist()
+        edges = torch.linspace(lo, hi, bins + 1, dtype=torch.float64).tolist()
+    return {"log10_edges": edges, "counts": counts, "zeros": int((omega == 0).sum()),
+            "negative": int((omega < 0).sum()), "threshold": threshold, "n": omega.numel()}
+
+
 def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, exemplars: int = 128, seed: int = 0,
                       progress: Progress = no_progress, use_cache: bool = True) -> dict:
     params = {"variant": variant, "tau": tau, "exemplars": exemplars, "seed": seed}
-    key = digest({"zoo": zoo.key, "params": params})
+    key = digest({"zoo": zoo.key, "params": params, "record": 2})
     path = cache_dir("results", zoo.key) / f"layers-{key}.json"
     if use_cache and (cached := read_json(path)) is not None:
         return cached
@@ -41,6 +62,7 @@ def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, ex
     omega = sensitivity(tv.deltas, variant, grads=g.abs_mean if needs == "grads" else None,
                         signed_grads=g.mean if needs == "signed_grads" else None)
     region = compute_trust_region(tv, tau, variant, grads=g.abs_mean, signed_grads=g.mean)
+    hist = omega_histogram(omega, None if region.keep is None else omega[~region.keep].min().item())
     abs_sum = tv.deltas.abs().sum(0)
     keys, sizes, blocks = [], [], []
     mean_omega, excluded, per_task = [], [], {t: [] for t in zoo.task_names}
@@ -67,7 +89,7 @@ def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, ex
         "omega": mean_omega, "excluded": excluded, "per_task": per_task,
         "block_omega": by_block(mean_omega), "block_excluded": by_block(excluded),
         "block_per_task": {t: by_block(v) for t, v in per_task.items()},
-        "excluded_total": region.excluded, "N": tv.N,
+        "excluded_total": region.excluded, "N": tv.N, "histogram": hist,
     }
     if use_cache:
         write_json_atomic(path, record)

@@ -2,7 +2,8 @@
 
 Each point is one :func:`tatr_core.runs.evaluate_method` call, cached on disk, so a sweep that
 was interrupted resumes where it stopped and a repeated sweep costs milliseconds.
-``on_point(value, record)`` is called as each point finishes, for live curves.
+``on_point(value, record)`` is called as each point finishes with that point's evaluation, and
+``on_update(sweep_so_far)`` with the partial sweep record, for live curves.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ DEFAULT_GRIDS = {
 
 
 def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None = None, *,
-          on_point: Callable[[float, dict], None] | None = None, evaluator: Evaluator | None = None,
+          on_point: Callable[[float, dict], None] | None = None,
+          on_update: Callable[[dict], None] | None = None, evaluator: Evaluator | None = None,
           progress: Progress = no_progress, **fixed) -> dict:
     """``{"method", "parameter", "values", "fixed", "points": [{"value", "average_accuracy", "tasks"}]}``."""
     if parameter not in DEFAULT_GRIDS:
@@ -42,5 +44,8 @@ def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None 
         points.append(point)
         if on_point is not None:
             on_point(value, record)
+        if on_update is not None:  # the sweep so far, in the final record's shape (for live curves)
+            on_update({"method": method, "parameter": parameter, "values": values, "fixed": fixed,
+                       "points": list(points)})
     progress(1.0, "sweep done")
     return {"method": method, "parameter": parameter, "values": values, "fixed": fixed, "points": points}

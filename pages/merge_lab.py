@@ -12,36 +12,38 @@ from tatr_core.figures import accuracy_bars_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import current_zoo, figure_downloads, friendly_errors
+from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, \
+    progress_bar
 
-st.set_page_config(page_title="Merge Lab · TATR Studio", layout="wide")
 st.title("Merge Lab")
 
 with friendly_errors():
     zoo, evaluator = current_zoo()
 
 with st.sidebar:
-    method = st.selectbox("Method", list(REGISTRY), index=list(REGISTRY).index("tatr"), key="method",
+    method = st.selectbox("Method", list(REGISTRY), key=control("method", "tatr", REGISTRY),
                           format_func=lambda m: f"{REGISTRY[m].label} ({m})")
     spec = REGISTRY[method]
     kw = {}
     if spec.default_lam is not None:
-        kw["lam"] = st.slider("λ (scaling)", 0.0, 1.5, float(spec.default_lam), 0.05, key=f"lam-{method}")
+        kw["lam"] = st.slider("λ (scaling)", 0.0, 1.5, step=0.05,
+                              key=control(f"lam-{method}", float(spec.default_lam), lambda v: 0 <= v <= 1.5))
     if "density" in spec.params:
-        kw["density"] = st.slider("density (TIES trim)", 0.05, 1.0, float(spec.params["density"]), 0.05, key="density")
-    tau_pct = st.select_slider("τ: excluded from the trust region (%)", [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
-                               value=100 * spec.default_tau, key=f"tau-{method}")
+        kw["density"] = st.slider("density (TIES trim)", 0.05, 1.0, step=0.05,
+                                  key=control("density", float(spec.params["density"]), lambda v: 0.05 <= v <= 1))
+    tau_pct = st.select_slider("τ: excluded from the trust region (%)", TAU_CHOICES,
+                               key=control(f"tau-{method}", 100 * spec.default_tau, TAU_CHOICES))
     kw["tau"] = tau_pct / 100
     if kw["tau"] > 0:
-        kw["sensitivity"] = st.selectbox("sensitivity Ω", list(SENSITIVITIES), key="sensitivity")
+        kw["sensitivity"] = st.selectbox("sensitivity Ω", list(SENSITIVITIES),
+                                         key=control("sensitivity", "gradient", SENSITIVITIES))
         if SENSITIVITIES[kw["sensitivity"]].needs:
-            kw["exemplars"] = st.select_slider("exemplars per task", [1, 2, 4, 8, 16, 32, 64, 128], value=128,
-                                               key="exemplars")
+            kw["exemplars"] = st.select_slider("exemplars per task", EXEMPLAR_CHOICES,
+                                               key=control("exemplars", 128, EXEMPLAR_CHOICES))
 
+with friendly_errors(), progress_bar("merging") as progress:
+    record = evaluate_method(zoo, method, evaluator=evaluator, progress=progress, **kw)
 with friendly_errors():
-    bar = st.progress(0.0, text="merging")
-    record = evaluate_method(zoo, method, evaluator=evaluator, progress=lambda f, m: bar.progress(f, text=m), **kw)
-    bar.empty()
     zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
     ind = evaluate_method(zoo, "individual", evaluator=evaluator)
 

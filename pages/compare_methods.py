@@ -1,0 +1,59 @@
+"""Compare Methods: the paper's tables on this zoo — Table 1 (methods), Table 6 (sensitivity
+variants), Table 4 (generalization to held-out tasks) — best bold, second underlined; LaTeX / CSV."""
+import pandas as pd
+import streamlit as st
+
+from tatr_core.analysis.tables import RENDERERS, SENSITIVITY_ROWS, generalization_table, method_table
+from tatr_core.ui import control, current_zoo, friendly_errors, progress_bar
+
+st.title("Compare Methods")
+st.caption("Test accuracy (%) of every row's method on each task, computed on this zoo (cached after the first "
+           "run). Among the merge methods, the best entry of each column is **bold** and the second underlined.")
+
+with friendly_errors():
+    zoo, evaluator = current_zoo()
+
+TABLES = {"methods": "Table 1: merging methods and TATR", "sensitivity": "Table 6: sensitivity variants",
+          "generalization": "Table 4: generalization to held-out tasks"}
+with st.sidebar:
+    which = st.radio("table", list(TABLES), key=control("cm-table", "methods", TABLES), format_func=TABLES.get)
+    if which == "generalization":
+        held_out = st.multiselect("held-out tasks", zoo.task_names,
+                                  key=control("cm-held-out", zoo.task_names[-2:], zoo.task_names))
+
+with friendly_errors(), progress_bar("computing the table") as progress:
+    if which == "methods":
+        table = method_table(zoo, evaluator=evaluator, progress=progress)
+    elif which == "sensitivity":
+        table = method_table(zoo, SENSITIVITY_ROWS, evaluator=evaluator, progress=progress,
+                             title=f"TATR with each sensitivity: test accuracy (%) on zoo {zoo.name}")
+    else:
+        table = generalization_table(zoo, held_out, evaluator=evaluator, progress=progress)
+
+st.subheader(table["title"])
+columns = table["columns"]
+frame = pd.DataFrame([[row["values"][c] for c in columns] for row in table["rows"]], columns=columns,
+                     index=[row["label"] for row in table["rows"]])
+ranks = {(row["label"], c): row["rank"].get(c) for row in table["rows"] for c in columns}
+
+
+def style(frame: pd.DataFrame) -> pd.DataFrame:
+    css = {1: "font-weight: bold", 2: "text-decoration: underline"}
+    return pd.DataFrame([[css.get(ranks[(label, c)], "") for c in columns] for label in frame.index],
+                        index=frame.index, columns=columns)
+
+
+st.dataframe(frame.style.apply(style, axis=None).format("{:.1f}"), width="stretch",
+             height=35 * (len(frame) + 1) + 3)
+groups = [row["group"] for row in table["rows"]]
+if any(groups):
+    st.caption("Groups: " + " · ".join(dict.fromkeys(g for g in groups if g)))
+
+cols = st.columns(6)
+for col, (fmt, ext, mime) in zip(cols, [("latex", "tex", "text/x-tex"), ("csv", "csv", "text/csv"),
+                                        ("markdown", "md", "text/markdown")]):
+    col.download_button(fmt.upper() if fmt != "markdown" else "Markdown", data=RENDERERS[fmt](table),
+                        file_name=f"table-{which}-{zoo.name}.{ext}", mime=mime, key=f"dl-table-{fmt}",
+                        icon=":material/download:")
+with st.expander("LaTeX source"):
+    st.code(RENDERERS["latex"](table), language="latex")

@@ -1,0 +1,102 @@
+"""Learn: a short guided tour for teaching — task vectors, Task Arithmetic, knowledge conflict, why
+the orthogonal component is safe, and the trust region — each with a live example on the zoo."""
+import streamlit as st
+
+from tatr_core.analysis.components import component_accuracy
+from tatr_core.analysis.conflict import conflict_matrix
+from tatr_core.analysis.geometry import task_vector_geometry
+from tatr_core.figures import accuracy_bars_figure, components_figure, conflict_figure, cosine_figure
+from tatr_core.runs import evaluate_method
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, friendly_errors, progress_bar
+
+st.title("Learn: merging in a trust region")
+st.caption("Five steps, each with a live example computed on the zoo in use. Every number below is computed "
+           "(and cached); the other pages go deeper.")
+
+with friendly_errors():
+    zoo, evaluator = current_zoo()
+    zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
+    ind = evaluate_method(zoo, "individual", evaluator=evaluator)
+
+# -- 1 -----------------------------------------------------------------------------------------
+st.header("1 · A task vector is what fine-tuning changed")
+st.latex(r"\Delta_k = \theta_k - \theta_{pre}")
+left, right = st.columns([2, 3])
+geometry = task_vector_geometry(zoo)
+with left:
+    st.markdown(
+        f"Fine-tuning the pretrained CLIP image encoder θ_pre on task *k* gives θ_k. The difference Δ_k is a vector "
+        f"with one entry per parameter: here **{geometry['N']:,}** entries, for each of the "
+        f"**{len(zoo.task_names)}** tasks. On the right: how similar the task vectors are. Different tasks give "
+        "nearly orthogonal vectors, which is why adding them up works at all.")
+    st.dataframe({"task": geometry["tasks"], "‖Δ_k‖": [round(v, 3) for v in geometry["norms"]]}, hide_index=True)
+with right:
+    fig = cosine_figure(geometry)
+    fig.update_layout(width=None, height=460)
+    st.plotly_chart(fig, width="stretch", key="learn-cosine")
+
+# -- 2 -----------------------------------------------------------------------------------------
+st.header("2 · Task Arithmetic adds them")
+st.latex(r"\theta_{MTL} = \theta_{pre} + \lambda \sum_{k=1}^{K} \Delta_k")
+lam = st.slider("λ", 0.0, 1.0, step=0.05, key=control("learn-lam", 0.3, lambda v: 0 <= v <= 1),
+                help="move it: λ = 0 is the pretrained model; large λ lets the task vectors fight")
+with friendly_errors(), progress_bar("merging and evaluating") as progress:
+    ta = evaluate_method(zoo, "task_arithmetic", lam=lam, evaluator=evaluator, progress=progress)
+st.metric("Task Arithmetic: average accuracy", f"{100 * ta['average_accuracy']:.1f}%",
+          f"{100 * (ta['average_accuracy'] - zs['average_accuracy']):+.1f} vs zero-shot, "
+          f"{100 * (ta['average_accuracy'] - ind['average_accuracy']):+.1f} vs the fine-tuned models")
+fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, f"Task Arithmetic (λ = {lam:g})": ta},
+                           "One merged model against zero-shot and the individual models")
+st.plotly_chart(fig, width="stretch", key="learn-ta")
+
+# -- 3 -----------------------------------------------------------------------------------------
+st.header("3 · Knowledge conflict: adding one task hurts another")
+st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^{K})\big) "
+         r"- L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
+with friendly_errors(), progress_bar("K + 1 merges") as progress:
+    conflict = conflict_matrix(zoo, "task_arithmetic", evaluator=evaluator, progress=progress)
+worst = max(((conflict["accuracy"][j][i], ti, tj) for j, tj in enumerate(conflict["tasks"])
+             for i, ti in enumerate(conflict["tasks"]) if i != j and conflict["accuracy"][j][i] is not None))
+left, right = st.columns([2, 3])
+with left:
+    st.markdown(
+        "Merge all tasks, then merge all but task *i*: the difference in task *j*'s loss (or accuracy) is the "
+        f"conflict of *i* on *j*. On this zoo, with Task Arithmetic, the largest is **{worst[1]} → {worst[2]}**: "
+        f"adding {worst[1]}'s vector costs {worst[2]} **{100 * worst[0]:.1f} points** of accuracy. "
+        f"The total conflict C (sum of the positive entries, in loss) is **{conflict['total_loss']:.2f}**.")
+    st.page_link("pages/knowledge_conflicts.py", label="Compare methods on Knowledge Conflicts",
+                 icon=":material/compare_arrows:")
+with right:
+    fig = conflict_figure(conflict, "accuracy")
+    fig.update_layout(width=None, height=480)
+    st.plotly_chart(fig, width="stretch", key="learn-conflict")
+
+# -- 4 -----------------------------------------------------------------------------------------
+st.header("4 · Why the orthogonal component is safe")
+st.latex(r"L_j(\theta_{pre} + \lambda\Delta) \approx L_j(\theta_{pre}) + \lambda\,\nabla L_j(\theta_{pre})^{\top}\Delta")
+st.markdown(
+    "To first order, another task's vector changes task *j*'s loss by the product of *j*'s gradient and that "
+    "vector. Split the vector by the sign of ∇L_j ⊙ Δ: Δ⁺ (raises *j*'s loss), Δ⁻ (lowers it) and Δ⊥ "
+    "(products near zero). Adding only Δ⊥ leaves task *j* where it was; Δ⁺ is what causes the conflict.")
+with friendly_errors(), progress_bar("splitting the task vectors by each task's gradient") as progress:
+    components = component_accuracy(zoo, evaluator=evaluator, progress=progress)
+fig = components_figure(components)
+fig.update_layout(width=None)
+st.plotly_chart(fig, width="stretch", key="learn-components")
+
+# -- 5 -----------------------------------------------------------------------------------------
+st.header("5 · TATR merges inside a trust region")
+st.latex(r"\Omega = \sum_i\sum_{j\neq i} \big|\mathbb{E}\nabla L_j(\theta_{pre})\big| \odot |\Delta_i|, \qquad "
+         r"\theta_{MTL} = \theta_{pre} + \lambda \sum_k \Delta_k \odot m, \quad m = \mathbb{1}[\Omega \text{ not in the top } \tau]")
+st.markdown("Dimensions where some task vector is large **and** another task's loss is steep are the likely Δ⁺: "
+            "TATR leaves out the top τ of them and adds everything else.")
+tau_pct = st.select_slider("τ (%)", TAU_CHOICES[1:], key=control("learn-tau", 1.0, TAU_CHOICES[1:]))
+with friendly_errors(), progress_bar("TATR merge") as progress:
+    tatr = evaluate_method(zoo, "tatr", lam=lam, tau=tau_pct / 100, evaluator=evaluator, progress=progress)
+c1, c2, c3 = st.columns(3)
+c1.metric("Task Arithmetic", f"{100 * ta['average_accuracy']:.1f}%")
+c2.metric(f"TATR (τ = {tau_pct:g}%)", f"{100 * tatr['average_accuracy']:.1f}%",
+          f"{100 * (tatr['average_accuracy'] - ta['average_accuracy']):+.1f} points")
+c3.metric("dimensions left out", f"{tatr['excluded']:,}", f"of {zoo.task_vectors.N:,}", delta_color="off",
+          delta_arrow="off")
+st.page_link("pages/trust_region.py", label="See where the trust region cuts", icon=":material/shield:")

@@ -1,0 +1,70 @@
+"""Sweeps (Figure 3, Table 5): accuracy against τ, λ or the exemplar count, several methods overlaid.
+
+Points appear as they finish; each is cached, so an interrupted sweep (change any control to
+cancel it) resumes where it stopped."""
+import streamlit as st
+
+from tatr_core.analysis.sweeps import DEFAULT_GRIDS, sweep
+from tatr_core.figures import sweep_figure
+from tatr_core.merge import REGISTRY
+from tatr_core.trust_region import SENSITIVITIES
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, progress_bar
+
+st.title("Sweeps")
+st.caption("Each point merges the zoo with the method at that value and evaluates every task on its test split. "
+           "Changing a control cancels a running sweep; finished points are kept.")
+
+with friendly_errors():
+    zoo, evaluator = current_zoo()
+
+PARAMETERS = {"tau": "τ (trust-region exclusion)", "lam": "λ (scaling)", "exemplars": "exemplars per task"}
+with st.sidebar:
+    parameter = st.radio("sweep", list(PARAMETERS), key=control("sw-parameter", "tau", PARAMETERS),
+                         format_func=PARAMETERS.get)
+    choices = [m for m in REGISTRY if parameter != "lam" or REGISTRY[m].default_lam is not None]
+    default = {"tau": ["tatr", "ties"], "lam": ["task_arithmetic", "tatr"], "exemplars": ["tatr", "ties"]}[parameter]
+    methods = st.multiselect("methods", choices, key=control(f"sw-methods-{parameter}", default, choices),
+                             format_func=lambda m: REGISTRY[m].label)
+    fixed = {}
+    if parameter == "exemplars":
+        fixed["tau"] = st.select_slider("τ (%)", TAU_CHOICES[1:], key=control("sw-tau", 1.0, TAU_CHOICES[1:])) / 100
+    if parameter != "lam":  # a λ sweep runs each method at its own default τ (TATR 1%, the others 0)
+        needs = [s for s in SENSITIVITIES if parameter != "exemplars" or SENSITIVITIES[s].needs]
+        fixed["sensitivity"] = st.selectbox("sensitivity Ω", needs, key=control(f"sw-sensitivity-{parameter}",
+                                                                                "gradient", needs))
+    per_task = st.checkbox("show each task", key=control("sw-per-task", False))
+
+if not methods:
+    st.info("Pick at least one method in the sidebar.")
+    st.stop()
+
+chart = st.empty()
+done: list[dict] = []
+updates = [0]
+
+
+def draw(records: list[dict], live: bool) -> None:
+    updates[0] += 1
+    fig = sweep_figure(records, per_task)
+    fig.update_layout(width=None)
+    chart.plotly_chart(fig, width="stretch", key=f"sweep-{'live' if live else 'final'}-{updates[0]}")
+
+
+for n, method in enumerate(methods):
+    with friendly_errors(), progress_bar(f"{REGISTRY[method].label}: {len(DEFAULT_GRIDS[parameter])} points") as progress:
+        record = sweep(zoo, method, parameter, evaluator=evaluator, progress=progress,
+                       on_update=lambda partial: draw(done + [partial], live=True), **fixed)
+    done.append(record)
+draw(done, live=False)
+figure_downloads(sweep_figure(done, per_task), f"sweep-{parameter}-{'-'.join(methods)}")
+
+rows = []
+for record in done:
+    best = max(record["points"], key=lambda p: p["average_accuracy"])
+    rows.append({"method": REGISTRY[record["method"]].label,
+                 f"best {parameter}": best["value"] * (100 if parameter == "tau" else 1),
+                 "best average %": round(100 * best["average_accuracy"], 2),
+                 "at the first point %": round(100 * record["points"][0]["average_accuracy"], 2)})
+st.dataframe(rows, hide_index=True)
+if parameter == "tau":
+    st.caption("τ in %; τ = 0 is the method without the trust-region plug-in.")

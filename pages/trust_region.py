@@ -1,0 +1,57 @@
+"""Trust Region: which dimensions TATR excludes and why — per-layer sensitivity of each task to the
+other task vectors (Figure 4), the fraction of each layer excluded at τ, and the distribution of Ω."""
+import streamlit as st
+
+from tatr_core.analysis.layers import layer_sensitivity
+from tatr_core.figures import excluded_figure, layer_sensitivity_figure, omega_histogram_figure
+from tatr_core.trust_region import SENSITIVITIES
+from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, \
+    progress_bar
+
+st.title("Trust Region")
+st.latex(r"\Omega = \sum_{i}\sum_{j\neq i} \big|\mathbb{E}\,\nabla_\theta L_j(\theta_{pre})\big| \odot |\Delta_i|"
+         r"\qquad m = \mathbb{1}\big[\Omega < \text{top-}\tau\text{ threshold}\big]")
+st.caption("Eq. 8 and Eq. 9: a dimension where some task vector moves far along another task's steep loss "
+           "direction is outside the trust region and is not merged. The variants of Table 6 change Ω.")
+
+with friendly_errors():
+    zoo, evaluator = current_zoo()
+
+with st.sidebar:
+    variant = st.selectbox("sensitivity Ω", list(SENSITIVITIES), key=control("tr-sensitivity", "gradient", SENSITIVITIES),
+                           help="; ".join(f"{s.name}: {s.summary}" for s in SENSITIVITIES.values()))
+    tau_pct = st.select_slider("τ: excluded (%)", TAU_CHOICES[1:], key=control("tr-tau", 1.0, TAU_CHOICES[1:]))
+    exemplars = st.select_slider("exemplars per task", EXEMPLAR_CHOICES,
+                                 key=control("tr-exemplars", 128, EXEMPLAR_CHOICES),
+                                 help="images per task behind the expected gradients E∇L_j(θ_pre)")
+    by = st.radio("layers", ["block", "tensor"], horizontal=True, key=control("tr-by", "block", ["block", "tensor"]),
+                  help="block: embeddings, each transformer block, the head; tensor: every parameter tensor")
+
+with friendly_errors(), progress_bar("per-task gradients and Ω") as progress:
+    record = layer_sensitivity(zoo, variant, tau_pct / 100, exemplars, progress=progress)
+
+h = record["histogram"]
+c1, c2, c3 = st.columns(3)
+c1.metric("excluded dimensions", f"{record['excluded_total']:,}", f"{100 * record['excluded_total'] / record['N']:.2f}% of {record['N']:,}",
+          delta_color="off", delta_arrow="off")
+c2.metric("threshold Ω", "—" if h["threshold"] is None else f"{h['threshold']:.3e}")
+most = max(record["block_excluded"], key=record["block_excluded"].get)
+c3.metric("most excluded block", most, f"{100 * record['block_excluded'][most]:.2f}% of it", delta_color="off",
+          delta_arrow="off")
+
+fig = layer_sensitivity_figure(record, by)
+fig.update_layout(width=None)
+st.plotly_chart(fig, width="stretch", key="tr-heatmap")
+figure_downloads(fig, f"layer-sensitivity-{by}")
+
+left, right = st.columns(2)
+with left:
+    fig = excluded_figure(record, by)
+    fig.update_layout(width=None)
+    st.plotly_chart(fig, width="stretch", key="tr-excluded")
+    figure_downloads(fig, f"excluded-{variant}-{tau_pct:g}pct-{by}")
+with right:
+    fig = omega_histogram_figure(record)
+    fig.update_layout(width=None)
+    st.plotly_chart(fig, width="stretch", key="tr-histogram")
+    figure_downloads(fig, f"omega-histogram-{variant}")
