@@ -62,9 +62,10 @@ rows = []
 for record in done:
     best = max(record["points"], key=lambda p: p["average_accuracy"])
     rows.append({"method": REGISTRY[record["method"]].label,
-                 f"best {parameter}": best["value"] * (100 if parameter == "tau" else 1),
+                 {"tau": "best τ (%)", "lam": "best λ", "exemplars": "best exemplar count"}[parameter]:
+                     best["value"] * (100 if parameter == "tau" else 1),
                  "best average %": round(100 * best["average_accuracy"], 2),
                  "at the first point %": round(100 * record["points"][0]["average_accuracy"], 2)})
 st.dataframe(rows, hide_index=True)
 if parameter == "tau":
-    st.caption("τ in %; τ = 0 is the method without the trust-region plug-in.")
+    st.caption("τ = 0 is the method without the trust-region plug-in.")

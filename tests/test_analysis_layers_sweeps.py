@@ -55,3 +55,40 @@ def test_lambda_and_exemplar_sweeps(micro_zoo):
         sweep(micro_zoo, "tatr", "density", [0.1])
     with pytest.raises(TatrError, match="is swept"):
         sweep(micro_zoo, "tatr", "tau", [0.1], tau=0.2)
+
+
+def test_omega_histogram_counts_every_dimension_and_marks_the_threshold(micro_zoo):
+    from tatr_core.analysis.layers import omega_histogram
+
+    z = micro_zoo
+    res = layer_sensitivity(z, "gradient", tau=0.02, exemplars=8, use_cache=False)
+    h = res["histogram"]
+    assert sum(h["counts"]) + h["zeros"] + h["negative"] == z.task_vectors.N == h["n"]
+    g = compute_task_gradients(z, 8, 0)
+    omega = sensitivity(z.task_vectors.deltas, "gradient", grads=g.abs_mean).double()
+    k = res["excluded_total"]
+    assert h["threshold"] == pytest.approx(float(omega.sort(descending=True).values[k - 1]), rel=1e-6)
+    # a direct count of one bin
+    edges = h["log10_edges"]
+    inside = ((omega > 0) & (omega.log10() >= edges[10]) & (omega.log10() < edges[11])).sum()
+    assert abs(h["counts"][10] - int(inside)) <= 1  # histc and a float comparison may disagree at a bin edge
+    # signed values: negatives and zeros counted apart; nothing excluded gives no threshold
+    small = omega_histogram(torch.tensor([-2.0, 0.0, 0.0, 1e-3, 1e-1, 10.0]), None, bins=4)
+    assert small["negative"] == 1 and small["zeros"] == 2 and sum(small["counts"]) == 3 and small["threshold"] is None
+
+
+def test_task_vector_geometry_matches_pairwise_loops(micro_zoo):
+    from tatr_core.analysis.geometry import task_vector_geometry
+
+    geo = task_vector_geometry(micro_zoo)
+    d = micro_zoo.task_vectors.deltas.double()
+    for i in range(d.shape[0]):
+        assert geo["norms"][i] == pytest.approx(float(torch.sqrt((d[i] * d[i]).sum())), rel=1e-9)
+        assert geo["cosine"][i][i] == pytest.approx(1.0)
+        for j in range(d.shape[0]):
+            cos = float((d[i] * d[j]).sum() / (d[i].norm() * d[j].norm()))
+            assert geo["cosine"][i][j] == pytest.approx(cos, rel=1e-9, abs=1e-12)
+            k = d.shape[1] // 10
+            top_i = set(d[i].abs().topk(k).indices.tolist())
+            top_j = set(d[j].abs().topk(k).indices.tolist())
+            assert geo["overlap"][i][j] == pytest.approx(len(top_i & top_j) / k)

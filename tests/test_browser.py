@@ -7,56 +7,23 @@ chromium when it can).
 """
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from browser import CHROMIUM, FLAGS, ROOT, dashboard, screenshot, settle, shown_errors
+
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 if not Path(CHROMIUM).exists():
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="browser tests need the playwright package")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(micro_zoo):
-    port = free_port()
-    env = dict(os.environ, TATR_ZOO="micro")
-    log = open(ARTIFACTS.mkdir(exist_ok=True) or ARTIFACTS / "streamlit.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"the dashboard did not start; see {ARTIFACTS / 'streamlit.log'}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
-    log.close()
+    with dashboard("micro", ARTIFACTS / "streamlit.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -65,24 +32,6 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield b
         b.close()
-
-
-def settle(page, plots: int, timeout: float = 240_000) -> None:
-    """Wait until the page's title is up, the script run is over and every plot on the page has drawn."""
-    page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout)
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
-    page.wait_for_function("() => [...document.querySelectorAll('.js-plotly-plot')]"
-                           f".filter(p => p.querySelector('.main-svg')).length >= {plots}",
-                           timeout=timeout)
-
-
-def no_errors(page, name: str) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, f"{name}: an exception is shown"
-    errors = page.locator('[data-testid="stAlertContentError"]')
-    assert errors.count() == 0, f"{name}: error shown: {errors.first.inner_text()}"
-    text = page.locator('[data-testid="stMain"]').inner_text()
-    for bad in ("Traceback", "Something went wrong", "StreamlitAPIException"):
-        assert bad not in text, f"{name}: '{bad}' on the page"
 
 
 def move_slider(page, label: str, key: str = "ArrowRight"):
@@ -130,14 +79,11 @@ def test_page_in_a_real_browser(server, browser, path, move, expect, plots):
     try:
         page.goto(f"{server}/{path}", wait_until="domcontentloaded")
         settle(page, plots)
-        no_errors(page, path or "home")
+        assert not shown_errors(page), (path or "home", shown_errors(page))
         move(page)
         page.wait_for_function(f"() => decodeURIComponent(window.location.search).includes({expect!r})", timeout=30_000)
         settle(page, plots)
-        no_errors(page, path or "home")
-        page.evaluate("() => { document.activeElement && document.activeElement.blur();"
-                      " document.querySelectorAll('[data-testid=\"stMain\"], section').forEach(e => e.scrollTo(0, 0)); }")
-        page.wait_for_timeout(300)
-        page.screenshot(path=str(ARTIFACTS / f"{path or 'home'}.png"))
+        assert not shown_errors(page), (path or "home", shown_errors(page))
+        screenshot(page, ARTIFACTS / f"{path or 'home'}.png")
     finally:
         page.close()
