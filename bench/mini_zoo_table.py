@@ -28,6 +28,18 @@ ROWS = [
     ("TATR (τ=1%, 128 exemplars)", "tatr", {}),
     ("TIES & TATR (τ=1%)", "ties", {"tau": 0.01}),
     ("TSV-M & TATR (τ=1%)", "tsv", {"tau": 0.01}),
+    ("Fisher merging (128 exemplars)", "fisher", {}),
+    ("Fisher merging & TATR (τ=1%)", "fisher", {"tau": 0.01}),
+    ("RegMean (α=0.9, 128 exemplars)", "regmean", {}),
+    ("RegMean & TATR (τ=1%)", "regmean", {"tau": 0.01}),
+    ("TW AdaMerging (500 steps)", "adamerging", {"granularity": "task"}),
+    ("TW AdaMerging & TATR (τ=1%)", "adamerging", {"granularity": "task", "tau": 0.01}),
+    ("LW AdaMerging (500 steps)", "adamerging", {"granularity": "layer"}),
+    ("LW AdaMerging & TATR (τ=1%)", "adamerging", {"granularity": "layer", "tau": 0.01}),
+    ("LW AdaMerging++ (density 0.2)", "adamerging++", {}),
+    ("LW AdaMerging++ & TATR (τ=1%)", "adamerging++", {"tau": 0.01}),
+    ("Representation Surgery (on TA λ=0.3, rank 16)", "surgery", {}),
+    ("Surgery & TATR (τ=1%)", "surgery", {"tau": 0.01}),
 ]
 
 

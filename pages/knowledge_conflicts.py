@@ -28,6 +28,9 @@ with st.sidebar:
 columns = st.columns(2)
 records = []
 for col, side, method in zip(columns, ("left", "right"), (left_method, right_method)):
+    if REGISTRY[method].uses_data:
+        col.caption(f"{REGISTRY[method].label} learns from the tasks' images, once per merge: K + 1 fits "
+                    "(cached afterwards).")
     with col, friendly_errors(), progress_bar(f"{REGISTRY[method].label}: K + 1 merges") as progress:
         kw = {"tau": tau_pct / 100} if method == "tatr" else {}
         records.append((side, method, conflict_matrix(zoo, method, evaluator=evaluator, progress=progress, **kw)))

@@ -8,11 +8,11 @@ import streamlit as st
 import yaml
 
 from tatr_core.checkpoints import save_safetensors
-from tatr_core.figures import accuracy_bars_figure
+from tatr_core.figures import accuracy_bars_figure, coefficients_figure, surgery_gap_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, \
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, method_controls, \
     progress_bar
 
 st.title("Merge Lab")
@@ -37,9 +37,10 @@ with st.sidebar:
     if kw["tau"] > 0:
         kw["sensitivity"] = st.selectbox("sensitivity Ω", list(SENSITIVITIES),
                                          key=control("sensitivity", "gradient", SENSITIVITIES))
-        if SENSITIVITIES[kw["sensitivity"]].needs:
-            kw["exemplars"] = st.select_slider("exemplars per task", EXEMPLAR_CHOICES,
-                                               key=control("exemplars", 128, EXEMPLAR_CHOICES))
+    kw.update(method_controls(method, spec, kw["tau"] > 0 and bool(SENSITIVITIES[kw.get("sensitivity", "gradient")].needs)))
+    if spec.uses_data:
+        st.caption("This method learns from the tasks' images: the first run trains (progress above the "
+                   "results), later runs reuse the cached result.")
 
 with friendly_errors(), progress_bar("merging") as progress:
     record = evaluate_method(zoo, method, evaluator=evaluator, progress=progress, **kw)
@@ -60,24 +61,44 @@ fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, REGISTRY[method]
 st.plotly_chart(fig, width="stretch")
 figure_downloads(fig, f"merge-lab-{method}")
 
+if "learned" in record:  # AdaMerging: what it learned
+    fig = coefficients_figure(record["learned"])
+    fig.update_layout(width=None)
+    st.plotly_chart(fig, width="stretch", key="ml-coefficients")
+    figure_downloads(fig, f"adamerging-coefficients-{record['params']['granularity']}")
+if "surgery" in record:
+    fig = surgery_gap_figure(record["surgery"])
+    fig.update_layout(width=None)
+    st.plotly_chart(fig, width="stretch", key="ml-surgery")
+    figure_downloads(fig, "surgery-l1-gap")
+
 st.subheader("Take it with you")
 recipe = {"zoo": zoo.name, "method": method, "params": record["params"],
           "command": f"python -m tatr_core eval --zoo {zoo.name} --method {method} " + " ".join(
               f"--{k} {v}" for k, v in record["params"].items() if k != "seed")}
 
 
-def merged_checkpoint() -> bytes:
+def merged_checkpoint(part: str = "encoder") -> bytes:
     params = method_params(method, **kw)
-    theta = merge_tasks(zoo, method, params, merge_inputs(zoo, params)).theta
+    result = merge_tasks(zoo, method, params, merge_inputs(zoo, params))
+    if part == "encoder":
+        tensors = zoo.task_vectors.to_state_dict(result.theta)
+    else:  # Surgery's per-task modules, keyed <task>.down.weight / <task>.up.weight
+        tensors = {f"{t}.{k}": v.detach().cpu() for t, m in result.extras["feature_maps"].items()
+                   for k, v in m.state_dict().items()}
     with tempfile.TemporaryDirectory() as d:
-        path = save_safetensors(zoo.task_vectors.to_state_dict(theta), pathlib.Path(d) / "merged.safetensors",
+        path = save_safetensors(tensors, pathlib.Path(d) / "merged.safetensors",
                                 metadata={"tatr_recipe": json.dumps(recipe)})
         return path.read_bytes()
 
 
-d1, d2 = st.columns(2)
+d1, d2, d3 = st.columns(3)
 d1.download_button("merged image encoder (safetensors)", data=merged_checkpoint, file_name=f"{zoo.name}-{method}.safetensors",
                    mime="application/octet-stream", key="dl-merged")
+if method == "surgery":
+    d3.download_button("per-task surgery modules (safetensors)", data=lambda: merged_checkpoint("modules"),
+                       file_name=f"{zoo.name}-surgery-modules.safetensors", mime="application/octet-stream",
+                       key="dl-surgery")
 d2.download_button("recipe (YAML)", data=yaml.safe_dump(recipe, sort_keys=False), file_name=f"{zoo.name}-{method}.yaml",
                    mime="text/yaml", key="dl-recipe")
 st.code(recipe["command"], language="bash")

@@ -55,7 +55,13 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from .merge import merge, resolve_params
     from .trust_region import SENSITIVITIES
 
+    from .merge import REGISTRY
+
     start = time.perf_counter()
+    if REGISTRY[args.method].uses_data:
+        raise TatrError(f"--method {args.method} learns from the tasks' images, which bare checkpoints do not carry: "
+                        f"run it on a zoo (python -m tatr_core eval --zoo ZOO --method {args.method}); "
+                        "merge takes " + ", ".join(m for m, s in REGISTRY.items() if not s.uses_data))
     params = resolve_params(args.method, lam=args.lam, density=args.density, tau=args.tau, sensitivity=args.sensitivity)
     needs = SENSITIVITIES[params["sensitivity"]].needs if params["tau"] > 0 else ""
     if needs == "grads" and not args.grads:
@@ -216,11 +222,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--density", type=float, default=None)
     p.add_argument("--tau", type=float, default=None)
     p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None)
-    p.add_argument("--exemplars", type=int, default=None, help="exemplars per task for the gradients (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the exemplars and of --sample")
+    p.add_argument("--exemplars", type=int, default=None,
+                   help="exemplars per task for the gradients, Fisher and RegMean (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the exemplars, the training batches and --sample")
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--sample", type=int, default=None, help="evaluate on a fixed seeded subsample of this size per task")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
+    _add_learned_options(p)
     p.add_argument("--no-cache", action="store_true", help="recompute even when a cached result exists")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
@@ -229,8 +237,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .runs import evaluate_method, method_params
 
+    learned = _learned_kwargs(args)
     method_params(args.method, lam=args.lam, density=args.density, tau=args.tau, sensitivity=args.sensitivity,
-                  exemplars=args.exemplars, seed=args.seed)  # fail fast on bad options, before loading the zoo
+                  exemplars=args.exemplars, seed=args.seed, **learned)  # fail fast on bad options, before loading the zoo
     if args.exemplars is not None and args.exemplars <= 0:
         raise TatrError(f"--exemplars must be at least 1, got {args.exemplars}")
     zoo = _load_zoo(args.zoo)
@@ -239,12 +248,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         record = evaluate_method(zoo, args.method, lam=args.lam, density=args.density, tau=args.tau,
                                  sensitivity=args.sensitivity, exemplars=args.exemplars, seed=args.seed,
                                  split=args.split, sample=args.sample, tasks=args.tasks, progress=bar,
-                                 use_cache=not args.no_cache)
+                                 use_cache=not args.no_cache, **learned)
     finally:
         bar.close()
     if args.json:
         print(json.dumps({k: record[k] for k in ("method", "params", "tasks", "average_accuracy")}
-                         | {k: record[k] for k in ("split", "sample", "zoo", "excluded", "N") if k in record}))
+                         | {k: record[k] for k in ("split", "sample", "zoo", "excluded", "N", "learned", "surgery")
+                            if k in record}))
         return 0
     shown = " ".join(f"{k}={v}" for k, v in record["params"].items())
     print(f"{args.method} on zoo {zoo.name} ({args.split} split{', sample ' + str(args.sample) if args.sample else ''}) {shown}")
@@ -254,6 +264,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(f"{'average':14s}{100 * record['average_accuracy']:9.1f}%")
     if "excluded" in record:
         print(f"excluded from the trust region: {record['excluded']:,} of {record['N']:,} dimensions")
+    if "learned" in record:
+        coef = [c for row in record["learned"]["coefficients"] for c in row]
+        ent = record["learned"]["entropy"]
+        print(f"learned {len(coef)} coefficients ({record['learned']['granularity']}-wise): mean {sum(coef) / len(coef):.3f}, "
+              f"range [{min(coef):.3f}, {max(coef):.3f}]; entropy {ent[0]:.3f} → {ent[-1]:.3f}")
+    if "surgery" in record:
+        before, after = record["surgery"]["l1_before"], record["surgery"]["l1_after"]
+        print("surgery L1 gap to the individual models: " + ", ".join(
+            f"{t} {before[t]:.3f}→{after[t]:.3f}" for t in before))
     return 0
 
 
@@ -277,6 +296,28 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--sample", type=int, default=None, help="images per task (fixed seeded subsample)")
+    _add_learned_options(p)
+
+
+DATA_OPTIONS = ("granularity", "init", "lr", "steps", "batch", "rank", "alpha")
+
+
+def _add_learned_options(p: argparse.ArgumentParser) -> None:
+    """Options of the data-using methods (AdaMerging, Surgery, RegMean); defaults are the methods' own."""
+    g = p.add_argument_group("data-using methods")
+    g.add_argument("--granularity", choices=["task", "layer"], default=None,
+                   help="adamerging(++): one coefficient per task, or per task and layer (default layer)")
+    g.add_argument("--init", type=float, default=None, help="adamerging(++): initial coefficient (default 0.3)")
+    g.add_argument("--lr", type=float, default=None, help="adamerging(++), surgery: Adam learning rate (default 1e-3)")
+    g.add_argument("--steps", type=int, default=None, help="adamerging(++), surgery: training steps (default 500)")
+    g.add_argument("--batch", type=int, default=None,
+                   help="adamerging(++), surgery: unlabelled test images per task per step (default 16)")
+    g.add_argument("--rank", type=int, default=None, help="surgery: rank of the per-task module (default 16)")
+    g.add_argument("--alpha", type=float, default=None, help="regmean: off-diagonal scaling of the Grams (default 0.9)")
+
+
+def _learned_kwargs(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k, None) is not None}
 
 
 def _add_figure(sub: argparse._SubParsersAction) -> None:
@@ -296,7 +337,7 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
 
 def _method_kwargs(args: argparse.Namespace) -> dict:
     kw = {k: getattr(args, k) for k in ("lam", "density", "tau", "sensitivity", "exemplars")}
-    return {k: v for k, v in kw.items() if v is not None}
+    return {k: v for k, v in kw.items() if v is not None} | _learned_kwargs(args)
 
 
 def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=None):

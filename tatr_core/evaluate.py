@@ -10,7 +10,7 @@ off if the two disagree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +89,14 @@ class Evaluator:
     # -- evaluation ---------------------------------------------------------------------
     @torch.inference_mode()
     def evaluate(self, params: Mapping[str, torch.Tensor] | torch.Tensor | None, tasks: Sequence[str] | None = None,
-                 split: str = "test", sample: int | None = None, seed: int = 0) -> dict[str, TaskResult]:
-        """Accuracy and mean cross-entropy on each task (all tasks by default)."""
+                 split: str = "test", sample: int | None = None, seed: int = 0,
+                 feature_maps: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
+                 ) -> dict[str, TaskResult]:
+        """Accuracy and mean cross-entropy on each task (all tasks by default).
+
+        ``feature_maps[task]``, when given, transforms that task's representations before its head
+        (Representation Surgery's per-task modules).
+        """
         p = self.as_params(params)
         out = {}
         for task in self.zoo.check_tasks(tasks):
@@ -103,7 +109,10 @@ class Evaluator:
             for start in range(0, len(labels), self.batch_size):
                 x = self.normalise(images[start:start + self.batch_size])
                 y = labels[start:start + self.batch_size]
-                logits = head_logits(self.features(p, x), self.heads[task])
+                z = self.features(p, x)
+                if feature_maps and task in feature_maps:
+                    z = feature_maps[task](z)
+                logits = head_logits(z, self.heads[task])
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
             n = len(labels)

@@ -89,6 +89,36 @@ def cosine_figure(record: dict) -> go.Figure:
     return _layout(fig, "Cosine similarity of the task vectors", width=640, height=560)
 
 
+def coefficients_figure(learned: dict) -> go.Figure:
+    """AdaMerging's learned coefficients: tasks × parameter tensors (layer-wise) or one bar per task (task-wise)."""
+    tasks, coef = learned["tasks"], learned["coefficients"]
+    if learned["granularity"] == "task" or len(coef[0]) == 1:
+        fig = go.Figure(go.Bar(x=tasks, y=[row[0] for row in coef], marker_color=[task_colour(tasks, t) for t in tasks]))
+        fig.update_yaxes(title="learned λ_k", range=[0, 1])
+        fig.update_xaxes(title="task")
+        return _layout(fig, "AdaMerging: learned task-wise coefficients", width=760, height=420)
+    fig = go.Figure(go.Heatmap(z=coef, x=learned["tensors"], y=tasks, colorscale="Viridis", zmin=0, zmax=1,
+                               colorbar=dict(title=dict(text="λ", side="right")),
+                               hovertemplate="%{y} · %{x}<br>λ = %{z:.3f}<extra></extra>"))
+    fig.update_xaxes(title="layer (parameter tensor)", tickangle=-60, tickfont=dict(size=9))
+    fig.update_yaxes(title="task", autorange="reversed")
+    ent = learned["entropy"]
+    return _layout(fig, "AdaMerging: learned layer-wise coefficients λ_{k,l}", width=1100, height=520,
+                   subtitle=f"mean prediction entropy {ent[0]:.3f} → {ent[-1]:.3f} nats over {len(ent)} steps")
+
+
+def surgery_gap_figure(report: dict) -> go.Figure:
+    """Representation Surgery: the L1 gap to the individual model's representation, before and after."""
+    tasks = list(report["l1_before"])
+    fig = go.Figure()
+    fig.add_bar(name="merged encoder", x=tasks, y=[report["l1_before"][t] for t in tasks], marker_color="#999999")
+    fig.add_bar(name="after surgery", x=tasks, y=[report["l1_after"][t] for t in tasks], marker_color=PALETTE[2])
+    fig.update_yaxes(title="mean |ẑ − z_individual|")
+    fig.update_xaxes(title="task")
+    return _layout(fig, "Representation Surgery: distance to the individual models' representations",
+                   barmode="group", width=860, height=420)
+
+
 def accuracy_bars_figure(records: dict[str, dict], title: str, subtitle: str = "") -> go.Figure:
     """Per-task accuracy of several evaluation records side by side (``{label: evaluate_method record}``)."""
     fixed = {"zero-shot": "#999999", "fine-tuned": "#000000"}

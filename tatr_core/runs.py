@@ -22,26 +22,33 @@ EVAL_METHODS = BASELINES + tuple(REGISTRY)
 
 
 def method_params(method: str, *, lam=None, density=None, tau=None, sensitivity=None, exemplars: int | None = None,
-                  seed: int = 0) -> dict:
-    """Every parameter of a run, defaults filled in (what the record and the cache key carry)."""
+                  seed: int = 0, **extra) -> dict:
+    """Every parameter of a run, defaults filled in (what the record and the cache key carry).
+
+    ``extra``: the method's own parameters (granularity, steps, lr, batch, rank, alpha, ...).
+    """
     if method in BASELINES:
-        given = {"lam": lam, "density": density, "tau": tau, "sensitivity": sensitivity}
+        given = {"lam": lam, "density": density, "tau": tau, "sensitivity": sensitivity, **extra}
         extra = [k for k, v in given.items() if v is not None]
         if extra:
             raise TatrError(f"'{method}' takes no merge parameters; leave out --{extra[0]}")
         return {}
     if method not in REGISTRY:
         raise TatrError(f"unknown method '{method}'; choose one of {', '.join(EVAL_METHODS)}")
-    params = resolve_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity)
-    if params["tau"] > 0 and SENSITIVITIES[params["sensitivity"]].needs:
+    spec = REGISTRY[method]
+    if "exemplars" in spec.params:  # the method's own exemplars (Fisher, RegMean) also serve the gradients
+        extra["exemplars"] = exemplars
+    params = resolve_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity, **extra)
+    if params["tau"] > 0 and SENSITIVITIES[params["sensitivity"]].needs and "exemplars" not in params:
         params["exemplars"] = 128 if exemplars is None else int(exemplars)
+    if "exemplars" in params or spec.uses_data:
         params["seed"] = seed
     return params
 
 
 def merge_inputs(zoo: Zoo, params: dict, progress: Progress = no_progress) -> dict:
     """The (K, N) gradient tensors a merge with these parameters needs (computed once, cached)."""
-    if "exemplars" not in params:
+    if "exemplars" not in params or params["tau"] == 0 or not SENSITIVITIES[params["sensitivity"]].needs:
         return {}
     from .gradients import compute_task_gradients
 
@@ -49,24 +56,40 @@ def merge_inputs(zoo: Zoo, params: dict, progress: Progress = no_progress) -> di
     return {"grads": g.abs_mean, "signed_grads": g.mean}
 
 
-def merge_tasks(zoo: Zoo, method: str, params: dict, inputs: dict, tasks: Sequence[int] | None = None):
+def merge_tasks(zoo: Zoo, method: str, params: dict, inputs: dict, tasks: Sequence[int] | None = None,
+                progress: Progress = no_progress):
     """Merge the task vectors of ``tasks`` (indices; all by default) with ``method`` and resolved ``params``.
 
-    The trust region is computed from these tasks only, as θ_MTL({θ_k}) of a subset requires.
+    The trust region is computed from these tasks only, as θ_MTL({θ_k}) of a subset requires; a
+    data-using method learns (or measures) on these tasks' images only.
     """
+    spec = REGISTRY[method]
+    if spec.uses_data:
+        return spec.fit(zoo, params, None if tasks is None else list(tasks), inputs, progress)
     tv = zoo.task_vectors if tasks is None else zoo.task_vectors.subset(tasks)
     aux = inputs if tasks is None else {k: v[list(tasks)] for k, v in inputs.items()}
     return merge(tv, method, lam=params.get("lam"), density=params.get("density"), tau=params["tau"],
                  sensitivity=params.get("sensitivity"), **aux)
 
 
+def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = None, split: str = "test",
+                   sample: int | None = None, seed: int = 0):
+    """Evaluate a :class:`MergeResult` (with Surgery's per-task modules when it has them)."""
+    return evaluator.evaluate(result.theta, tasks, split, sample, seed,
+                              feature_maps=result.extras.get("feature_maps"))
+
+
 def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, sensitivity=None,
                     exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
                     tasks: Sequence[str] | None = None, evaluator: Evaluator | None = None,
-                    progress: Progress = no_progress, use_cache: bool = True) -> dict:
-    """``{"method", "params", "tasks": {task: {"accuracy", "loss", "n"}}, "average_accuracy", "split", ...}``."""
+                    progress: Progress = no_progress, use_cache: bool = True, **extra) -> dict:
+    """``{"method", "params", "tasks": {task: {"accuracy", "loss", "n"}}, "average_accuracy", "split", ...}``.
+
+    ``extra``: the method's own parameters (see ``REGISTRY[method].params``).  Learned methods add
+    ``"learned"`` (AdaMerging's coefficients and entropy curve) or ``"surgery"`` (L1 gaps).
+    """
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
-                           exemplars=exemplars, seed=seed)
+                           exemplars=exemplars, seed=seed, **extra)
     tasks = zoo.check_tasks(tasks)
     key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
                   "seed": seed if sample else None, "tasks": tasks})
@@ -87,11 +110,13 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
             results.update(evaluator.evaluate(zoo.finetuned[t], [t], split, sample, seed))
     else:
         inputs = merge_inputs(zoo, params, progress)
-        progress(0.9, f"merging with {method}")
-        res = merge_tasks(zoo, method, params, inputs)
-        extras = {"excluded": res.excluded, "N": zoo.task_vectors.N}
+        progress(0.1 if REGISTRY[method].uses_data else 0.9, f"merging with {method}")
+        res = merge_tasks(zoo, method, params, inputs,
+                          progress=lambda f, m: progress(0.1 + 0.8 * f, m))
+        extras = {"excluded": res.excluded, "N": zoo.task_vectors.N,
+                  **{k: v for k, v in res.extras.items() if k in ("learned", "surgery")}}
         progress(0.95, "evaluating the merged model")
-        results = evaluator.evaluate(res.theta, tasks, split, sample, seed)
+        results = evaluate_merge(evaluator, res, tasks, split, sample, seed)
     record = {
         "method": method,
         "params": params,

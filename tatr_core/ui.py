@@ -55,6 +55,17 @@ PAGES = [
 
 TAU_CHOICES = [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]  #: τ in % offered by the pages
 EXEMPLAR_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
+#: the data-using methods' own parameters: label, the values offered, help
+LEARNED_PARAMS = {
+    "granularity": ("coefficients", ["task", "layer"], "one λ per task, or one per task and parameter tensor"),
+    "init": ("initial λ", [0.1, 0.2, 0.3, 0.4, 0.5], "where every coefficient starts"),
+    "lr": ("learning rate (Adam)", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], None),
+    "steps": ("training steps", [50, 100, 200, 500, 1000], "the paper uses 500"),
+    "batch": ("unlabelled images per task per step", [4, 8, 16, 32, 64], None),
+    "rank": ("rank of the per-task module", [2, 4, 8, 16, 32, 64], "Surgery's low-rank down/up projection"),
+    "alpha": ("α: off-diagonal scaling of the Grams", [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0],
+              "1: exact least squares; 0: diagonal Grams"),
+}
 
 
 def default_zoo() -> str:
@@ -115,6 +126,24 @@ def control(key: str, default: Any, valid: Collection | Callable[[Any], bool] | 
     st.session_state.setdefault("_controls", set()).add(key)
     st.query_params[key] = _unparse(st.session_state[key])
     return key
+
+
+def method_controls(method: str, spec, exemplars_needed: bool) -> dict:
+    """Sidebar widgets for a method's own parameters (``spec.params``); returns them as keyword arguments."""
+    kw = {}
+    for key, default in spec.params.items():
+        if key in LEARNED_PARAMS:
+            label, values, help_ = LEARNED_PARAMS[key]
+            values = sorted(set(values) | {default}) if not isinstance(default, str) else values
+            widget = st.radio if isinstance(default, str) else st.select_slider
+            extra = {"horizontal": True} if widget is st.radio else {}
+            kw[key] = widget(label, values, key=control(f"{key}-{method}", default, values), help=help_, **extra)
+    if "exemplars" in spec.params or exemplars_needed:
+        default = spec.params.get("exemplars", 128)
+        kw["exemplars"] = st.select_slider("exemplars per task", EXEMPLAR_CHOICES,
+                                           key=control("exemplars", default, EXEMPLAR_CHOICES),
+                                           help="training images per task behind the gradients, Fishers and Grams")
+    return kw
 
 
 def keep_controls() -> None:

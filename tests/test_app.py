@@ -181,3 +181,22 @@ def test_learn_page_examples_follow_lambda(micro_zoo):
     zs = evaluate_method(micro_zoo, "pretrained")
     assert at.metric[0].value == f"{100 * zs['average_accuracy']:.1f}%"  # λ = 0 is the pretrained model
     assert len(at.latex) >= 5
+
+
+def test_merge_lab_runs_the_data_methods_and_shows_what_they_learned(micro_zoo):
+    at = open_page("pages/merge_lab.py", query={"method": "adamerging", "steps-adamerging": "50"})
+    record = evaluate_method(micro_zoo, "adamerging", steps=50)
+    assert at.metric[0].value == f"{100 * record['average_accuracy']:.1f}%"
+    assert len(at.get("plotly_chart")) == 2  # accuracy bars and the learned layer-wise λ heatmap
+    at.radio(key="granularity-adamerging").set_value("task").run()
+    task_wise = evaluate_method(micro_zoo, "adamerging", steps=50, granularity="task")
+    assert at.metric[0].value == f"{100 * task_wise['average_accuracy']:.1f}%"
+    assert "--granularity task" in at.code[0].value
+    at.selectbox(key="method").set_value("surgery").run()
+    at.select_slider(key="steps-surgery").set_value(50).run()
+    surgery = evaluate_method(micro_zoo, "surgery", steps=50)
+    assert at.metric[0].value == f"{100 * surgery['average_accuracy']:.1f}%" and not at.exception
+    at.selectbox(key="method").set_value("regmean").run()
+    at.select_slider(key="alpha-regmean").set_value(0.5).run()
+    regmean = evaluate_method(micro_zoo, "regmean", alpha=0.5)
+    assert at.metric[0].value == f"{100 * regmean['average_accuracy']:.1f}%"

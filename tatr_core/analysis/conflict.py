@@ -11,14 +11,14 @@ from __future__ import annotations
 from ..cache import cache_dir, digest, read_json, write_json_atomic
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..runs import BASELINES, merge_inputs, merge_tasks, method_params
+from ..runs import BASELINES, evaluate_merge, merge_inputs, merge_tasks, method_params
 from ..zoo import Progress, Zoo, no_progress
 
 
 def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, density=None, tau=None, sensitivity=None,
                     exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
                     evaluator: Evaluator | None = None, progress: Progress = no_progress,
-                    use_cache: bool = True) -> dict:
+                    use_cache: bool = True, **extra) -> dict:
     """``{"tasks", "method", "params", "loss": K×K, "accuracy": K×K, "full", "without", "total_loss", "total_accuracy"}``.
 
     ``loss[j][i]`` is C_{j|i} (row j: the task that suffers; column i: the task added); the
@@ -31,7 +31,7 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
     if len(names) < 2:
         raise TatrError("knowledge conflict needs at least two tasks")
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
-                           exemplars=exemplars, seed=seed)
+                           exemplars=exemplars, seed=seed, **extra)
     key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample})
     path = cache_dir("results", zoo.key) / f"conflict-{method}-{key}.json"
     if use_cache and (cached := read_json(path)) is not None:
@@ -40,16 +40,17 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
     inputs = merge_inputs(zoo, params, progress)
     K = len(names)
 
-    def run(indices):
-        theta = merge_tasks(zoo, method, params, inputs, indices).theta
-        return {t: r.as_dict() for t, r in evaluator.evaluate(theta, names, split, sample, seed).items()}
+    def run(indices, n: int):
+        step = lambda f, m: progress((n + f) / (K + 1), m)  # noqa: E731  (fits report inside each merge)
+        res = merge_tasks(zoo, method, params, inputs, indices, progress=step)
+        return {t: r.as_dict() for t, r in evaluate_merge(evaluator, res, names, split, sample, seed).items()}
 
     progress(0.0, f"merging all {K} tasks")
-    full = run(None)
+    full = run(None, 0)
     without = {}
     for i, name in enumerate(names):
         progress((i + 1) / (K + 1), f"merging without {name}")
-        without[name] = run([k for k in range(K) if k != i])
+        without[name] = run([k for k in range(K) if k != i], i + 1)
     loss = [[None if i == j else full[tj]["loss"] - without[ti][tj]["loss"] for i, ti in enumerate(names)]
             for j, tj in enumerate(names)]
     acc = [[None if i == j else without[ti][tj]["accuracy"] - full[tj]["accuracy"] for i, ti in enumerate(names)]

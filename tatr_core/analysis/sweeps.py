@@ -38,7 +38,8 @@ def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None 
     for n, value in enumerate(values):
         progress(n / len(values), f"{method}: {parameter} = {value}")
         kw = dict(fixed, **{parameter: int(value) if parameter == "exemplars" else value})
-        record = evaluate_method(zoo, method, evaluator=evaluator, **kw)
+        record = evaluate_method(zoo, method, evaluator=evaluator, **kw,
+                                 progress=lambda f, m, n=n: progress((n + f) / len(values), f"{parameter} = {value}: {m}"))
         point = {"value": value, "average_accuracy": record["average_accuracy"], "tasks": record["tasks"],
                  "params": record["params"], "excluded": record.get("excluded", 0)}
         points.append(point)

@@ -13,11 +13,11 @@ from typing import Sequence
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..runs import BASELINES, merge_inputs, merge_tasks, evaluate_method, method_params
+from ..runs import BASELINES, evaluate_merge, evaluate_method, merge_inputs, merge_tasks, method_params
 from ..zoo import Progress, Zoo, no_progress
 
-#: (label, group, method, parameters) — Table 1's rows that this registry can run, and the
-#: Table 6 sensitivity variants not already among them.
+#: (label, group, method, parameters) — Table 1's rows (training-free, test-time training and
+#: each with the TATR plug-in), and the Table 6 sensitivity variants not already among them.
 METHOD_ROWS = [
     ("Pre-trained", "Basic baselines", "pretrained", {}),
     ("Individual", "Basic baselines", "individual", {}),
@@ -25,11 +25,23 @@ METHOD_ROWS = [
     ("Task Arithmetic", "Training-free methods", "task_arithmetic", {}),
     ("Ties-Merging", "Training-free methods", "ties", {}),
     ("TSV-M", "Training-free methods", "tsv", {}),
+    ("Fisher Merging", "Training-free methods", "fisher", {}),
+    ("RegMean", "Training-free methods", "regmean", {}),
+    ("TW AdaMerging", "Test-time training methods", "adamerging", {"granularity": "task"}),
+    ("LW AdaMerging", "Test-time training methods", "adamerging", {"granularity": "layer"}),
+    ("LW AdaMerging++", "Test-time training methods", "adamerging++", {"granularity": "layer"}),
+    ("Representation Surgery", "Test-time training methods", "surgery", {}),
     ("TATR zero-shot", "TATR", "tatr", {"sensitivity": "zero-shot"}),
     ("TATR", "TATR", "tatr", {}),
     ("Ties-Merging & TATR zero-shot", "TATR", "ties", {"tau": 0.01, "sensitivity": "zero-shot"}),
     ("Ties-Merging & TATR", "TATR", "ties", {"tau": 0.01}),
     ("TSV-M & TATR", "TATR", "tsv", {"tau": 0.01}),
+    ("Fisher Merging & TATR", "TATR", "fisher", {"tau": 0.01}),
+    ("RegMean & TATR", "TATR", "regmean", {"tau": 0.01}),
+    ("TW AdaMerging & TATR", "TATR", "adamerging", {"granularity": "task", "tau": 0.01}),
+    ("LW AdaMerging & TATR", "TATR", "adamerging", {"granularity": "layer", "tau": 0.01}),
+    ("LW AdaMerging++ & TATR", "TATR", "adamerging++", {"granularity": "layer", "tau": 0.01}),
+    ("Surgery & TATR", "TATR", "surgery", {"tau": 0.01}),
     ("TATR positive", "Sensitivity variants", "tatr", {"sensitivity": "positive"}),
     ("TATR negative", "Sensitivity variants", "tatr", {"sensitivity": "negative"}),
     ("TATR ntk", "Sensitivity variants", "tatr", {"sensitivity": "ntk"}),
@@ -67,7 +79,9 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
     out_rows = []
     for n, (label, group, method, kw) in enumerate(rows):
         progress(n / len(rows), f"table: {label}")
-        rec = evaluate_method(zoo, method, split=split, sample=sample, evaluator=evaluator, **kw)
+        rec = evaluate_method(zoo, method, split=split, sample=sample, evaluator=evaluator,
+                              progress=lambda f, m, n=n, label=label: progress((n + f) / len(rows), f"{label}: {m}"),
+                              **kw)
         values = {t: 100 * rec["tasks"][t]["accuracy"] for t in names}
         values["Avg"] = 100 * rec["average_accuracy"]
         out_rows.append({"label": label, "group": group, "method": method, "params": rec["params"], "values": values})
@@ -98,8 +112,8 @@ def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, met
     for n, (label, method, kw) in enumerate(methods):
         progress(n / len(methods), f"generalization: {label}")
         params = method_params(method, **kw)
-        theta = merge_tasks(zoo, method, params, merge_inputs(zoo, params), idx).theta
-        res = evaluator.evaluate(theta, names, split, sample)
+        res = evaluate_merge(evaluator, merge_tasks(zoo, method, params, merge_inputs(zoo, params), idx), names,
+                             split, sample)
         values = {t: 100 * res[t].accuracy for t in names}
         values["Avg (merged)"] = sum(values[t] for t in seen) / len(seen)
         values["Avg (held out)"] = sum(values[t] for t in held_out) / len(held_out)

@@ -20,8 +20,15 @@ import torch
 from ..errors import TatrError
 from ..trust_region import SENSITIVITIES, TrustRegion, check_tau, sensitivity, trust_region
 from ..vectors import TaskVectors
-from . import basic, ties, tsv  # noqa: F401  (register the methods)
+from . import adamerging, basic, fisher, regmean, surgery, ties, tsv  # noqa: F401  (register the methods)
 from .registry import REGISTRY, MergeMethod, register
+
+#: display order (pages, tables, help): task-vector methods, then the data-using ones
+_ORDER = ["average", "task_arithmetic", "tatr", "ties", "tsv", "fisher", "regmean", "adamerging", "adamerging++",
+          "surgery"]
+_ordered = sorted(REGISTRY.items(), key=lambda kv: _ORDER.index(kv[0]) if kv[0] in _ORDER else len(_ORDER))
+REGISTRY.clear()
+REGISTRY.update(_ordered)
 
 __all__ = ["REGISTRY", "MergeMethod", "MergeResult", "register", "merge", "resolve_params", "compute_trust_region"]
 
@@ -56,9 +63,53 @@ def _finite(name: str, value) -> float:
     return value
 
 
-def resolve_params(method: str, *, lam=None, density=None, tau=None, sensitivity: str | None = None) -> dict:
-    """Fill in defaults and check every parameter; raise :class:`TatrError` on values that do not apply."""
+#: checks of the data-using methods' parameters: (test, what the value must be)
+_CHECKS = {
+    "init": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "lr": (lambda v: v > 0, "positive"),
+    "steps": (lambda v: v >= 1, "at least 1"),
+    "batch": (lambda v: v >= 1, "at least 1"),
+    "rank": (lambda v: v >= 1, "at least 1"),
+    "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "exemplars": (lambda v: v >= 1, "at least 1"),
+}
+
+
+def _extra_param(method: str, spec: MergeMethod, key: str, value) -> float | int | str:
+    default = spec.params[key]
+    if isinstance(default, str):
+        value = str(value)
+        if key in spec.choices and value not in spec.choices[key]:
+            raise TatrError(f"{key} of '{method}' must be one of {', '.join(spec.choices[key])}, got '{value}'")
+        return value
+    if isinstance(default, int):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise TatrError(f"{key} must be a whole number, got {value!r}") from None
+        if not number.is_integer():
+            raise TatrError(f"{key} must be a whole number, got {value!r}")
+        value = int(number)
+    else:
+        value = _finite(key, value)
+    test, must = _CHECKS.get(key, (lambda v: True, ""))
+    if not test(value):
+        raise TatrError(f"{key} of '{method}' must be {must}, got {value}")
+    return value
+
+
+def resolve_params(method: str, *, lam=None, density=None, tau=None, sensitivity: str | None = None,
+                   **extra) -> dict:
+    """Fill in defaults and check every parameter; raise :class:`TatrError` on values that do not apply.
+
+    ``extra`` holds the method-specific parameters (``spec.params``: granularity, steps, rank, ...).
+    """
     spec = get_method(method)
+    extra = {k: v for k, v in extra.items() if v is not None}
+    unknown = [k for k in extra if k not in spec.params or k == "density"]
+    if unknown:
+        known = ", ".join(k for k in spec.params if k != "density") or "none"
+        raise TatrError(f"'{method}' has no parameter '{unknown[0]}' (its own parameters: {known})")
     params: dict = {}
     if spec.default_lam is None:
         if lam is not None:
@@ -68,7 +119,10 @@ def resolve_params(method: str, *, lam=None, density=None, tau=None, sensitivity
     if "density" in spec.params:
         params["density"] = ties.check_density(spec.params["density"] if density is None else density)
     elif density is not None:
-        raise TatrError(f"density applies to 'ties' only, not to '{method}'; leave --density out")
+        raise TatrError(f"density applies to TIES-based methods only, not to '{method}'; leave --density out")
+    for key, default in spec.params.items():
+        if key != "density":
+            params[key] = _extra_param(method, spec, key, extra.get(key, default))
     params["tau"] = check_tau(spec.default_tau if tau is None else tau)
     if params["tau"] > 0 or sensitivity is not None:
         variant = sensitivity or "gradient"
@@ -97,6 +151,9 @@ def merge(tv: TaskVectors, method: str, *, lam=None, density=None, tau=None, sen
     """
     start = time.perf_counter()
     spec = get_method(method)
+    if spec.uses_data:
+        raise TatrError(f"'{method}' learns from the tasks' images, so it needs a zoo, not bare checkpoints: "
+                        f"python -m tatr_core eval --zoo ZOO --method {method}")
     params = resolve_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity)
     if region is not None:  # a precomputed trust region decides τ and the variant
         params["tau"], params["sensitivity"] = region.tau, region.variant

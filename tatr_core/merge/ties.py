@@ -41,3 +41,17 @@ def ties(tv: TaskVectors, p: dict) -> torch.Tensor:
         count = agree.sum(0)
         merged[sl] = (trimmed * agree).sum(0) / count.clamp(min=1)
     return merged
+
+
+def ties_processed(deltas: torch.Tensor, density: float) -> torch.Tensor:
+    """(K, N): each task vector trimmed to its top-density entries and kept only where its sign
+    agrees with the elected sign (the per-task vectors AdaMerging++ learns coefficients for)."""
+    density = check_density(density)
+    keep = trim_masks(deltas, density)
+    out = torch.empty_like(deltas)
+    for start in range(0, deltas.shape[1], CHUNK):
+        sl = slice(start, min(start + CHUNK, deltas.shape[1]))
+        trimmed = deltas[:, sl] * keep[:, sl]
+        elected = torch.sign(trimmed.sum(0))
+        out[:, sl] = trimmed * ((torch.sign(trimmed) == elected) & (trimmed != 0))
+    return out

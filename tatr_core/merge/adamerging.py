@@ -1,0 +1,111 @@
+"""AdaMerging (Yang et al., ICLR 2024): merge coefficients learned by entropy minimisation.
+
+θ(λ) = θ_pre + Σ_k λ_k ⊙ Δ_k with one λ_k per task (``granularity="task"``) or one λ_{k,l} per
+task and parameter tensor (``"layer"``).  The coefficients start at ``init`` (0.3), are learned
+with Adam (``lr`` 1e-3, ``steps`` 500) on the Shannon entropy of the merged model's predictions
+on ``batch`` unlabelled test images of every task per step, and are clamped to [0, 1] after each
+step.  AdaMerging++ learns them for TIES-processed task vectors (trim to ``density``, keep the
+entries that agree with the elected sign).  With the TATR plug-in (τ > 0) the trust-region mask
+is applied to the task vectors before learning (Eq. 12): Δ_k ← Δ_k ⊙ m.
+
+The learned coefficients and the entropy curve are cached (JSON, content-addressed) and returned
+in ``MergeResult.extras["learned"]``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..cache import read_json, write_json_atomic
+from .fitting import device_of, fit_path, plugin_region, subset, unlabelled_batch
+from .registry import register
+from .ties import ties_processed
+
+PARAMS = {"granularity": "layer", "init": 0.3, "lr": 1e-3, "steps": 500, "batch": 16}
+CHOICES = {"granularity": ("task", "layer")}
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of softmax(logits) over the batch."""
+    logp = F.log_softmax(logits, dim=-1)
+    return -(logp.exp() * logp).sum(-1).mean()
+
+
+def merged_theta(pretrained: torch.Tensor, deltas: torch.Tensor, coef: torch.Tensor, layout) -> torch.Tensor:
+    """θ_pre + Σ_k coef[k, l] Δ_k[l] tensor by tensor (coef is (K, 1) task-wise or (K, L) layer-wise)."""
+    parts = []
+    for l, (_, sl, _) in enumerate(layout.items()):
+        c = coef[:, l if coef.shape[1] > 1 else 0]
+        parts.append(pretrained[sl] + c @ deltas[:, sl])
+    return torch.cat(parts)
+
+
+def learn_coefficients(zoo, tv, deltas: torch.Tensor, names: list[str], params: dict, progress, device=None) -> dict:
+    """Adam on the summed mean prediction entropy of every task; coefficients clamped to [0, 1]."""
+    from ..models import channel_stats, head_logits
+
+    device = device_of(device)
+    layout = tv.layout
+    K, L = deltas.shape[0], len(layout)
+    coef = torch.full((K, L if params["granularity"] == "layer" else 1), float(params["init"]), device=device,
+                      requires_grad=True)
+    encoder = zoo.make_encoder().to(device).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    pre, D = tv.pretrained.to(device, torch.float32), deltas.to(device, torch.float32)
+    mean, std = channel_stats(zoo.mean, zoo.std, device)
+    images = {t: zoo.tasks[t].split("test")[0].to(device) for t in names}
+    heads = {t: zoo.tasks[t].head.to(device, torch.float32) for t in names}
+    generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
+    opt = torch.optim.Adam([coef], lr=params["lr"])
+    history = []
+    for step in range(params["steps"]):
+        theta = merged_theta(pre, D, coef, layout)
+        weights = layout.unflatten(theta)
+        loss = torch.zeros((), device=device)
+        for t in names:
+            x = unlabelled_batch(images[t], params["batch"], generator, mean, std)
+            loss = loss + entropy(head_logits(functional_call(encoder, weights, (x,), strict=False), heads[t]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            coef.clamp_(0.0, 1.0)
+        history.append(float(loss.detach()) / len(names))
+        if step % 10 == 0 or step == params["steps"] - 1:
+            progress((step + 1) / params["steps"], f"AdaMerging step {step + 1}/{params['steps']}: "
+                                                   f"mean entropy {history[-1]:.3f}")
+    return {"tasks": names, "tensors": list(layout.keys), "granularity": params["granularity"],
+            "coefficients": coef.detach().cpu().tolist(), "entropy": history}
+
+
+def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, method: str):
+    from . import MergeResult
+
+    tv, names, idx = subset(zoo, task_indices)
+    deltas = ties_processed(tv.deltas, params["density"]) if plus else tv.deltas
+    region = plugin_region(tv, params, inputs, idx, task_indices is None)
+    if region is not None and region.keep is not None:
+        deltas = deltas * region.keep  # Eq. 12: the mask before the coefficients are learned
+    path = fit_path(zoo, method, {"params": params, "tasks": names}, ".json")
+    learned = read_json(path)
+    if learned is None:
+        learned = learn_coefficients(zoo, tv, deltas, names, params, progress)
+        write_json_atomic(path, learned)
+    coef = torch.tensor(learned["coefficients"], dtype=torch.float32)
+    theta = merged_theta(tv.pretrained.float(), deltas.float(), coef, tv.layout).to(tv.dtype)
+    return MergeResult(theta, method, params, region, extras={"learned": learned})
+
+
+@register("adamerging", "AdaMerging", "coefficients per task (or per task and layer) learned by minimising the "
+          "prediction entropy on unlabelled test images (Yang et al., 2024)",
+          default_lam=None, params=PARAMS, choices=CHOICES, uses_data=True)
+def adamerging(zoo, params, task_indices, inputs, progress):
+    return fit(zoo, params, task_indices, inputs, progress, plus=False, method="adamerging")
+
+
+@register("adamerging++", "AdaMerging++", "AdaMerging on TIES-processed task vectors (trimmed, sign-elected)",
+          default_lam=None, params={**PARAMS, "density": 0.2}, choices=CHOICES, uses_data=True)
+def adamerging_plus(zoo, params, task_indices, inputs, progress):
+    return fit(zoo, params, task_indices, inputs, progress, plus=True, method="adamerging++")

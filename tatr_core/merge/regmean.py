@@ -1,0 +1,127 @@
+"""RegMean (Jin et al., ICLR 2023): closed-form merge of every linear layer from its input Gram matrices.
+
+For a linear map y = W x with inputs X_k of model k (its task's exemplars, every token),
+G_k = X_kᵀ X_k and, with the off-diagonal scaling α, G̃_k = α G_k + (1 − α) diag(G_k);
+W* = (Σ_k W_k G̃_k)(Σ_k G̃_k)⁻¹ minimises Σ_k ‖X_k W*ᵀ − X_k W_kᵀ‖² when α = 1.  Linear maps in
+the ViT: attention in-projection (input: ln_1 output), attention out-projection (input: the
+attention context), MLP c_fc and c_proj, and the final projection (input: the pooled ln_post
+output).  All other parameters (biases, norms, embeddings, conv1) are averaged.  With the TATR
+plug-in the trust-region mask multiplies the merged task vector.  Grams are cached per task.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from ..cache import cache_dir, digest
+from ..checkpoints import read_state_dict, save_safetensors
+from .fitting import device_of, plugin_region, subset
+from .registry import register
+
+
+def regmean_linear(grams: list[torch.Tensor], weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
+    """W* (out × in) from per-model Grams (in × in) and weights W_k (out × in)."""
+    scaled = [alpha * g + (1 - alpha) * torch.diag(torch.diagonal(g)) for g in grams]
+    lhs = sum(scaled)
+    rhs = sum(g @ w.T for g, w in zip(scaled, weights))  # (in, out)
+    try:
+        return torch.linalg.solve(lhs, rhs).T
+    except RuntimeError:  # singular (inputs that never vary): the minimum-norm least-squares solution
+        return torch.linalg.lstsq(lhs, rhs).solution.T
+
+
+def _context(attn: torch.nn.MultiheadAttention, q: torch.Tensor) -> torch.Tensor:
+    """The input of ``attn``'s out-projection: the attention context (batch first)."""
+    d = attn.embed_dim
+    x = q.transpose(0, 1) if attn.batch_first else q
+    ctx, _ = F.multi_head_attention_forward(
+        x, x, x, d, attn.num_heads, attn.in_proj_weight, attn.in_proj_bias, None, None, False, 0.0,
+        torch.eye(d, dtype=q.dtype, device=q.device), torch.zeros(d, dtype=q.dtype, device=q.device),
+        training=False, need_weights=False)
+    return ctx.transpose(0, 1) if attn.batch_first else ctx
+
+
+@torch.no_grad()
+def layer_grams(encoder, weights: dict, images: torch.Tensor, mean, std, chunk: int = 64) -> dict[str, torch.Tensor]:
+    """{weight key: Σ x xᵀ over every token of every image} for the encoder's linear maps (float64)."""
+    from ..models import normalise
+
+    grams: dict[str, torch.Tensor] = {}
+    hooks = []
+
+    def add(key: str, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        grams[key] = grams.get(key, 0) + x.T @ x
+
+    for name, module in encoder.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(module, torch.nn.MultiheadAttention) and f"{prefix}in_proj_weight" in weights:
+            def pre(mod, args, kwargs, prefix=prefix):
+                q = args[0]
+                add(f"{prefix}in_proj_weight", q)
+                add(f"{prefix}out_proj.weight", _context(mod, q))
+            hooks.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+        elif isinstance(module, torch.nn.Linear) and not name.endswith("attn.out_proj") and f"{prefix}weight" in weights:
+            hooks.append(module.register_forward_pre_hook(lambda mod, args, key=f"{prefix}weight": add(key, args[0])))
+    pooled_proj = ("proj" in weights and getattr(encoder, "attn_pool", None) is None
+                   and getattr(encoder, "pool_type", "tok") == "tok")
+    if pooled_proj:
+        def post(mod, args, out):
+            add("proj", out[:, 0] if out.dim() == 3 else out)
+        hooks.append(encoder.ln_post.register_forward_hook(post))
+    try:
+        for start in range(0, len(images), chunk):
+            functional_call(encoder, weights, (normalise(images[start:start + chunk], mean, std),), strict=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return grams
+
+
+def task_grams(zoo, task: str, exemplars: int, seed: int, device=None, use_cache: bool = True) -> dict[str, torch.Tensor]:
+    from ..gradients import exemplar_indices
+    from ..models import channel_stats
+
+    path = cache_dir("regmean") / f"{zoo.key}-{task}-{digest({'n': exemplars, 'seed': seed})}.safetensors"
+    if use_cache and path.exists():
+        try:
+            return read_state_dict(path)
+        except Exception:
+            path.unlink(missing_ok=True)
+    device = device_of(device)
+    encoder = zoo.make_encoder().to(device).eval()
+    weights = {k: v.to(device, torch.float32) for k, v in zoo.finetuned[task].items() if v.is_floating_point()}
+    images, labels = zoo.tasks[task].split("train")
+    idx = exemplar_indices(len(labels), exemplars, seed, task)
+    mean, std = channel_stats(zoo.mean, zoo.std, device)
+    grams = {k: v.cpu() for k, v in layer_grams(encoder, weights, images[idx].to(device), mean, std).items()}
+    if use_cache:
+        save_safetensors(grams, path)
+    return grams
+
+
+@register("regmean", "RegMean", "closed-form merge of every linear layer from the Gram matrices of its inputs on "
+          "each task's exemplars, off-diagonals scaled by α; other parameters averaged (Jin et al., 2023)",
+          default_lam=None, params={"alpha": 0.9, "exemplars": 128}, uses_data=True, group="Training-free methods")
+def regmean(zoo, params, task_indices, inputs, progress):
+    from . import MergeResult
+
+    tv, names, idx = subset(zoo, task_indices)
+    grams = []
+    for n, t in enumerate(names):
+        progress(n / len(names), f"RegMean: Gram matrices of {t} ({params['exemplars']} exemplars)")
+        grams.append(task_grams(zoo, t, params["exemplars"], int(params.get("seed", 0))))
+    merged = tv.deltas.mean(0)  # everything but the linear maps: averaged
+    for key, sl, shape in tv.layout.items():
+        if key not in grams[0]:
+            continue
+        finetuned = [(tv.pretrained[sl] + tv.deltas[k, sl]).view(shape).double() for k in range(len(names))]
+        as_linear = [w.T for w in finetuned] if key == "proj" else finetuned  # proj is applied as x @ proj
+        w = regmean_linear([g[key] for g in grams], as_linear, params["alpha"])
+        w = w.T if key == "proj" else w
+        merged[sl] = (w.reshape(-1) - tv.pretrained[sl].double()).to(merged.dtype)
+    region = plugin_region(tv, params, inputs, idx, task_indices is None)
+    if region is not None and region.keep is not None:
+        merged = merged * region.keep
+    return MergeResult(tv.pretrained + merged, "regmean", params, region)

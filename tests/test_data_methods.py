@@ -1,0 +1,257 @@
+"""Data-using methods (AdaMerging TW/LW/++, Surgery, Fisher, RegMean) and their TATR plug-in,
+against float64 references and direct computations on the micro zoo."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tatr_core.errors import TatrError
+from tatr_core.merge import REGISTRY, resolve_params
+from tatr_core.merge.adamerging import entropy, learn_coefficients, merged_theta
+from tatr_core.merge.fisher import diagonal_fisher, fisher_merge, task_fisher
+from tatr_core.merge.regmean import _context, regmean_linear
+from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
+
+DATA_METHODS = ["fisher", "regmean", "adamerging", "adamerging++", "surgery"]
+FAST = {"adamerging": {"steps": 10}, "adamerging++": {"steps": 10}, "surgery": {"steps": 30},
+        "fisher": {"exemplars": 8}, "regmean": {"exemplars": 8}}
+
+
+# ------------------------------------------------------------------------------ math against references
+def test_entropy_matches_the_definition():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 7, generator=g, dtype=torch.float64) * 3
+    p = torch.softmax(logits, -1)
+    direct = sum(-sum(float(p[i, c]) * float(torch.log(p[i, c])) for c in range(7)) for i in range(5)) / 5
+    assert float(entropy(logits)) == pytest.approx(direct, rel=1e-12)
+    assert float(entropy(torch.zeros(1, 4, dtype=torch.float64))) == pytest.approx(torch.log(torch.tensor(4.0)).item())
+
+
+def test_merged_theta_expands_task_and_layer_coefficients(micro_zoo):
+    tv = micro_zoo.task_vectors
+    pre, deltas = tv.pretrained.double(), tv.deltas.double()
+    K, L = deltas.shape[0], len(tv.layout)
+    coef = torch.rand(K, L, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    got = merged_theta(pre, deltas, coef, tv.layout)
+    for l, (_, sl, _) in enumerate(tv.layout.items()):  # a loop over tasks and tensors
+        want = pre[sl].clone()
+        for k in range(K):
+            want += coef[k, l] * deltas[k, sl]
+        assert torch.allclose(got[sl], want, rtol=1e-12, atol=1e-12)
+    task_wise = merged_theta(pre, deltas, torch.full((K, 1), 0.3, dtype=torch.float64), tv.layout)
+    assert torch.allclose(task_wise, pre + 0.3 * deltas.sum(0), atol=1e-12)  # = Task Arithmetic at λ = 0.3
+
+
+def test_regmean_on_one_linear_layer_is_the_least_squares_solution():
+    g = torch.Generator().manual_seed(2)
+    d_in, d_out = 6, 4
+    xs = [torch.randn(n, d_in, generator=g, dtype=torch.float64) for n in (9, 12, 7)]
+    ws = [torch.randn(d_out, d_in, generator=g, dtype=torch.float64) for _ in xs]
+    grams = [x.T @ x for x in xs]
+    merged = regmean_linear(grams, ws, alpha=1.0)
+    # min_W Σ_k ‖X_k Wᵀ − X_k W_kᵀ‖²: one stacked least-squares problem
+    lstsq = torch.linalg.lstsq(torch.cat(xs), torch.cat([x @ w.T for x, w in zip(xs, ws)])).solution.T
+    assert torch.allclose(merged, lstsq, atol=1e-10)
+    # α < 1: the off-diagonals of every Gram are scaled, written out with an explicit inverse
+    alpha = 0.9
+    scaled = [alpha * gr + (1 - alpha) * torch.diag(torch.diag(gr)) for gr in grams]
+    want = sum(w @ s for w, s in zip(ws, scaled)) @ torch.inverse(sum(scaled))
+    assert torch.allclose(regmean_linear(grams, ws, alpha), want, atol=1e-10)
+    assert torch.allclose(regmean_linear(grams[:1], ws[:1], alpha), ws[0], atol=1e-10)  # one model: itself
+
+
+def test_fisher_merge_with_equal_fishers_is_averaging():
+    g = torch.Generator().manual_seed(3)
+    deltas = torch.randn(4, 50, generator=g, dtype=torch.float64)
+    fisher = torch.rand(50, generator=g, dtype=torch.float64).expand(4, 50)
+    assert torch.allclose(fisher_merge(deltas, fisher), deltas.mean(0), atol=1e-12)
+    weights = torch.rand(4, 50, generator=g, dtype=torch.float64)
+    want = torch.stack([sum(weights[k, n] * deltas[k, n] for k in range(4)) / sum(weights[k, n] for k in range(4))
+                        for n in range(50)])
+    assert torch.allclose(fisher_merge(deltas, weights), want, atol=1e-12)
+    zero = torch.zeros(4, 50, dtype=torch.float64)
+    assert torch.allclose(fisher_merge(deltas, zero), deltas.mean(0))  # no Fisher mass anywhere: the average
+
+
+def test_diagonal_fisher_matches_a_per_sample_per_class_loop(micro_zoo):
+    from tatr_core.models import channel_stats, head_logits, normalise
+
+    z, task = micro_zoo, micro_zoo.task_names[0]
+    encoder = z.make_encoder().double().eval()
+    keys = ["proj", "transformer.resblocks.0.mlp.c_fc.weight", "conv1.weight"]
+    weights = {k: v.double() for k, v in z.finetuned[task].items() if v.is_floating_point()}
+    head = z.tasks[task].head.double()
+    mean, std = (t.double() for t in channel_stats(z.mean, z.std))
+    images = z.tasks[task].split("train")[0][:3]
+    got = diagonal_fisher(encoder, weights, head, images, mean, std, chunk=2)
+    want = {k: torch.zeros_like(weights[k]) for k in keys}
+    for x in normalise(images, mean, std):
+        for c in range(head.shape[0]):
+            p = {k: v.clone().requires_grad_(k in keys) for k, v in weights.items()}
+            logp = F.log_softmax(head_logits(torch.func.functional_call(encoder, p, (x[None],)), head), -1)[0]
+            grads = torch.autograd.grad(logp[c], [p[k] for k in keys])
+            for k, gk in zip(keys, grads):
+                want[k] += logp[c].exp().detach() * gk ** 2
+    for k in keys:
+        assert torch.allclose(got[k], want[k] / 3, rtol=1e-6, atol=1e-14), k
+
+
+def test_attention_context_reproduces_the_attention_output(micro_zoo):
+    encoder = micro_zoo.make_encoder().double().eval()
+    attn = encoder.transformer.resblocks[0].attn
+    q = torch.randn(2, 5, attn.embed_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    want = attn(q, q, q, need_weights=False)[0]
+    assert torch.allclose(attn.out_proj(_context(attn, q)), want, atol=1e-10)
+
+
+# ------------------------------------------------------------------------------ methods on the micro zoo
+def test_adamerging_lowers_the_entropy_and_keeps_coefficients_in_range(micro_zoo):
+    z = micro_zoo
+    tv = z.task_vectors
+    for granularity in ("task", "layer"):
+        params = {"granularity": granularity, "init": 0.3, "lr": 0.05, "steps": 40, "batch": 32, "seed": 0}
+        learned = learn_coefficients(z, tv, tv.deltas, z.task_names, params, lambda f, m: None)
+        coef = torch.tensor(learned["coefficients"])
+        assert coef.shape == (tv.K, 1 if granularity == "task" else len(tv.layout))
+        assert (coef - 0.3).abs().max() > 0.05  # the coefficients moved
+        assert coef.min() >= 0 and coef.max() <= 1
+        ent = learned["entropy"]
+        assert sum(ent[-5:]) / 5 < sum(ent[:5]) / 5  # the objective went down
+    # a large step pushes coefficients onto the bounds: clamped, never outside
+    params = {"granularity": "layer", "init": 0.3, "lr": 5.0, "steps": 3, "batch": 8, "seed": 0}
+    coef = torch.tensor(learn_coefficients(z, tv, tv.deltas, z.task_names, params, lambda f, m: None)["coefficients"])
+    assert coef.min() >= 0 and coef.max() <= 1 and ((coef == 0) | (coef == 1)).any()
+
+
+def test_surgery_lowers_the_l1_gap_it_optimises(micro_zoo):
+    from tatr_core.merge.surgery import representations
+
+    record = evaluate_method(micro_zoo, "surgery", steps=60, lr=1e-2, use_cache=False)
+    gaps = record["surgery"]
+    for t in micro_zoo.task_names:
+        assert gaps["l1_after"][t] < gaps["l1_before"][t]
+        assert gaps["loss"][t][-1] < gaps["loss"][t][0]
+    # evaluation passes each task's features through its module: recompute one task by hand
+    params = method_params("surgery", steps=60, lr=1e-2)
+    res = merge_tasks(micro_zoo, "surgery", params, {})
+    t = micro_zoo.task_names[0]
+    images, labels = micro_zoo.tasks[t].split("test")
+    z = res.extras["feature_maps"][t](representations(micro_zoo, res.theta, images, "cpu"))
+    from tatr_core.models import head_logits
+
+    acc = float((head_logits(z, micro_zoo.tasks[t].head.float()).argmax(1) == labels).float().mean())
+    assert record["tasks"][t]["accuracy"] == pytest.approx(acc)
+    ta = evaluate_method(micro_zoo, "task_arithmetic")
+    assert record["average_accuracy"] != ta["average_accuracy"]
+
+
+def test_one_task_fisher_and_regmean_return_that_fine_tuned_model(micro_zoo):
+    z = micro_zoo
+    theta_1 = z.task_vectors.pretrained + z.task_vectors.deltas[1]
+    for method in ("fisher", "regmean"):
+        params = method_params(method, exemplars=8)
+        res = merge_tasks(z, method, params, {}, [1])
+        assert torch.allclose(res.theta, theta_1, atol=1e-5), method
+
+
+@pytest.mark.parametrize("method", DATA_METHODS)
+def test_tau_zero_is_the_method_without_the_plugin_and_tau_masks_it(micro_zoo, method):
+    z = micro_zoo
+    plain = method_params(method, **FAST[method])
+    zero = method_params(method, tau=0.0, sensitivity="gradient", **FAST[method])
+    a, b = merge_tasks(z, method, plain, {}), merge_tasks(z, method, zero, merge_inputs(z, zero))
+    assert a.trust_region is None and b.trust_region is None
+    assert torch.equal(a.theta, b.theta)
+    # τ > 0: nothing moves outside the trust region (Eq. 12 / 13 / the mask on the merged vector)
+    tr = method_params(method, tau=0.05, sensitivity="zero-shot", **FAST[method])
+    c = merge_tasks(z, method, tr, merge_inputs(z, tr))
+    outside = ~c.trust_region.keep
+    assert outside.sum() == c.excluded > 0
+    assert torch.equal(c.theta[outside], z.task_vectors.pretrained[outside])
+    assert not torch.equal(c.theta, a.theta)
+
+
+def test_data_methods_are_registered_with_checked_parameters():
+    for name in DATA_METHODS:
+        assert REGISTRY[name].uses_data
+    with pytest.raises(TatrError, match="granularity"):
+        resolve_params("adamerging", granularity="block")
+    with pytest.raises(TatrError, match="no parameter 'rank'"):
+        resolve_params("fisher", rank=4)
+    with pytest.raises(TatrError, match="alpha of 'regmean' must be in"):
+        resolve_params("regmean", alpha=1.5)
+    with pytest.raises(TatrError, match="steps must be a whole number"):
+        resolve_params("surgery", steps=2.5)
+    with pytest.raises(TatrError, match="needs a zoo"):
+        from tatr_core.merge import merge
+
+        merge(None, "adamerging")
+
+
+# ------------------------------------------------------------------------------ command line
+def run_cli(*args):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_eval_runs_the_data_methods_and_reports_what_they_learned(micro_zoo):
+    import json
+
+    out = run_cli("eval", "--zoo", "micro", "--method", "adamerging", "--granularity", "task", "--steps", 5, "--json")
+    assert out.returncode == 0, out.stderr
+    record = json.loads(out.stdout)
+    assert record["params"]["granularity"] == "task" and record["params"]["steps"] == 5
+    assert len(record["learned"]["coefficients"]) == len(micro_zoo.task_names)
+    assert record == {**record, **{k: v for k, v in evaluate_method(
+        micro_zoo, "adamerging", granularity="task", steps=5).items() if k in ("params", "tasks", "average_accuracy")}}
+    text = run_cli("eval", "--zoo", "micro", "--method", "surgery", "--rank", 4, "--steps", 20, "--tau", 0.01)
+    assert text.returncode == 0, text.stderr
+    assert "surgery L1 gap" in text.stdout and "excluded from the trust region" in text.stdout
+    bad = run_cli("eval", "--zoo", "micro", "--method", "regmean", "--alpha", 2)
+    assert bad.returncode == 2 and "alpha of 'regmean' must be in [0, 1]" in bad.stderr and "Traceback" not in bad.stderr
+    wrong = run_cli("eval", "--zoo", "micro", "--method", "fisher", "--rank", 4)
+    assert wrong.returncode == 2 and "'fisher' has no parameter 'rank'" in wrong.stderr
+
+
+def test_cli_merge_explains_that_data_methods_need_a_zoo(tmp_path):
+    from tatr_core.checkpoints import save_safetensors
+
+    sd = {"w": torch.zeros(2, 2)}
+    paths = [save_safetensors(sd, tmp_path / f"{n}.safetensors") for n in ("pre", "a", "b")]
+    out = run_cli("merge", "--pretrained", paths[0], "--finetuned", *paths[1:], "--method", "adamerging",
+                  "--out", tmp_path / "m.safetensors")
+    assert out.returncode == 2 and "python -m tatr_core eval --zoo ZOO --method adamerging" in out.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_ties_processed_vectors_are_the_trimmed_sign_agreeing_entries():
+    from tatr_core.merge.ties import ties_processed
+
+    g = torch.Generator().manual_seed(5)
+    deltas = torch.randn(3, 40, generator=g, dtype=torch.float64)
+    got = ties_processed(deltas, 0.25)
+    keep = int(0.25 * 40)
+    trimmed = torch.zeros_like(deltas)
+    for k in range(3):  # the 10 largest |Δ_k| by a full sort
+        order = sorted(range(40), key=lambda n: -abs(float(deltas[k, n])))[:keep]
+        trimmed[k, order] = deltas[k, order]
+    for n in range(40):
+        total = sum(float(trimmed[k, n]) for k in range(3))
+        elected = (total > 0) - (total < 0)
+        for k in range(3):
+            v = float(trimmed[k, n])
+            want = v if v != 0 and ((v > 0) - (v < 0)) == elected else 0.0
+            assert float(got[k, n]) == want
+    # summed and divided by the number of agreeing entries, they give the TIES merge
+    from tatr_core.merge.ties import ties
+    from tatr_core.vectors import TaskVectors
+
+    tv = TaskVectors.from_state_dicts({"w": torch.zeros(40, dtype=torch.float64)},
+                                      [{"w": deltas[k]} for k in range(3)])
+    count = (got != 0).sum(0).clamp(min=1)
+    assert torch.allclose(ties(tv, {"density": 0.25}), got.sum(0) / count, atol=1e-12)
