@@ -32,19 +32,21 @@ with friendly_errors(), progress_bar("computing the table") as progress:
 
 st.subheader(table["title"])
 columns = table["columns"]
-frame = pd.DataFrame([[row["values"][c] for c in columns] for row in table["rows"]], columns=columns,
-                     index=[row["label"] for row in table["rows"]])
+frame = pd.DataFrame([[row["group"]] + [row["values"][c] for c in columns] for row in table["rows"]],
+                     columns=["group"] + columns, index=[row["label"] for row in table["rows"]])
 ranks = {(row["label"], c): row["rank"].get(c) for row in table["rows"] for c in columns}
 
 
-def style(frame: pd.DataFrame) -> pd.DataFrame:
+def style(values: pd.DataFrame) -> pd.DataFrame:
     css = {1: "font-weight: bold", 2: "text-decoration: underline"}
-    return pd.DataFrame([[css.get(ranks[(label, c)], "") for c in columns] for label in frame.index],
-                        index=frame.index, columns=columns)
+    return pd.DataFrame([[css.get(ranks[(label, c)], "") for c in values.columns] for label in values.index],
+                        index=values.index, columns=values.columns)
 
 
-st.dataframe(frame.style.apply(style, axis=None).format("{:.1f}"), width="stretch",
-             height=35 * (len(frame) + 1) + 3)
+st.dataframe(frame.style.apply(style, axis=None, subset=columns).format("{:.1f}", subset=columns), width="stretch",
+             height=35 * (len(frame) + 1) + 3,
+             column_config={"_index": st.column_config.TextColumn("method", width=220),
+                            "group": st.column_config.TextColumn("group", width=170)})
 groups = [row["group"] for row in table["rows"]]
 if any(groups):
     st.caption("Groups: " + " · ".join(dict.fromkeys(g for g in groups if g)))

@@ -15,8 +15,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from browser import CHROMIUM, FLAGS, ROOT, dashboard, screenshot, settle, shown_errors  # noqa: E402
 
-PLOTS = {"": 0, "learn": 4, "merge_lab": 1, "compare_methods": 0, "sweeps": 1, "knowledge_conflicts": 2,
-         "trust_region": 3, "loss_landscape": 2}
+#: (URL path and query, screenshot name, plots to wait for)
+VIEWS = [("", "home", 0), ("learn", "learn", 4), ("merge_lab", "merge_lab", 1),
+         ("merge_lab?method=adamerging", "merge_lab_adamerging", 2), ("compare_methods", "compare_methods", 0),
+         ("sweeps", "sweeps", 1), ("knowledge_conflicts", "knowledge_conflicts", 2), ("trust_region", "trust_region", 3),
+         ("loss_landscape", "loss_landscape", 2)]
 
 
 def main() -> int:
@@ -37,14 +40,14 @@ def main() -> int:
         settle(page)
         print(f"home page interactive {time.perf_counter() - start:.1f} s after the server was started")
         failures = 0
-        for path, plots in PLOTS.items():
+        for path, name, plots in VIEWS:
             t = time.perf_counter()
             page.goto(f"{url}/{path}")
             settle(page, plots, timeout=900_000)
             errors = shown_errors(page)
             failures += bool(errors)
-            screenshot(page, out / f"{path or 'home'}.png")
-            print(f"{path or 'home':22s} {time.perf_counter() - t:6.1f} s  {'; '.join(errors) or 'ok'}")
+            screenshot(page, out / f"{name}.png")
+            print(f"{name:22s} {time.perf_counter() - t:6.1f} s  {'; '.join(errors) or 'ok'}")
         browser.close()
     return 1 if failures else 0
 

@@ -103,7 +103,7 @@ def coefficients_figure(learned: dict) -> go.Figure:
     fig.update_xaxes(title="layer (parameter tensor)", tickangle=-60, tickfont=dict(size=9))
     fig.update_yaxes(title="task", autorange="reversed")
     ent = learned["entropy"]
-    return _layout(fig, "AdaMerging: learned layer-wise coefficients λ_{k,l}", width=1100, height=520,
+    return _layout(fig, "AdaMerging: learned layer-wise coefficients λ<sub>k,l</sub>", width=1100, height=520,
                    subtitle=f"mean prediction entropy {ent[0]:.3f} → {ent[-1]:.3f} nats over {len(ent)} steps")
 
 
