@@ -255,3 +255,19 @@ def test_ties_processed_vectors_are_the_trimmed_sign_agreeing_entries():
                                       [{"w": deltas[k]} for k in range(3)])
     count = (got != 0).sum(0).clamp(min=1)
     assert torch.allclose(ties(tv, {"density": 0.25}), got.sum(0) / count, atol=1e-12)
+
+
+def test_training_loops_are_seeded_and_deterministic_on_cpu(micro_zoo):
+    from tatr_core.merge.surgery import train_modules
+
+    z, tv = micro_zoo, micro_zoo.task_vectors
+    params = {"granularity": "layer", "init": 0.3, "lr": 0.01, "steps": 8, "batch": 8, "seed": 3}
+    first = learn_coefficients(z, tv, tv.deltas, z.task_names, params, lambda f, m: None)
+    again = learn_coefficients(z, tv, tv.deltas, z.task_names, params, lambda f, m: None)
+    other = learn_coefficients(z, tv, tv.deltas, z.task_names, {**params, "seed": 4}, lambda f, m: None)
+    assert first == again and first["coefficients"] != other["coefficients"]
+    surgery = {"rank": 4, "lr": 0.01, "steps": 10, "batch": 8, "seed": 3}
+    theta = tv.pretrained + 0.3 * tv.deltas.sum(0)
+    a = train_modules(z, theta, z.task_names[:2], surgery, lambda f, m: None, "cpu")[1]
+    b = train_modules(z, theta, z.task_names[:2], surgery, lambda f, m: None, "cpu")[1]
+    assert a == b
