@@ -11,9 +11,14 @@ transforms, which open_clip imports.
 
 Import this module before ``open_clip`` or ``torchvision`` (``tatr_core`` does so
 in its ``__init__``).  On a torch/torchvision pair whose extension loads (a CUDA
-machine), the schemas already exist and nothing is changed.
+machine), the extension is loaded here and defines the operators itself; defining
+them first would make its later registration abort the process (seen on an H100
+machine with torch 2.11 + torchvision 0.26).
 """
 from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -33,10 +38,26 @@ def _op_exists(name: str) -> bool:
         return False
 
 
+def _load_torchvision_extension() -> bool:
+    """Load torchvision's compiled operators when they match this torch; False when they cannot load."""
+    spec = importlib.util.find_spec("torchvision")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        for lib in sorted(Path(folder).glob("_C*.so")) + sorted(Path(folder).glob("_C*.pyd")):
+            try:
+                torch.ops.load_library(str(lib))
+                return True
+            except (OSError, RuntimeError):  # a CUDA build of torchvision against CPU torch
+                return False
+    return False
+
+
 def ensure_torchvision_ops() -> list[str]:
-    """Define the torchvision operator schemas that are missing; return their names."""
+    """Define the torchvision operator schemas that are missing and that torchvision's own
+    extension cannot provide; return their names."""
     global _library
     missing = [name for name in _SCHEMAS if not _op_exists(name)]
+    if missing and _load_torchvision_extension():
+        missing = [name for name in _SCHEMAS if not _op_exists(name)]
     if missing:
         if _library is None:
             _library = torch.library.Library("torchvision", "FRAGMENT")

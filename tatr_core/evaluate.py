@@ -111,7 +111,8 @@ class Evaluator:
                 y = labels[start:start + self.batch_size]
                 z = self.features(p, x)
                 if feature_maps and task in feature_maps:
-                    z = feature_maps[task](z)
+                    fm = feature_maps[task]
+                    z = (fm.to(self.device) if isinstance(fm, torch.nn.Module) else fm)(z)
                 logits = head_logits(z, self.heads[task])
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())

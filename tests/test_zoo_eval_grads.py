@@ -56,7 +56,9 @@ def test_evaluator_matches_a_plain_forward(micro_zoo):
     got = ev.evaluate(res.theta)
     for task in z.task_names:
         acc, loss = direct_accuracy(z, merged, task)
-        assert abs(got[task].accuracy - acc) < 1e-9 and abs(got[task].loss - loss) < 1e-4
+        # on a GPU, cuDNN's TF32 convolutions and the logit scale of 100 leave ~1e-4 relative error
+        tol = 1e-4 if ev.device.type == "cpu" else 2e-3 * abs(loss)
+        assert abs(got[task].accuracy - acc) < 1e-9 and abs(got[task].loss - loss) < tol
         assert got[task].n == len(z.tasks[task].split("test")[1])
     zs = ev.evaluate(None, split="val")
     assert abs(zs["mnist"].accuracy - direct_accuracy(z, {}, "mnist", "val")[0]) < 1e-9
@@ -102,9 +104,10 @@ def test_per_sample_gradients_match_a_backward_loop(micro_zoo):
         for k, p in enc.named_parameters():
             ref_abs[k] += p.grad.abs() / len(y)
             ref_mean[k] += p.grad / len(y)
+    atol = 1e-6 if not torch.cuda.is_available() else 1e-5  # float32 summation order differs on a GPU
     for k in keys:
-        torch.testing.assert_close(g_abs[k], ref_abs[k], atol=1e-6, rtol=1e-4)
-        torch.testing.assert_close(g_mean[k], ref_mean[k], atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(g_abs[k], ref_abs[k], atol=atol, rtol=1e-4)
+        torch.testing.assert_close(g_mean[k], ref_mean[k], atol=atol, rtol=1e-4)
     assert any(float((ref_abs[k] - ref_mean[k].abs()).max()) > 1e-6 for k in keys)  # |·| per sample ≠ |mean|
 
 

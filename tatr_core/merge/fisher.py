@@ -2,7 +2,7 @@
 
 F_k = E_x Σ_y p_k(y|x) (∂ log p_k(y|x) / ∂θ)² is the diagonal Fisher of fine-tuned model k (its
 own head) on ``exemplars`` training images of its task, with the expectation over the model's
-own predictive distribution taken exactly.  θ = θ_pre + Σ_k F_k Δ_k / Σ_k F_k (where no model has
+own predictive distribution taken exactly (up to 64 classes; sampled labels beyond).  θ = θ_pre + Σ_k F_k Δ_k / Σ_k F_k (where no model has
 any Fisher mass, the plain average).  With the TATR plug-in the trust-region mask multiplies the
 merged task vector.  Each task's Fisher is cached (safetensors).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..cache import cache_dir, digest
@@ -27,23 +27,46 @@ def fisher_merge(deltas: torch.Tensor, fishers: torch.Tensor, eps: float = 0.0) 
 
 
 def diagonal_fisher(encoder, weights: dict, head: torch.Tensor, images: torch.Tensor, mean, std,
-                    chunk: int = 8) -> dict[str, torch.Tensor]:
-    """E_x Σ_y p(y|x) g_y(x)², g_y = ∂ log p(y|x)/∂θ, per parameter of ``weights`` (exact over classes)."""
+                    max_classes: int = 64, samples: int = 8, seed: int = 0, chunk: int | None = None
+                    ) -> dict[str, torch.Tensor]:
+    """E_x Σ_y p(y|x) g_y(x)², g_y = ∂ log p(y|x)/∂θ, per parameter of ``weights``.
+
+    Exact over the classes when there are at most ``max_classes`` of them; otherwise a Monte-Carlo
+    estimate from ``samples`` labels per image drawn from p(·|x) (seeded), as Matena & Raffel do for
+    large output spaces.  Gradients come from ``vmap(grad)`` over (image, class) pairs, in chunks
+    sized to a memory budget, so ViT-B/32 with hundreds of classes stays within a few GiB.
+    """
+    from ..gradients import _chunk_size
     from ..models import head_logits, normalise
 
-    def log_probs(p, x):
-        return F.log_softmax(head_logits(functional_call(encoder, p, (x.unsqueeze(0),), strict=False), head), -1)[0]
+    def log_prob(p, x, y):
+        logits = head_logits(functional_call(encoder, p, (x.unsqueeze(0),), strict=False), head)
+        return torch.gather(F.log_softmax(logits, -1)[0], 0, y.reshape(1))[0]  # vmap-friendly indexing
 
-    per_sample = vmap(jacrev(log_probs), in_dims=(None, 0))
+    per_pair = vmap(grad(log_prob), in_dims=(None, 0, 0))
+    n_params = sum(v.numel() for v in weights.values())
+    chunk = chunk or _chunk_size(n_params)
+    generator = torch.Generator().manual_seed(seed)
     total = {k: torch.zeros_like(v) for k, v in weights.items()}
     for start in range(0, len(images), chunk):
         x = normalise(images[start:start + chunk], mean, std)
         with torch.no_grad():
-            probs = torch.stack([log_probs(weights, xi).exp() for xi in x])  # (n, C)
-        with sdpa_kernel(SDPBackend.MATH):
-            jac = per_sample(weights, x)  # k -> (n, C, *shape)
-        for k, j in jac.items():
-            total[k] += torch.einsum("nc,nc...->...", probs, j.pow(2))
+            probs = F.softmax(head_logits(functional_call(encoder, weights, (x,), strict=False), head), -1)
+        C = probs.shape[1]
+        if C <= max_classes:  # every (image, class) pair, weighted by p(class | image)
+            rows = torch.arange(len(x), device=x.device).repeat_interleave(C)
+            cols = torch.arange(C, device=x.device).repeat(len(x))
+            w = probs.reshape(-1)
+        else:  # labels sampled from the model's predictive distribution
+            cols = torch.multinomial(probs.cpu(), samples, replacement=True, generator=generator).reshape(-1).to(x.device)
+            rows = torch.arange(len(x), device=x.device).repeat_interleave(samples)
+            w = torch.full((len(cols),), 1.0 / samples, device=x.device, dtype=probs.dtype)
+        for s in range(0, len(rows), chunk):
+            r, c, ws = rows[s:s + chunk], cols[s:s + chunk], w[s:s + chunk]
+            with sdpa_kernel(SDPBackend.MATH):  # vmap has no batching rule for the fused attention kernels
+                g = per_pair(weights, x[r], c)
+            for k, gk in g.items():
+                total[k] += torch.einsum("n,n...->...", ws, gk.pow(2))
     return {k: v / len(images) for k, v in total.items()}
 
 
@@ -66,7 +89,7 @@ def task_fisher(zoo, task: str, exemplars: int, seed: int, device=None, use_cach
     idx = exemplar_indices(len(labels), exemplars, seed, task)
     mean, std = channel_stats(zoo.mean, zoo.std, device)
     fisher = diagonal_fisher(encoder, weights, zoo.tasks[task].head.to(device, torch.float32),
-                             images[idx].to(device), mean, std)
+                             images[idx].to(device), mean, std, seed=seed)
     flat = tv.layout.flatten({k: v.cpu() for k, v in fisher.items()}, tv.dtype, f"Fisher of {task}")
     if use_cache:
         save_safetensors({"fisher": flat}, path)
