@@ -30,6 +30,20 @@ def test_compat_shim_makes_open_clip_importable():
     assert torchvision.transforms.Resize is not None
 
 
+def test_compat_shim_leaves_the_operators_to_a_torchvision_extension_that_loads(monkeypatch):
+    """On a CUDA machine torchvision's _C.so defines nms/qnms itself: defining them first aborted the
+    process there (seen on an H100), so the shim must load the extension and define nothing."""
+    from tatr_core import compat
+
+    defined = {"now": False}
+    monkeypatch.setattr(compat, "_op_exists", lambda name: defined["now"])
+    monkeypatch.setattr(compat, "_load_torchvision_extension", lambda: defined.update(now=True) or True)
+    monkeypatch.setattr(compat, "_library", None)
+    assert compat.ensure_torchvision_ops() == [] and compat._library is None
+    monkeypatch.undo()  # the real state: defined by the extension, or by the shim when it cannot load
+    assert compat._op_exists("nms") and compat._op_exists("qnms")
+
+
 def test_safetensors_roundtrip_is_atomic(tmp_path):
     sd = tiny_clip().visual.state_dict()
     out = save_safetensors(sd, tmp_path / "sub" / "enc.safetensors")
