@@ -35,6 +35,8 @@ def test_every_page_of_the_map_exists_and_runs():
         assert not at.exception, (info.path, at.exception)
         assert not at.error, (info.path, [e.value for e in at.error])
         assert at.title, info.path
+        # every figure comes with its Download menu (PNG / SVG / PDF / HTML)
+        assert len(at.get("popover")) == len(at.get("plotly_chart")), info.path
 
 
 def test_home_page_shows_the_zoo_and_its_accuracies(micro_zoo):
