@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 CACHE_ROOT = Path(os.environ.get("TATR_CACHE", Path(__file__).resolve().parents[1] / "cache"))
 
@@ -53,6 +53,22 @@ def read_json(path: Path) -> Any | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None  # missing or corrupt: recompute
+
+
+def cached_tensors(path: Path, compute: Callable[[], dict], use_cache: bool = True) -> dict:
+    """A dict of tensors kept in the safetensors file ``path``: read it when present and readable
+    (a damaged entry is removed and recomputed), else ``compute()`` and store the result."""
+    from .checkpoints import read_state_dict, save_safetensors
+
+    if use_cache and path.exists():
+        try:
+            return read_state_dict(path)
+        except Exception:
+            path.unlink(missing_ok=True)
+    tensors = compute()
+    if use_cache:
+        save_safetensors(tensors, path)
+    return tensors
 
 
 def publish_dir(tmp: Path, final: Path) -> Path:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .cache import cache_dir, digest
-from .checkpoints import read_state_dict, save_safetensors
+from .cache import cache_dir, cached_tensors, digest
+from .checkpoints import save_safetensors
 from .errors import TatrError
 from .evaluate import default_device
 from .models import channel_stats, head_logits, normalise
@@ -74,35 +74,38 @@ def per_sample_gradient_stats(encoder, keys, head, mean, std, images, labels, ch
     return {k: v / n for k, v in abs_sum.items()}, {k: v / n for k, v in sum_.items()}
 
 
+def exemplars_of(zoo: Zoo, task: str, exemplars: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The seeded training exemplars of ``task`` (uint8 images, labels) on ``device``."""
+    images, labels = zoo.tasks[task].split("train")
+    idx = exemplar_indices(len(labels), exemplars, seed, task)
+    return images[idx].to(device), labels[idx].to(device)
+
+
 def compute_task_gradients(zoo: Zoo, exemplars: int = 128, seed: int = 0, device=None,
                            progress: Progress = no_progress, use_cache: bool = True) -> TaskGradients:
     """E|∇L_k| and E∇L_k at θ_pre for every task of the zoo, over ``exemplars`` training images each."""
     tv = zoo.task_vectors
     path = cache_dir("grads") / f"{zoo.key}-{digest({'n': exemplars, 'seed': seed, 'tasks': zoo.task_names})}.safetensors"
-    if use_cache and path.exists():
-        try:
-            sd = read_state_dict(path)
-            return TaskGradients(sd["abs_mean"], sd["mean"], exemplars, seed)
-        except Exception:
-            path.unlink(missing_ok=True)  # corrupt cache entry: recompute
-    device = torch.device(device) if device is not None else default_device()
-    encoder = zoo.make_encoder().to(device)
-    mean, std = channel_stats(zoo.mean, zoo.std, device)
-    keys = set(tv.layout.keys)
-    abs_mean = torch.empty((tv.K, tv.N), dtype=tv.dtype)
-    signed = torch.empty((tv.K, tv.N), dtype=tv.dtype)
-    for k, task in enumerate(zoo.task_names):
-        progress(k / tv.K, f"gradients at θ_pre: {task} ({exemplars} exemplars)")
-        images, labels = zoo.tasks[task].split("train")
-        idx = exemplar_indices(len(labels), exemplars, seed, task)
-        head = zoo.tasks[task].head.to(device, torch.float32)
-        g_abs, g = per_sample_gradient_stats(encoder, keys, head, mean, std, images[idx].to(device), labels[idx].to(device))
-        tv.layout.flatten({n: v.cpu() for n, v in g_abs.items()}, tv.dtype, task, out=abs_mean[k])
-        tv.layout.flatten({n: v.cpu() for n, v in g.items()}, tv.dtype, task, out=signed[k])
-    progress(1.0, "gradients done")
-    if use_cache:
-        save_safetensors({"abs_mean": abs_mean, "mean": signed}, path)
-    return TaskGradients(abs_mean, signed, exemplars, seed)
+
+    def compute() -> dict[str, torch.Tensor]:
+        dev = torch.device(device) if device is not None else default_device()
+        encoder = zoo.make_encoder().to(dev)
+        mean, std = channel_stats(zoo.mean, zoo.std, dev)
+        keys = set(tv.layout.keys)
+        abs_mean = torch.empty((tv.K, tv.N), dtype=tv.dtype)
+        signed = torch.empty((tv.K, tv.N), dtype=tv.dtype)
+        for k, task in enumerate(zoo.task_names):
+            progress(k / tv.K, f"gradients at θ_pre: {task} ({exemplars} exemplars)")
+            head = zoo.tasks[task].head.to(dev, torch.float32)
+            g_abs, g = per_sample_gradient_stats(encoder, keys, head, mean, std,
+                                                 *exemplars_of(zoo, task, exemplars, seed, dev))
+            tv.layout.flatten({n: v.cpu() for n, v in g_abs.items()}, tv.dtype, task, out=abs_mean[k])
+            tv.layout.flatten({n: v.cpu() for n, v in g.items()}, tv.dtype, task, out=signed[k])
+        progress(1.0, "gradients done")
+        return {"abs_mean": abs_mean, "mean": signed}
+
+    sd = cached_tensors(path, compute, use_cache)
+    return TaskGradients(sd["abs_mean"], sd["mean"], exemplars, seed)
 
 
 def write_gradient_files(zoo: Zoo, grads: TaskGradients, out_dir: str | os.PathLike) -> list[Path]:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from ..cache import read_json, write_json_atomic
-from .fitting import device_of, fit_path, plugin_region, subset, unlabelled_batch
+from .fitting import device_of, fit_path, masked, plugin_region, subset, unlabelled_batch
 from .registry import register
 from .ties import ties_processed
 
@@ -86,8 +86,7 @@ def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, 
     tv, names, idx = subset(zoo, task_indices)
     deltas = ties_processed(tv.deltas, params["density"]) if plus else tv.deltas
     region = plugin_region(tv, params, inputs, idx, task_indices is None)
-    if region is not None and region.keep is not None:
-        deltas = deltas * region.keep  # Eq. 12: the mask before the coefficients are learned
+    deltas = masked(deltas, region)  # Eq. 12: the mask before the coefficients are learned
     path = fit_path(zoo, method, {"params": params, "tasks": names}, ".json")
     learned = read_json(path)
     if learned is None:

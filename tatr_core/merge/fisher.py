@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..cache import cache_dir, digest
-from ..checkpoints import read_state_dict, save_safetensors
-from .fitting import device_of, plugin_region, subset
+from ..cache import cache_dir, cached_tensors, digest
+from .fitting import device_of, masked, plugin_region, subset
 from .registry import register
 
 
@@ -72,28 +71,23 @@ def diagonal_fisher(encoder, weights: dict, head: torch.Tensor, images: torch.Te
 
 def task_fisher(zoo, task: str, exemplars: int, seed: int, device=None, use_cache: bool = True) -> torch.Tensor:
     """Flat (N,) diagonal Fisher of ``task``'s fine-tuned model, over its training exemplars (cached)."""
-    from ..gradients import exemplar_indices
+    from ..gradients import exemplars_of
     from ..models import channel_stats
 
     tv = zoo.task_vectors
     path = cache_dir("fisher") / f"{zoo.key}-{task}-{digest({'n': exemplars, 'seed': seed})}.safetensors"
-    if use_cache and path.exists():
-        try:
-            return read_state_dict(path)["fisher"]
-        except Exception:
-            path.unlink(missing_ok=True)
-    device = device_of(device)
-    encoder = zoo.make_encoder().to(device).eval()
-    weights = {k: v.to(device, torch.float32) for k, v in zoo.finetuned[task].items() if k in set(tv.layout.keys)}
-    images, labels = zoo.tasks[task].split("train")
-    idx = exemplar_indices(len(labels), exemplars, seed, task)
-    mean, std = channel_stats(zoo.mean, zoo.std, device)
-    fisher = diagonal_fisher(encoder, weights, zoo.tasks[task].head.to(device, torch.float32),
-                             images[idx].to(device), mean, std, seed=seed)
-    flat = tv.layout.flatten({k: v.cpu() for k, v in fisher.items()}, tv.dtype, f"Fisher of {task}")
-    if use_cache:
-        save_safetensors({"fisher": flat}, path)
-    return flat
+
+    def compute() -> dict[str, torch.Tensor]:
+        dev = device_of(device)
+        encoder = zoo.make_encoder().to(dev).eval()
+        weights = {k: v.to(dev, torch.float32) for k, v in zoo.finetuned[task].items() if k in set(tv.layout.keys)}
+        mean, std = channel_stats(zoo.mean, zoo.std, dev)
+        images, _ = exemplars_of(zoo, task, exemplars, seed, dev)  # labels unused: the model's own p(y|x)
+        fisher = diagonal_fisher(encoder, weights, zoo.tasks[task].head.to(dev, torch.float32), images, mean, std,
+                                 seed=seed)
+        return {"fisher": tv.layout.flatten({k: v.cpu() for k, v in fisher.items()}, tv.dtype, f"Fisher of {task}")}
+
+    return cached_tensors(path, compute, use_cache)["fisher"]
 
 
 @register("fisher", "Fisher Merging", "average of the fine-tuned weights weighted by each model's diagonal Fisher "
@@ -107,8 +101,5 @@ def fisher(zoo, params, task_indices, inputs, progress):
     for n, t in enumerate(names):
         progress(n / len(names), f"Fisher of {t} ({params['exemplars']} exemplars)")
         fishers[n] = task_fisher(zoo, t, params["exemplars"], int(params.get("seed", 0)))
-    merged = fisher_merge(tv.deltas, fishers)
     region = plugin_region(tv, params, inputs, idx, task_indices is None)
-    if region is not None and region.keep is not None:
-        merged = merged * region.keep
-    return MergeResult(tv.pretrained + merged, "fisher", params, region)
+    return MergeResult(tv.pretrained + masked(fisher_merge(tv.deltas, fishers), region), "fisher", params, region)

@@ -1,7 +1,8 @@
 """Shared pieces of the data-using merge methods (AdaMerging, Surgery, Fisher, RegMean).
 
 * :func:`subset` — the task vectors of the tasks taking part (indices into the zoo) and their names;
-* :func:`plugin_region` — the TATR trust region of those task vectors (Eq. 12/13 plug-in), None at τ = 0;
+* :func:`plugin_region` — the TATR trust region of those task vectors (Eq. 12/13 plug-in), None at τ = 0,
+  and :func:`masked` — a vector times its mask;
 * :func:`unlabelled_batch` — a seeded batch of a task's test images, normalised (labels never used);
 * :func:`fit_path` — where a fitted result (coefficients, modules, Fishers, Grams) is cached.
 
@@ -33,6 +34,11 @@ def plugin_region(tv: TaskVectors, params: dict, inputs: dict, idx: list[int], a
 
     aux = inputs if all_tasks else {k: v[idx] for k, v in inputs.items()}
     return compute_trust_region(tv, params["tau"], params["sensitivity"], aux.get("grads"), aux.get("signed_grads"))
+
+
+def masked(vector: torch.Tensor, region: TrustRegion | None) -> torch.Tensor:
+    """``vector ⊙ m`` inside the trust region; ``vector`` itself without one (τ = 0 or nothing excluded)."""
+    return vector * region.keep if region is not None and region.keep is not None else vector
 
 
 def device_of(device=None) -> torch.device:

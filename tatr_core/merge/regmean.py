@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..cache import cache_dir, digest
-from ..checkpoints import read_state_dict, save_safetensors
-from .fitting import device_of, plugin_region, subset
+from ..cache import cache_dir, cached_tensors, digest
+from .fitting import device_of, masked, plugin_region, subset
 from .registry import register
 
 
@@ -80,25 +79,21 @@ def layer_grams(encoder, weights: dict, images: torch.Tensor, mean, std, chunk: 
 
 
 def task_grams(zoo, task: str, exemplars: int, seed: int, device=None, use_cache: bool = True) -> dict[str, torch.Tensor]:
-    from ..gradients import exemplar_indices
+    """{weight key: Gram of its inputs} of ``task``'s fine-tuned model over its training exemplars (cached)."""
+    from ..gradients import exemplars_of
     from ..models import channel_stats
 
     path = cache_dir("regmean") / f"{zoo.key}-{task}-{digest({'n': exemplars, 'seed': seed})}.safetensors"
-    if use_cache and path.exists():
-        try:
-            return read_state_dict(path)
-        except Exception:
-            path.unlink(missing_ok=True)
-    device = device_of(device)
-    encoder = zoo.make_encoder().to(device).eval()
-    weights = {k: v.to(device, torch.float32) for k, v in zoo.finetuned[task].items() if v.is_floating_point()}
-    images, labels = zoo.tasks[task].split("train")
-    idx = exemplar_indices(len(labels), exemplars, seed, task)
-    mean, std = channel_stats(zoo.mean, zoo.std, device)
-    grams = {k: v.cpu() for k, v in layer_grams(encoder, weights, images[idx].to(device), mean, std).items()}
-    if use_cache:
-        save_safetensors(grams, path)
-    return grams
+
+    def compute() -> dict[str, torch.Tensor]:
+        dev = device_of(device)
+        encoder = zoo.make_encoder().to(dev).eval()
+        weights = {k: v.to(dev, torch.float32) for k, v in zoo.finetuned[task].items() if v.is_floating_point()}
+        mean, std = channel_stats(zoo.mean, zoo.std, dev)
+        images, _ = exemplars_of(zoo, task, exemplars, seed, dev)
+        return {k: v.cpu() for k, v in layer_grams(encoder, weights, images, mean, std).items()}
+
+    return cached_tensors(path, compute, use_cache)
 
 
 @register("regmean", "RegMean", "closed-form merge of every linear layer from the Gram matrices of its inputs on "
@@ -122,6 +117,4 @@ def regmean(zoo, params, task_indices, inputs, progress):
         w = w.T if key == "proj" else w
         merged[sl] = (w.reshape(-1) - tv.pretrained[sl].double()).to(merged.dtype)
     region = plugin_region(tv, params, inputs, idx, task_indices is None)
-    if region is not None and region.keep is not None:
-        merged = merged * region.keep
-    return MergeResult(tv.pretrained + merged, "regmean", params, region)
+    return MergeResult(tv.pretrained + masked(merged, region), "regmean", params, region)

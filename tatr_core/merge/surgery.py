@@ -35,11 +35,13 @@ class SurgeryModule(torch.nn.Module):
 
 
 @torch.no_grad()
-def representations(zoo, params_flat: torch.Tensor | dict | None, images: torch.Tensor, device, batch: int = 512):
-    """Output representations (before the head's normalisation) of uint8 ``images``."""
+def representations(zoo, params_flat: torch.Tensor | dict | None, images: torch.Tensor, device, batch: int = 512,
+                    encoder: torch.nn.Module | None = None):
+    """Output representations (before the head's normalisation) of uint8 ``images``; pass ``encoder``
+    (on ``device``) to reuse one module across calls."""
     from ..models import channel_stats, normalise
 
-    encoder = zoo.make_encoder().to(device).eval()
+    encoder = encoder if encoder is not None else zoo.make_encoder().to(device).eval()
     mean, std = channel_stats(zoo.mean, zoo.std, device)
     if isinstance(params_flat, torch.Tensor):
         params_flat = zoo.task_vectors.layout.unflatten(params_flat)
@@ -54,12 +56,13 @@ def representations(zoo, params_flat: torch.Tensor | dict | None, images: torch.
 def train_modules(zoo, theta: torch.Tensor, names: list[str], params: dict, progress, device=None):
     device = device_of(device)
     generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
+    encoder = zoo.make_encoder().to(device).eval()  # one module; merged and individual weights swapped in
     modules, report = {}, {"l1_before": {}, "l1_after": {}, "loss": {}}
     for n, t in enumerate(names):
         images = zoo.tasks[t].split("test")[0]
         progress(n / len(names), f"Surgery: representations of {t}")
-        merged = representations(zoo, theta, images, device)
-        target = representations(zoo, zoo.finetuned[t], images, device)
+        merged = representations(zoo, theta, images, device, encoder=encoder)
+        target = representations(zoo, zoo.finetuned[t], images, device, encoder=encoder)
         module = SurgeryModule(merged.shape[1], params["rank"], generator).to(device)
         opt = torch.optim.Adam(module.parameters(), lr=params["lr"])
         history = []
