@@ -48,7 +48,6 @@ with friendly_errors():
     zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
     ind = evaluate_method(zoo, "individual", evaluator=evaluator)
 
-tasks = zoo.task_names
 c1, c2, c3 = st.columns(3)
 c1.metric("average accuracy", f"{100 * record['average_accuracy']:.1f}%",
           f"{100 * (record['average_accuracy'] - zs['average_accuracy']):+.1f} vs zero-shot")

@@ -158,18 +158,20 @@ def keep_controls() -> None:
 @st.cache_resource(show_spinner=False)
 def _load(spec: str) -> Zoo:
     note = st.empty()
-    bar = st.progress(0.0, text=f"loading zoo {spec}")
 
-    def progress(fraction: float, message: str) -> None:
-        if fraction < 1.0:  # only a build reports progress
-            note.info(f"Building zoo **{spec}** for the first time: the built-in mini zoo takes about 3.5 minutes "
-                      "on a 2-core laptop, once; it is cached for every later start.", icon=":material/build:")
-        bar.progress(min(max(fraction, 0.0), 1.0), text=message)
+    def building(progress):
+        def report(fraction: float, message: str) -> None:
+            if fraction < 1.0:  # only a build reports progress
+                note.info(f"Building zoo **{spec}** for the first time: the built-in mini zoo takes about 3.5 "
+                          "minutes on a 2-core laptop, once; it is cached for every later start.",
+                          icon=":material/build:")
+            progress(fraction, message)
+        return report
 
     try:
-        return load_zoo(spec, progress)
+        with progress_bar(f"loading zoo {spec}") as progress:
+            return load_zoo(spec, building(progress))
     finally:
-        bar.empty()
         note.empty()
 
 

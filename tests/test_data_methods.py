@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from tatr_core.errors import TatrError
 from tatr_core.merge import REGISTRY, resolve_params
 from tatr_core.merge.adamerging import entropy, learn_coefficients, merged_theta
-from tatr_core.merge.fisher import diagonal_fisher, fisher_merge, task_fisher
+from tatr_core.merge.fisher import diagonal_fisher, fisher_merge
 from tatr_core.merge.regmean import _context, regmean_linear
 from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
 
