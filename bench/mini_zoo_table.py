@@ -57,7 +57,7 @@ def main() -> None:
         cells = [f"{100 * r['tasks'][t]['accuracy']:.1f}" for t in names]
         print(f"| {label} | " + " | ".join(cells) + f" | **{100 * r['average_accuracy']:.1f}** |")
     n = {t: len(zoo.tasks[t].split("test")[1]) for t in names}
-    print(f"\ntest images per task: " + ", ".join(f"{t} {n[t]}" for t in names))
+    print("\ntest images per task: " + ", ".join(f"{t} {n[t]}" for t in names))
 
     # C_{j|i} = L_j(TA of all K) − L_j(TA without i), λ = 0.3 (Eq. 3), in loss and in accuracy points
     tv = zoo.task_vectors

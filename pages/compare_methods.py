@@ -17,13 +17,18 @@ TABLES = {"methods": "Table 1: merging methods and TATR", "sensitivity": "Table 
           "generalization": "Table 4: generalization to held-out tasks"}
 with st.sidebar:
     which = st.radio("table", list(TABLES), key=control("cm-table", "methods", TABLES), format_func=TABLES.get)
+    if which == "methods":
+        test_time = st.checkbox("add the test-time training rows", key=control("cm-test-time", False),
+                                help="AdaMerging (task- and layer-wise, ++) and Surgery, plain and with TATR, train on "
+                                     "unlabelled test images: about a minute per row on a 2-core laptop the first "
+                                     "time (cached afterwards). The other rows take seconds.")
     if which == "generalization":
         held_out = st.multiselect("held-out tasks", zoo.task_names,
                                   key=control("cm-held-out", zoo.task_names[-2:], zoo.task_names))
 
 with friendly_errors(), progress_bar("computing the table") as progress:
     if which == "methods":
-        table = method_table(zoo, evaluator=evaluator, progress=progress)
+        table = method_table(zoo, evaluator=evaluator, progress=progress, test_time=test_time)
     elif which == "sensitivity":
         table = method_table(zoo, SENSITIVITY_ROWS, evaluator=evaluator, progress=progress,
                              title=f"TATR with each sensitivity: test accuracy (%) on zoo {zoo.name}")
@@ -31,6 +36,9 @@ with friendly_errors(), progress_bar("computing the table") as progress:
         table = generalization_table(zoo, held_out, evaluator=evaluator, progress=progress)
 
 st.subheader(table["title"])
+if which == "methods" and not test_time:
+    st.caption("Training-free rows only: tick **add the test-time training rows** in the sidebar for AdaMerging "
+               "and Surgery (they train for about a minute per row on the first run).")
 columns = table["columns"]
 frame = pd.DataFrame([[row["group"]] + [row["values"][c] for c in columns] for row in table["rows"]],
                      columns=["group"] + columns, index=[row["label"] for row in table["rows"]])

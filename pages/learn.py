@@ -65,7 +65,8 @@ with left:
         "Merge all tasks, then merge all but task *i*: the difference in task *j*'s loss (or accuracy) is the "
         f"conflict of *i* on *j*. On this zoo, with Task Arithmetic, the largest is **{worst[1]} → {worst[2]}**: "
         f"adding {worst[1]}'s vector costs {worst[2]} **{100 * worst[0]:.1f} points** of accuracy. "
-        f"The total conflict C (sum of the positive entries, in loss) is **{conflict['total_loss']:.2f}**.")
+        f"The total conflict C, the sum of all K(K−1) entries in loss (negative ones, where adding a task "
+        f"helps, included), is **{conflict['total_loss']:+.2f}** nats.")
     st.page_link("pages/knowledge_conflicts.py", label="Compare methods on Knowledge Conflicts",
                  icon=":material/compare_arrows:")
 with right:

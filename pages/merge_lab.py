@@ -10,7 +10,7 @@ import yaml
 from tatr_core.checkpoints import save_safetensors
 from tatr_core.figures import accuracy_bars_figure, coefficients_figure, surgery_gap_figure
 from tatr_core.merge import REGISTRY
-from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
+from tatr_core.runs import eval_command, evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
 from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, method_controls, \
     progress_bar
@@ -72,9 +72,8 @@ if "surgery" in record:
     figure_downloads(fig, "surgery-l1-gap")
 
 st.subheader("Take it with you")
-recipe = {"zoo": zoo.name, "method": method, "params": record["params"],
-          "command": f"python -m tatr_core eval --zoo {zoo.name} --method {method} " + " ".join(
-              f"--{k} {v}" for k, v in record["params"].items() if k != "seed")}
+recipe = {"zoo": zoo.info.get("manifest") or zoo.name, "method": method, "params": record["params"],
+          "command": eval_command(zoo, method, record["params"])}
 
 
 def merged_checkpoint(part: str = "encoder") -> bytes:

@@ -48,6 +48,8 @@ __all__ = [
     "to_open_clip_keys",
     "hf_clip_vision_to_open_clip",
     "check_finite",
+    "in_layout_of",
+    "open_clip_to_hf_vision",
     "RestrictedUnpickler",
 ]
 
@@ -300,11 +302,19 @@ def _read_hf_folder(path: Path) -> StateDict:
         index = path / index_name
         if index.exists():
             try:
-                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            except (ValueError, KeyError) as exc:
-                raise CheckpointError(f"{index}: malformed shard index ({exc})") from exc
+                weight_map = json.loads(index.read_text())["weight_map"]
+                shards = sorted(set(weight_map.values()))
+            except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"{index}: malformed shard index ({_first_line(exc)})") from exc
+            root = path.resolve()
             out: StateDict = {}
             for shard in shards:
+                if not isinstance(shard, str) or not shard:
+                    raise CheckpointError(f"{index}: shard name {shard!r} is not a file name")
+                target = (path / shard).resolve()
+                if os.path.isabs(shard) or not target.is_relative_to(root):
+                    raise CheckpointError(f"{index}: shard '{shard}' lies outside the model folder {path}; "
+                                          "refusing to read it (shards must be files inside the folder)")
                 out.update(read_state_dict(path / shard))
             return out
     for name in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
@@ -323,13 +333,33 @@ def read_state_dict(path: str | os.PathLike) -> StateDict:
         raise CheckpointError(f"{path}: no such file or folder")
     if path.is_dir():
         return _read_hf_folder(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file or folder (a FIFO, socket or device?); "
+                              "give a checkpoint file or a model folder")
     with open(path, "rb") as fh:
         head = fh.read(9)
     if len(head) < 9:
         raise CheckpointError(f"{path}: file is empty or truncated")
     if path.suffix == ".safetensors" or head[8:9] == b"{":
         return _read_safetensors(path)
-    return _read_torch(path)
+    return _check_storage_claims(_read_torch(path), path)
+
+
+#: No single tensor of a checkpoint may claim more than this many bytes (ViT-G's largest is < 1 GiB).
+MAX_TENSOR_BYTES = 2**36
+
+
+def _check_storage_claims(sd: StateDict, path: Path) -> StateDict:
+    """Refuse tensors whose shape claims more elements than their storage holds (a stride-0 record
+    "of 10¹² elements" would be materialised by the first operation on it), before anything allocates."""
+    for key, value in sd.items():
+        claimed = value.numel() * value.element_size()
+        held = value.untyped_storage().nbytes() - value.storage_offset() * value.element_size()
+        if claimed > held or claimed > MAX_TENSOR_BYTES:
+            raise CheckpointError(
+                f"{path}: key '{key}' claims {tuple(value.shape)} = {value.numel():,} elements "
+                f"({claimed:,} bytes) but its storage holds {max(held, 0):,} bytes; the checkpoint is corrupt or hostile")
+    return sd
 
 
 # --------------------------------------------------------------------------------------
@@ -422,6 +452,72 @@ def to_open_clip_keys(sd: Mapping[str, torch.Tensor], source: str = "<state dict
         if any(k.startswith(prefix) for k in sd):
             return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
+
+
+def open_clip_to_hf_vision(vision: Mapping[str, torch.Tensor], prefix: str = "vision_model.") -> StateDict:
+    """The inverse of :func:`hf_clip_vision_to_open_clip`: open_clip vision-tower keys to Hugging Face
+    CLIP keys (``in_proj`` split into q / k / v, ``proj`` transposed into ``visual_projection.weight``)."""
+    layer_map = {oc: hf for hf, oc in _HF_LAYER_MAP.items()}
+    out: StateDict = {}
+    for key, value in vision.items():
+        if key == "proj":
+            out["visual_projection.weight"] = value.t().contiguous()
+        elif key == "class_embedding":
+            out[prefix + "embeddings.class_embedding"] = value
+        elif key == "conv1.weight":
+            out[prefix + "embeddings.patch_embedding.weight"] = value
+        elif key == "positional_embedding":
+            out[prefix + "embeddings.position_embedding.weight"] = value
+        elif key.startswith("ln_pre."):
+            out[prefix + "pre_layrnorm." + key.split(".", 1)[1]] = value
+        elif key.startswith("ln_post."):
+            out[prefix + "post_layernorm." + key.split(".", 1)[1]] = value
+        elif key.startswith("transformer.resblocks."):
+            parts = key.split(".")
+            i, rest = parts[2], ".".join(parts[3:])
+            if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
+                kind = rest.rsplit("_", 1)[1]
+                for name, part in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3, 0)):
+                    out[f"{prefix}encoder.layers.{i}.self_attn.{name}.{kind}"] = part.contiguous()
+                continue
+            for oc, hf in layer_map.items():
+                if rest.startswith(oc + "."):
+                    out[f"{prefix}encoder.layers.{i}.{hf}.{rest[len(oc) + 1:]}"] = value
+                    break
+            else:
+                raise CheckpointError(f"open_clip key '{key}' has no Hugging Face CLIP counterpart")
+        else:
+            raise CheckpointError(f"open_clip key '{key}' has no Hugging Face CLIP counterpart")
+    return out
+
+
+def in_layout_of(vision: Mapping[str, torch.Tensor], raw: Mapping[str, torch.Tensor]) -> StateDict:
+    """``vision`` (open_clip vision-tower keys) written in the layout ``raw`` was stored in.
+
+    ``raw`` is a checkpoint as read (:func:`read_state_dict`): a bare vision tower, a whole open_clip
+    CLIP (``visual.*``), a task_vectors ``ImageEncoder`` (``model.visual.*``), a Hugging Face
+    ``CLIPVisionModel`` / ``CLIPModel``, any of them ``module.``-prefixed.  Its vision tensors are
+    replaced (in their own dtypes); everything else it holds (a CLIP's text tower, ``logit_scale``)
+    is kept, so the result loads back into the model the inputs came from.
+    """
+    raw = dict(raw)
+    wrapped = bool(raw) and all(k.startswith("module.") for k in raw)
+    if wrapped:
+        raw = {k[len("module."):]: v for k, v in raw.items()}
+    if "embeddings.patch_embedding.weight" in raw or any(k.startswith("vision_model.") for k in raw):
+        prefix = "" if "embeddings.patch_embedding.weight" in raw else "vision_model."
+        renamed = open_clip_to_hf_vision(vision, prefix)
+    else:
+        prefix = next((p for p in ("image_encoder.model.visual.", "model.visual.", "visual.")
+                       if any(k.startswith(p) for k in raw)), "")
+        renamed = {prefix + k: v for k, v in vision.items()}
+    out = dict(raw)
+    for key, value in renamed.items():
+        if key in raw:
+            out[key] = value.to(raw[key].dtype)
+        elif not prefix and key in vision:  # a bare vision tower: the merged tensors are the checkpoint
+            out[key] = value
+    return {f"module.{k}": v for k, v in out.items()} if wrapped else out
 
 
 def check_finite(sd: Mapping[str, torch.Tensor], source: str) -> None:

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import TatrError
+from .errors import OUT_OF_MEMORY, TatrError, out_of_memory
 
 
 def _peak_rss_gib() -> float:
@@ -47,15 +47,19 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--signed-grads", nargs="+", metavar="S", default=None,
                    help="per-task E∇L_k files, for --sensitivity positive/negative")
     p.add_argument("--out", required=True, metavar="MERGED.safetensors", help="where to write the merged encoder")
+    p.add_argument("--layout", choices=["input", "vision"], default="input",
+                   help="input (default): the pretrained checkpoint's own layout, so the result loads back into the "
+                        "model the inputs came from (a whole CLIP keeps its text tower; Hugging Face keys stay Hugging "
+                        "Face keys); vision: the bare open_clip vision tower (conv1.weight, ...)")
     p.set_defaults(func=_cmd_merge)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from .checkpoints import load_image_encoder, save_safetensors
-    from .merge import merge, resolve_params
+    from .checkpoints import in_layout_of, load_image_encoder, read_state_dict, save_safetensors
+    from .merge import REGISTRY, merge, resolve_params
+    from .paths import check_input, check_output_file, output_errors
     from .trust_region import SENSITIVITIES
-
-    from .merge import REGISTRY
+    from .vectors import TaskVectors
 
     start = time.perf_counter()
     if REGISTRY[args.method].uses_data:
@@ -69,22 +73,26 @@ def _cmd_merge(args: argparse.Namespace) -> int:
                         "(E|∇L_k| per fine-tuned model, from 'python -m tatr_core grads'), or use --sensitivity zero-shot")
     if needs == "signed_grads" and not args.signed_grads:
         raise TatrError(f"sensitivity '{params['sensitivity']}' needs --signed-grads (E∇L_k per fine-tuned model)")
-    for flag, files in (("--grads", args.grads), ("--signed-grads", args.signed_grads)):
+    aux_files = {"grads": args.grads or [], "signed_grads": args.signed_grads or []}
+    for name, files in aux_files.items():
         if files and len(files) != len(args.finetuned):
-            raise TatrError(f"{flag}: {len(files)} files for {len(args.finetuned)} fine-tuned models; give one per model, same order")
+            raise TatrError(f"--{name.replace('_', '-')}: {len(files)} files for {len(args.finetuned)} fine-tuned models; "
+                            "give one per model, same order")
+    inputs = [args.pretrained, *args.finetuned, *aux_files["grads"], *aux_files["signed_grads"]]
+    for path in inputs:
+        check_input(path, "checkpoint")
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise TatrError(f"--out {out}: the merged model is written as safetensors; name it *.safetensors")
-    if out.exists() and out.is_dir():
-        raise TatrError(f"--out {out} is a folder; give a file name ending in .safetensors")
-
-    from .vectors import TaskVectors
+    check_output_file(out, "--out", inputs)
 
     tv = TaskVectors.from_files(args.pretrained, args.finetuned)
     aux = {}
-    for name, files in (("grads", args.grads), ("signed_grads", args.signed_grads)):
-        if files and needs == name:
-            aux[name] = tv.flatten_aux([load_image_encoder(f) for f in files], files, name.replace("_", " "))
+    for name, files in aux_files.items():  # every file given is checked, whether or not this merge uses it
+        if files:
+            flat = tv.flatten_aux([load_image_encoder(f) for f in files], files, name.replace("_", " "))
+            if needs == name:
+                aux[name] = flat
     result = merge(tv, args.method, lam=params.get("lam"), density=params.get("density"), tau=params["tau"],
                    sensitivity=params.get("sensitivity"), **aux)
     recipe = {
@@ -93,9 +101,14 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         "pretrained": str(args.pretrained),
         "finetuned": [str(f) for f in args.finetuned],
         "excluded": result.excluded,
+        "layout": args.layout,
         "tool": "tatr_core merge",
     }
-    save_safetensors(tv.to_state_dict(result.theta), out, metadata={"tatr_recipe": json.dumps(recipe)})
+    merged = tv.to_state_dict(result.theta)
+    if args.layout == "input":
+        merged = in_layout_of(merged, read_state_dict(args.pretrained))
+    with output_errors("--out", out):
+        save_safetensors(merged, out, metadata={"tatr_recipe": json.dumps(recipe)})
     pct = 100.0 * result.excluded / tv.N
     shown = " ".join(f"{k}={v}" for k, v in result.params.items())
     print(f"{args.method}: K={tv.K} N={tv.N:,} excluded={result.excluded:,} ({pct:.2f}%) {shown} "
@@ -198,14 +211,19 @@ def _add_grads(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_grads(args: argparse.Namespace) -> int:
     from .gradients import compute_task_gradients, write_gradient_files
+    from .paths import check_output_dir, output_errors
 
+    if args.exemplars <= 0:
+        raise TatrError(f"--exemplars must be at least 1, got {args.exemplars}")
+    check_output_dir(args.out)
     zoo = _load_zoo(args.zoo)
     bar = BarProgress("gradients")
     try:
         grads = compute_task_gradients(zoo, args.exemplars, args.seed, progress=bar)
     finally:
         bar.close()
-    files = write_gradient_files(zoo, grads, args.out)
+    with output_errors("--out", args.out):
+        files = write_gradient_files(zoo, grads, args.out)
     print(f"wrote {len(files)} files for {len(zoo.tasks)} tasks ({args.exemplars} exemplars each, seed {args.seed}) to {args.out}")
     return 0
 
@@ -376,17 +394,20 @@ def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=N
 
 def _cmd_figure(args: argparse.Namespace) -> int:
     from .figures import FORMATS, save_figure
+    from .paths import check_output_file, output_errors
 
     out = Path(args.out)
     if out.suffix.lower() not in FORMATS:
         raise TatrError(f"--out {out}: name the figure file .pdf, .svg, .png or .html")
+    check_output_file(out)
     zoo = _load_zoo(args.zoo)
     bar = BarProgress(args.kind)
     try:
         fig = build_figure(args.kind, zoo, args, bar)
     finally:
         bar.close()
-    save_figure(fig, out)
+    with output_errors("--out", out):
+        save_figure(fig, out)
     print(f"{args.kind} figure for zoo {zoo.name} -> {out}")
     return 0
 
@@ -400,14 +421,23 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--sample", type=int, default=None)
     p.add_argument("--out", default=None, metavar="FILE", help="write here instead of printing")
+    _add_test_time_option(p)
     p.set_defaults(func=_cmd_table)
 
 
-def build_table(kind: str, zoo, progress, held_out=None, split="test", sample=None, evaluator=None) -> dict:
+def _add_test_time_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--test-time", action=argparse.BooleanOptionalAction, default=True,
+                   help="methods: include the rows that train at test time (AdaMerging, Surgery; minutes per row on a "
+                        "CPU the first time); --no-test-time leaves them out")
+
+
+def build_table(kind: str, zoo, progress, held_out=None, split="test", sample=None, evaluator=None,
+                test_time: bool = True) -> dict:
     from .analysis import tables
 
     if kind == "methods":
-        return tables.method_table(zoo, tables.METHOD_ROWS, split=split, sample=sample, evaluator=evaluator, progress=progress)
+        return tables.method_table(zoo, tables.METHOD_ROWS, split=split, sample=sample, evaluator=evaluator,
+                                   progress=progress, test_time=test_time)
     if kind == "sensitivity-variants":
         return tables.method_table(zoo, tables.SENSITIVITY_ROWS, split=split, sample=sample, evaluator=evaluator,
                                    progress=progress, title=f"TATR with each sensitivity (Table 6) on zoo {zoo.name}")
@@ -422,16 +452,20 @@ def _write_text(path: Path, text: str) -> None:
 
 def _cmd_table(args: argparse.Namespace) -> int:
     from .analysis.tables import RENDERERS
+    from .paths import check_output_file, output_errors
 
+    if args.out:
+        check_output_file(args.out)
     zoo = _load_zoo(args.zoo)
     bar = BarProgress(f"table {args.kind}")
     try:
-        table = build_table(args.kind, zoo, bar, args.held_out, args.split, args.sample)
+        table = build_table(args.kind, zoo, bar, args.held_out, args.split, args.sample, test_time=args.test_time)
     finally:
         bar.close()
     text = RENDERERS[args.format](table)
     if args.out:
-        _write_text(Path(args.out), text)
+        with output_errors("--out", args.out):
+            _write_text(Path(args.out), text)
         print(f"{args.kind} table ({args.format}) -> {args.out}")
     else:
         print(text, end="")
@@ -443,6 +477,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zoo", required=True)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"], choices=["png", "pdf", "svg", "html"])
+    _add_test_time_option(p)
     p.set_defaults(func=_cmd_report)
 
 
@@ -450,10 +485,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from .analysis.tables import RENDERERS
     from .evaluate import Evaluator
     from .figures import save_figure
+    from .paths import check_output_dir, output_errors
 
+    out = check_output_dir(args.out)
     zoo = _load_zoo(args.zoo)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_errors("--out", out):
+        out.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(zoo)
     base = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=None, seed=0,
                 split="test", sample=None, form="loss", task=None, step=0.1, values=None, per_task=False,
@@ -480,26 +517,27 @@ def _cmd_report(args: argparse.Namespace) -> int:
              f"N = {zoo.task_vectors.N:,} merged parameters. Generated by `python -m tatr_core report`.", "",
              "## Tables", ""]
     total = len(jobs) + len(tables)
-    try:
-        for n, (kind, title) in enumerate(tables):
-            bar(n / total, f"table {kind}")
-            table = build_table(kind, zoo, lambda f, m: None, evaluator=evaluator)
-            for fmt, suffix in (("latex", "tex"), ("csv", "csv"), ("markdown", "md")):
-                _write_text(out / f"table-{kind}.{suffix}", RENDERERS[fmt](table))
-            index += [f"### {title}", "", RENDERERS["markdown"](table),
-                      f"[LaTeX](table-{kind}.tex) · [CSV](table-{kind}.csv)", ""]
-        index += ["## Figures", ""]
-        for n, (name, kind, overrides, title) in enumerate(jobs):
-            bar((len(tables) + n) / total, f"figure {name}")
-            fig = build_figure(kind, zoo, argparse.Namespace(**{**base, **overrides}), lambda f, m: None, evaluator)
-            files = [save_figure(fig, out / f"{name}.{fmt}").name for fmt in args.formats]
-            index += [f"### {title}", ""]
-            if "png" in args.formats:
-                index += [f"![{title}]({name}.png)", ""]
-            index += [" · ".join(f"[{f.rsplit('.', 1)[1].upper()}]({f})" for f in files), ""]
-    finally:
-        bar.close()
-    _write_text(out / "index.md", "\n".join(index) + "\n")
+    with output_errors("--out", out):
+        try:
+            for n, (kind, title) in enumerate(tables):
+                bar(n / total, f"table {kind}")
+                table = build_table(kind, zoo, lambda f, m: None, evaluator=evaluator, test_time=args.test_time)
+                for fmt, suffix in (("latex", "tex"), ("csv", "csv"), ("markdown", "md")):
+                    _write_text(out / f"table-{kind}.{suffix}", RENDERERS[fmt](table))
+                index += [f"### {title}", "", RENDERERS["markdown"](table),
+                          f"[LaTeX](table-{kind}.tex) · [CSV](table-{kind}.csv)", ""]
+            index += ["## Figures", ""]
+            for n, (name, kind, overrides, title) in enumerate(jobs):
+                bar((len(tables) + n) / total, f"figure {name}")
+                fig = build_figure(kind, zoo, argparse.Namespace(**{**base, **overrides}), lambda f, m: None, evaluator)
+                files = [save_figure(fig, out / f"{name}.{fmt}").name for fmt in args.formats]
+                index += [f"### {title}", ""]
+                if "png" in args.formats:
+                    index += [f"![{title}]({name}.png)", ""]
+                index += [" · ".join(f"[{f.rsplit('.', 1)[1].upper()}]({f})" for f in files), ""]
+        finally:
+            bar.close()
+        _write_text(out / "index.md", "\n".join(index) + "\n")
     print(f"report for zoo {zoo.name}: {len(jobs)} figures, {len(tables)} tables -> {out / 'index.md'}")
     return 0
 
@@ -520,9 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command: exit 0, 2 with ``error: ...`` for anything the user can fix (out of memory
+    included, naming what to lower), 130 on Ctrl-C (nothing half-written: every write is atomic)."""
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except TatrError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -530,3 +569,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+        if not out_of_memory(exc):
+            raise
+        print(f"error: {OUT_OF_MEMORY} ({_first_line(exc)})", file=sys.stderr)
+        return 2
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -11,3 +11,16 @@ class TatrError(ValueError):
 
 class CheckpointError(TatrError):
     """A checkpoint file cannot be read, or its contents do not fit the other models."""
+
+
+OUT_OF_MEMORY = ("out of memory: lower --sample (images evaluated per task), --exemplars (gradients, Fisher, "
+                 "RegMean) or --batch (AdaMerging, Surgery), or use a machine with more memory; nothing was written")
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the host or a GPU running out of memory (``torch.OutOfMemoryError`` is a
+    RuntimeError; the CPU allocator raises a plain RuntimeError)."""
+    text = str(exc)
+    return (isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+            or "out of memory" in text.lower() or "can't allocate memory" in text
+            or "DefaultCPUAllocator: can't allocate" in text)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .cache import cache_dir, cached_tensors, digest
+from .cache import cache_dir, cached_tensors, digest, honours_no_cache
 from .checkpoints import save_safetensors
 from .errors import TatrError
 from .evaluate import default_device
@@ -43,33 +43,56 @@ def exemplar_indices(n_train: int, exemplars: int, seed: int, task: str) -> torc
     return torch.randperm(n_train, generator=g)[:exemplars]
 
 
-def _chunk_size(n_params: int, budget_bytes: float = 1.5e9) -> int:
-    return int(max(1, min(64, budget_bytes // (8 * n_params))))
+def free_memory_bytes(device) -> int:
+    """Memory free for new tensors on ``device``: CUDA's own count, or the host's available RAM."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def _chunk_size(n_params: int, device="cpu", cap_bytes: float = 1.5e9) -> int:
+    """Exemplars per vmap chunk: their per-sample gradients (and |·|, 8 bytes per parameter each)
+    fit in a quarter of the memory free on the device, and in ``cap_bytes``."""
+    budget = min(cap_bytes, free_memory_bytes(device) / 4)
+    return int(max(1, min(64, budget // (8 * n_params))))
 
 
 def per_sample_gradient_stats(encoder, keys, head, mean, std, images, labels, chunk: int | None = None):
-    """(E|g|, E g) over samples of the per-sample gradients of CE(head(encoder(x)), y) w.r.t. ``keys``."""
-    params = {k: v.detach() for k, v in encoder.named_parameters() if k in keys}
-    missing = [k for k in keys if k not in params]
+    """(E|g|, E g) over samples of the per-sample gradients of CE(head(encoder(x)), y) w.r.t. ``keys``.
+
+    Parameters of the encoder outside ``keys`` (the projection a Hugging Face ``CLIPVisionModel``
+    zoo carries over from θ_pre, say) enter as constants, and no autograd graph is recorded:
+    memory is bounded by one chunk, whatever the number of exemplars.
+    """
+    named = dict(encoder.named_parameters())
+    missing = [k for k in keys if k not in named]
     if missing:
         raise TatrError(f"parameters {missing[:3]} are not parameters of the encoder")
+    params = {k: v.detach() for k, v in named.items() if k in keys}
+    constants = {k: v.detach() for k, v in named.items() if k not in keys}
 
     def loss(p, x, y):
-        feats = functional_call(encoder, p, (x.unsqueeze(0),), strict=False)
+        feats = functional_call(encoder, {**constants, **p}, (x.unsqueeze(0),), strict=False)
         return F.cross_entropy(head_logits(feats, head), y.unsqueeze(0))
 
     per_sample = vmap(grad(loss), in_dims=(None, 0, 0))
     n_params = sum(v.numel() for v in params.values())
-    chunk = chunk or _chunk_size(n_params)
+    chunk = chunk or _chunk_size(n_params, images.device)
     abs_sum = {k: torch.zeros_like(v) for k, v in params.items()}
     sum_ = {k: torch.zeros_like(v) for k, v in params.items()}
-    for start in range(0, len(labels), chunk):
-        x = normalise(images[start:start + chunk], mean, std)
-        with sdpa_kernel(SDPBackend.MATH):  # vmap has no batching rule for the fused attention kernels
+    # torch.func.grad differentiates inside no_grad; no_grad only stops a graph around it
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):  # vmap has no batching rule for fused attention
+        for start in range(0, len(labels), chunk):
+            x = normalise(images[start:start + chunk], mean, std)
             g = per_sample(params, x, labels[start:start + chunk])
-        for k in params:
-            abs_sum[k] += g[k].abs().sum(0)
-            sum_[k] += g[k].sum(0)
+            for k in params:
+                abs_sum[k] += g[k].abs().sum(0)
+                sum_[k] += g[k].sum(0)
+            del g
     n = len(labels)
     return {k: v / n for k, v in abs_sum.items()}, {k: v / n for k, v in sum_.items()}
 
@@ -81,11 +104,17 @@ def exemplars_of(zoo: Zoo, task: str, exemplars: int, seed: int, device) -> tupl
     return images[idx].to(device), labels[idx].to(device)
 
 
+def gradients_path(zoo: Zoo, exemplars: int, seed: int) -> Path:
+    """Where the gradients of a zoo over ``exemplars`` seeded exemplars per task are cached."""
+    return cache_dir("grads") / f"{zoo.key}-{digest({'n': exemplars, 'seed': seed, 'tasks': zoo.task_names})}.safetensors"
+
+
+@honours_no_cache
 def compute_task_gradients(zoo: Zoo, exemplars: int = 128, seed: int = 0, device=None,
                            progress: Progress = no_progress, use_cache: bool = True) -> TaskGradients:
     """E|∇L_k| and E∇L_k at θ_pre for every task of the zoo, over ``exemplars`` training images each."""
     tv = zoo.task_vectors
-    path = cache_dir("grads") / f"{zoo.key}-{digest({'n': exemplars, 'seed': seed, 'tasks': zoo.task_names})}.safetensors"
+    path = gradients_path(zoo, exemplars, seed)
 
     def compute() -> dict[str, torch.Tensor]:
         dev = torch.device(device) if device is not None else default_device()

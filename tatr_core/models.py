@@ -6,28 +6,40 @@ works like any built-in architecture, with ViT-B/32's parameter names.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from . import compat  # noqa: F401
-import open_clip  # noqa: E402
+if TYPE_CHECKING:
+    import open_clip
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
-open_clip.add_model_config(CONFIG_DIR)
 
 #: Logit scale of the zero-shot heads, as in task_vectors (CLIP's learned 100).
 HEAD_LOGIT_SCALE = 100.0
-#: CLIP's image normalisation (open_clip's constants).
-OPENAI_MEAN = tuple(open_clip.OPENAI_DATASET_MEAN)
-OPENAI_STD = tuple(open_clip.OPENAI_DATASET_STD)
+#: CLIP's image normalisation (open_clip's OPENAI_DATASET_MEAN / _STD; a test keeps them equal).
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@functools.cache
+def open_clip_module():
+    """open_clip, imported on first use (it takes seconds: the command line's help and the merge of
+    bare checkpoints never need it), behind the compat shim, with the project's model configs added."""
+    from . import compat  # noqa: F401  (before torchvision)
+    import open_clip
+
+    open_clip.add_model_config(CONFIG_DIR)
+    return open_clip
 
 
 def normalise(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images (n, 3, H, W) → float, scaled to [0, 1] and normalised; ``mean``/``std`` shaped (1, 3, 1, 1)."""
-    return (images_uint8.float() / 255.0 - mean) / std
+    """uint8 images (n, 3, H, W) → float in ``mean``'s dtype, scaled to [0, 1] and normalised;
+    ``mean``/``std`` shaped (1, 3, 1, 1)."""
+    return (images_uint8.to(mean.dtype if mean.is_floating_point() else torch.float32) / 255.0 - mean) / std
 
 
 def channel_stats(mean, std, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,6 +48,7 @@ def channel_stats(mean, std, device=None) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def create_clip(arch: str) -> "open_clip.CLIP":
+    open_clip = open_clip_module()
     if arch not in open_clip.list_models():
         raise ValueError(f"unknown architecture '{arch}'")
     import logging
@@ -54,7 +67,7 @@ def create_image_encoder(arch: str) -> torch.nn.Module:
 
 
 def tokenizer(arch: str):
-    return open_clip.get_tokenizer(arch)
+    return open_clip_module().get_tokenizer(arch)
 
 
 @torch.no_grad()

@@ -7,13 +7,14 @@ zoo, method, parameters, split and sample, so a repeated request costs milliseco
 """
 from __future__ import annotations
 
+import shlex
 import time
 from typing import Sequence
 
-from .cache import cache_dir, digest, read_json, write_json_atomic
+from .cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from .errors import TatrError
 from .evaluate import Evaluator, average_accuracy
-from .merge import REGISTRY, merge, resolve_params
+from .merge import REGISTRY, check_merged_finite, merge, resolve_params
 from .trust_region import SENSITIVITIES
 from .zoo import Progress, Zoo, no_progress
 
@@ -65,7 +66,9 @@ def merge_tasks(zoo: Zoo, method: str, params: dict, inputs: dict, tasks: Sequen
     """
     spec = REGISTRY[method]
     if spec.uses_data:
-        return spec.fit(zoo, params, None if tasks is None else list(tasks), inputs, progress)
+        result = spec.fit(zoo, params, None if tasks is None else list(tasks), inputs, progress)
+        check_merged_finite(result.theta, method, params)
+        return result
     tv = zoo.task_vectors if tasks is None else zoo.task_vectors.subset(tasks)
     aux = inputs if tasks is None else {k: v[list(tasks)] for k, v in inputs.items()}
     return merge(tv, method, lam=params.get("lam"), density=params.get("density"), tau=params["tau"],
@@ -79,6 +82,7 @@ def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = N
                               feature_maps=result.extras.get("feature_maps"))
 
 
+@honours_no_cache
 def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, sensitivity=None,
                     exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
                     tasks: Sequence[str] | None = None, evaluator: Evaluator | None = None,
@@ -95,7 +99,7 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
                   "seed": seed if sample else None, "tasks": tasks})
     path = cache_dir("results", zoo.key) / f"{method}-{key}.json"
     if use_cache:
-        cached = read_json(path)
+        cached = lookup_json(path)
         if cached is not None:
             return cached
     start = time.perf_counter()
@@ -132,3 +136,16 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
         write_json_atomic(path, record)
     progress(1.0, "done")
     return record
+
+
+def eval_command(zoo: Zoo, method: str, params: dict) -> str:
+    """The shell command that recomputes a record of :func:`evaluate_method` from the command line.
+
+    The zoo is named as the CLI finds it: its manifest's absolute path (a manifest zoo's display
+    name is no zoo the CLI knows), or the built-in preset; every argument is shell-quoted.
+    """
+    spec = zoo.info.get("manifest") or zoo.name
+    args = ["python", "-m", "tatr_core", "eval", "--zoo", str(spec), "--method", method]
+    for key, value in params.items():
+        args += [f"--{key}", str(value)]
+    return shlex.join(args)

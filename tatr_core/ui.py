@@ -21,7 +21,7 @@ from typing import Any, Callable, Collection
 
 import streamlit as st
 
-from .errors import TatrError
+from .errors import TatrError, out_of_memory
 from .evaluate import Evaluator
 from .zoo import Zoo, load_zoo
 
@@ -197,6 +197,10 @@ def friendly_errors():
     except Exception as exc:  # a bug: still no raw traceback on the page
         if type(exc).__module__.startswith("streamlit"):  # rerun / stop requests are control flow, not errors
             raise
+        if out_of_memory(exc):
+            st.error("Out of memory: lower the sample size, the exemplar count or the batch size in the sidebar, "
+                     "or use a machine with more memory. Nothing was cached.")
+            st.stop()
         st.error(f"Something went wrong: {type(exc).__name__}: {exc}")
         with st.expander("details"):
             st.code(traceback.format_exc())

@@ -160,8 +160,12 @@ def test_sweeps_page_shows_the_best_points_of_each_method(micro_zoo):
 def test_compare_methods_page_shows_the_table_and_its_marks(micro_zoo):
     from tatr_core.analysis.tables import SENSITIVITY_ROWS, method_table, to_latex
 
+    from tatr_core.analysis.tables import trains_at_test_time
+
     at = open_page("pages/compare_methods.py")
-    table = method_table(micro_zoo)
+    table = method_table(micro_zoo, test_time=False)  # training-free rows first: seconds, not minutes
+    assert table["rows"] and not any(trains_at_test_time(r["method"]) for r in table["rows"])
+    assert any("test-time training rows" in c.value for c in at.caption)
     frame = at.dataframe[0].value
     assert list(frame.index) == [r["label"] for r in table["rows"]]
     assert [round(v, 6) for v in frame["Avg"]] == [round(r["values"]["Avg"], 6) for r in table["rows"]]
@@ -202,3 +206,61 @@ def test_merge_lab_runs_the_data_methods_and_shows_what_they_learned(micro_zoo):
     at.select_slider(key="alpha-regmean").set_value(0.5).run()
     regmean = evaluate_method(micro_zoo, "regmean", alpha=0.5)
     assert at.metric[0].value == f"{100 * regmean['average_accuracy']:.1f}%"
+
+
+# ------------------------------------------------------------------ the numbers shown, computed independently
+def _explicit_ta(zoo, lam: float, tasks=None) -> dict:
+    """θ_pre + λ Σ_k (θ_k − θ_pre) written out over the state dicts (no TaskVectors, no merge registry)."""
+    tasks = zoo.task_names if tasks is None else tasks
+    return {k: v + lam * sum(zoo.finetuned[t][k] - v for t in tasks) if v.is_floating_point() else v
+            for k, v in zoo.pretrained.items()}
+
+
+def _direct(zoo, state_dict) -> dict:
+    """{task: (accuracy, mean cross-entropy)} from a fresh encoder and one plain forward per task."""
+    import torch
+    import torch.nn.functional as F
+
+    from tatr_core.models import head_logits
+
+    enc = zoo.make_encoder()
+    enc.load_state_dict(state_dict)
+    mean, std = torch.tensor(zoo.mean).view(1, 3, 1, 1), torch.tensor(zoo.std).view(1, 3, 1, 1)
+    out = {}
+    for t in zoo.task_names:
+        x, y = zoo.tasks[t].split("test")
+        with torch.no_grad():
+            logits = head_logits(enc((x.float() / 255 - mean) / std), zoo.tasks[t].head)
+        out[t] = (int((logits.argmax(1) == y).sum()) / len(y), float(F.cross_entropy(logits, y)))
+    return out
+
+
+def _average(direct: dict) -> float:
+    return sum(a for a, _ in direct.values()) / len(direct)
+
+
+def test_merge_lab_numbers_equal_an_explicitly_built_model(micro_zoo):
+    at = open_page("pages/merge_lab.py", query={"method": "task_arithmetic", "lam-task_arithmetic": "0.5"})
+    assert at.metric[0].value == f"{100 * _average(_direct(micro_zoo, _explicit_ta(micro_zoo, 0.5))):.1f}%"
+    at.slider(key="lam-task_arithmetic").set_value(0.0).run()
+    assert at.metric[0].value == f"{100 * _average(_direct(micro_zoo, dict(micro_zoo.pretrained))):.1f}%"
+
+
+def test_conflict_total_equals_explicit_leave_one_out_models(micro_zoo):
+    at = open_page("pages/knowledge_conflicts.py")
+    names = micro_zoo.task_names
+    full = _direct(micro_zoo, _explicit_ta(micro_zoo, 0.3))
+    total = 0.0
+    for i, ti in enumerate(names):
+        without = _direct(micro_zoo, _explicit_ta(micro_zoo, 0.3, [t for t in names if t != ti]))
+        total += sum(full[tj][1] - without[tj][1] for tj in names if tj != ti)  # C_{j|i} = L_j(all) − L_j(all but i)
+    shown = float(at.metric[0].value)
+    assert abs(shown - total) < 0.005 + 1e-4, (shown, total)
+
+
+def test_lambda_sweep_best_point_equals_explicit_models(micro_zoo):
+    from tatr_core.analysis.sweeps import DEFAULT_GRIDS
+
+    at = open_page("pages/sweeps.py", query={"sw-parameter": "lam", "sw-methods-lam": "task_arithmetic"})
+    best = max(_average(_direct(micro_zoo, _explicit_ta(micro_zoo, lam))) for lam in DEFAULT_GRIDS["lam"])
+    assert list(at.dataframe[0].value["best average %"]) == [round(100 * best, 2)]

@@ -1,10 +1,10 @@
 """Reading every supported checkpoint format; refusing unsafe, corrupt or mismatched ones."""
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import sys
-import zipfile
 
 import pytest
 import torch
@@ -258,3 +258,82 @@ def test_files_without_a_model_say_so(tmp_path):
         load_image_encoder(tmp_path / "meta.pt")
     with pytest.raises(CheckpointError, match=r"list\.pt: holds a list, not a model"):
         load_image_encoder(tmp_path / "list.pt")
+
+
+# ----------------------------------------------------------------------------- writing the inputs' layout
+def _merge_cli(tmp_path, pre, fts, *extra):
+    from tatr_core import cli
+    from tatr_core.checkpoints import read_state_dict
+
+    out = tmp_path / f"merged{len(extra)}.safetensors"
+    assert cli.main(["merge", "--pretrained", str(pre), "--finetuned", *map(str, fts), "--method", "task_arithmetic",
+                     "--out", str(out), *extra]) == 0
+    return read_state_dict(out)
+
+
+def test_merge_of_whole_clip_state_dicts_loads_back_into_clip(tmp_path):
+    pre_model = tiny_clip(0)
+    pre = tmp_path / "pre.bin"
+    torch.save(pre_model.state_dict(), pre)
+    fts = []
+    for k in range(2):
+        fts.append(tmp_path / f"ft{k}.bin")
+        torch.save(perturbed(tiny_clip(0), 30 + k).state_dict(), fts[-1])
+    merged = _merge_cli(tmp_path, pre, fts)
+    vision = _merge_cli(tmp_path, pre, fts, "--layout", "vision")
+    assert set(merged) == set(pre_model.state_dict()) and "conv1.weight" in vision
+    tiny_clip(5).load_state_dict(merged, strict=True)  # the model the inputs came from takes it as it is
+    assert all(torch.equal(merged[f"visual.{k}"], v) for k, v in vision.items())
+    assert torch.equal(merged["token_embedding.weight"], pre_model.state_dict()["token_embedding.weight"])
+    assert not torch.equal(merged["visual.conv1.weight"], pre_model.state_dict()["visual.conv1.weight"])
+
+
+def test_merge_of_hugging_face_models_stays_in_hugging_face_keys(tmp_path):
+    torch.manual_seed(0)
+    pre_hf = transformers.CLIPVisionModelWithProjection(_hf_config()).eval()
+    pre_hf.save_pretrained(tmp_path / "pre")
+    fts = []
+    for k in range(2):
+        ft = transformers.CLIPVisionModelWithProjection(_hf_config()).eval()
+        ft.load_state_dict(pre_hf.state_dict())
+        perturbed(ft, 40 + k)
+        ft.save_pretrained(tmp_path / f"ft{k}")
+        fts.append(tmp_path / f"ft{k}")
+    merged = _merge_cli(tmp_path, tmp_path / "pre", fts)
+    vision = _merge_cli(tmp_path, tmp_path / "pre", fts, "--layout", "vision")
+    assert set(merged) == set(read_state_dict(tmp_path / "pre" / "model.safetensors"))
+    back = transformers.CLIPVisionModelWithProjection(_hf_config()).eval()
+    back.load_state_dict(merged, strict=True)
+    vt = _open_clip_vision()
+    vt.load_state_dict(vision, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():  # the two layouts are the same model
+        torch.testing.assert_close(vt(x), back(pixel_values=x).image_embeds, atol=1e-5, rtol=1e-4)
+
+
+def test_open_clip_to_hugging_face_keys_is_the_inverse_map():
+    from tatr_core.checkpoints import hf_clip_vision_to_open_clip, open_clip_to_hf_vision
+
+    sd = _open_clip_vision().state_dict()
+    for prefix in ("vision_model.", ""):
+        hf = open_clip_to_hf_vision(sd, prefix)
+        back = hf_clip_vision_to_open_clip({k if k.startswith(("vision_model.", "visual_")) else f"vision_model.{k}": v
+                                            for k, v in hf.items()})
+        assert set(back) == set(sd) and all(torch.equal(back[k], v) for k, v in sd.items())
+
+
+def test_fifo_shard_escape_and_oversized_claims_are_refused_before_reading(tmp_path):
+    os.mkfifo(tmp_path / "pipe.safetensors")
+    with pytest.raises(CheckpointError, match="not a regular file"):
+        read_state_dict(tmp_path / "pipe.safetensors")
+    (tmp_path / "m").mkdir()
+    save_safetensors({"w": torch.ones(2)}, tmp_path / "outside.safetensors")
+    for shard in ("../outside.safetensors", str(tmp_path / "outside.safetensors")):
+        (tmp_path / "m" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": shard}}))
+        with pytest.raises(CheckpointError, match="outside the model folder"):
+            read_state_dict(tmp_path / "m")
+    torch.save({"w": torch.zeros(1).expand(10**12)}, tmp_path / "claims.pt")
+    with pytest.raises(CheckpointError, match=r"claims \(1000000000000,\)"):
+        read_state_dict(tmp_path / "claims.pt")
+    torch.save({"w": torch.arange(12.0).view(3, 4)[1:, 1:]}, tmp_path / "view.pt")  # a real view is fine
+    assert torch.equal(read_state_dict(tmp_path / "view.pt")["w"], torch.arange(12.0).view(3, 4)[1:, 1:])

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,11 @@ from tatr_core.checkpoints import load_image_encoder, save_safetensors
 from tatr_core.merge import merge
 from tatr_core.vectors import TaskVectors
 from tiny_models import perturbed, planted_task_vectors_code, tiny_clip
+from clirun import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +49,7 @@ def zoo(tmp_path_factory):
 def test_task_arithmetic_from_mixed_formats(zoo, tmp_path):
     out = tmp_path / "ta.safetensors"
     r = run_cli("merge", "--pretrained", zoo["pre"], "--finetuned", *zoo["fts"], "--method", "task_arithmetic",
-                "--lam", "0.4", "--out", out)
+                "--lam", "0.4", "--out", out, process=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("task_arithmetic: K=3 N=") and "excluded=0 " in r.stdout
     tv = TaskVectors.from_files(zoo["pre"], zoo["fts"])

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -11,13 +9,9 @@ import torch
 from tatr_core.checkpoints import load_image_encoder
 from tatr_core.gradients import compute_task_gradients
 from tatr_core.merge import merge
+from clirun import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_zoo_info(micro_zoo):
@@ -31,7 +25,7 @@ def test_zoo_info(micro_zoo):
 
 
 def test_eval_json_contract(micro_zoo):
-    r = run_cli("eval", "--zoo", "micro", "--method", "tatr", "--exemplars", "8", "--json")
+    r = run_cli("eval", "--zoo", "micro", "--method", "tatr", "--exemplars", "8", "--json", process=True)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["method"] == "tatr"

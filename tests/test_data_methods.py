@@ -12,6 +12,7 @@ from tatr_core.merge.adamerging import entropy, learn_coefficients, merged_theta
 from tatr_core.merge.fisher import diagonal_fisher, fisher_merge
 from tatr_core.merge.regmean import _context, regmean_linear
 from tatr_core.runs import evaluate_method, merge_inputs, merge_tasks, method_params
+from clirun import run_cli
 
 DATA_METHODS = ["fisher", "regmean", "adamerging", "adamerging++", "surgery"]
 FAST = {"adamerging": {"steps": 10}, "adamerging++": {"steps": 10}, "surgery": {"steps": 30},
@@ -196,13 +197,6 @@ def test_data_methods_are_registered_with_checked_parameters():
 
 
 # ------------------------------------------------------------------------------ command line
-def run_cli(*args):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=Path(__file__).parents[1],
-                          capture_output=True, text=True, timeout=600)
 
 
 def test_cli_eval_runs_the_data_methods_and_reports_what_they_learned(micro_zoo):
@@ -277,3 +271,49 @@ def test_training_loops_are_seeded_and_deterministic_on_cpu(micro_zoo):
     a = train_modules(z, theta, z.task_names[:2], surgery, lambda f, m: None, "cpu")[1]
     b = train_modules(z, theta, z.task_names[:2], surgery, lambda f, m: None, "cpu")[1]
     assert a == b
+
+
+# ------------------------------------------------------------------ model level, two tasks, independent formulas
+def _two_task_merge(zoo, method, **kw):
+    idx = [0, 2]
+    params = method_params(method, **kw)
+    return [zoo.task_names[i] for i in idx], merge_tasks(zoo, method, params, {}, idx).theta
+
+
+def test_fisher_merge_of_two_tasks_is_the_fisher_weighted_average_of_the_models(micro_zoo):
+    from tatr_core.merge.fisher import task_fisher
+
+    z = micro_zoo
+    names, theta = _two_task_merge(z, "fisher", exemplars=8)
+    layout = z.task_vectors.layout
+    fishers = {t: layout.unflatten(task_fisher(z, t, 8, 0)) for t in names}
+    for key, sl, shape in layout.items():
+        f = [fishers[t][key].double() for t in names]
+        models = [z.finetuned[t][key].double() for t in names]
+        den = f[0] + f[1]
+        expected = torch.where(den > 0, (f[0] * models[0] + f[1] * models[1]) / den.clamp_min(1e-300),
+                               (models[0] + models[1]) / 2)  # θ = Σ F_k θ_k / Σ F_k, written on the models
+        torch.testing.assert_close(theta[sl].view(shape).double(), expected, atol=2e-6, rtol=1e-5)
+    assert not torch.allclose(theta, z.task_vectors.pretrained + z.task_vectors.deltas[[0, 2]].mean(0))
+
+
+def test_regmean_of_two_tasks_solves_the_regression_in_closed_form(micro_zoo):
+    from tatr_core.merge.regmean import task_grams
+
+    z = micro_zoo
+    alpha = 0.7
+    names, theta = _two_task_merge(z, "regmean", exemplars=8, alpha=alpha)
+    grams = {t: task_grams(z, t, 8, 0) for t in names}
+    linear = set(grams[names[0]])
+    assert {"proj", "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.0.mlp.c_fc.weight"} <= linear
+    for key, sl, shape in z.task_vectors.layout.items():
+        models = [z.finetuned[t][key].double() for t in names]
+        if key in linear:  # W* = (Σ W_k G̃_k)(Σ G̃_k)⁻¹ with an explicit inverse, G̃ = αG + (1 − α) diag G
+            scaled = [alpha * grams[t][key] + (1 - alpha) * torch.diag(torch.diagonal(grams[t][key])) for t in names]
+            ws = [m.T if key == "proj" else m for m in models]  # proj is applied as x @ proj
+            expected = sum(w @ g for w, g in zip(ws, scaled)) @ torch.linalg.inv(sum(scaled))
+            expected = expected.T if key == "proj" else expected
+        else:
+            expected = (models[0] + models[1]) / 2
+        got = theta[sl].view(shape).double()
+        torch.testing.assert_close(got, expected, atol=1e-5 * (1 + float(expected.abs().max())), rtol=1e-4)

@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from argparse import Namespace
 from pathlib import Path
 
 import pytest
 
 from tatr_core import figures
-from tatr_core.analysis.tables import METHOD_ROWS, SENSITIVITY_ROWS, generalization_table, method_table, to_csv, to_latex, to_markdown
+from tatr_core.analysis.tables import (METHOD_ROWS, SENSITIVITY_ROWS, generalization_table, method_table, to_csv, to_latex,
+                                       to_markdown, trains_at_test_time)
 from tatr_core.analysis.tsv_view import tsv_view
 from tatr_core.cli import FIGURES, build_figure
 from tatr_core.errors import TatrError
+from clirun import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_CHROMIUM = figures._chromium() is not None
@@ -109,7 +109,10 @@ def check_latex(tex: str, labels: list[str]) -> None:
 
 
 def test_method_tables_render(micro_zoo):
-    table = method_table(micro_zoo, METHOD_ROWS, sample=40)
+    # every row of Table 1; the test-time methods train for 20 steps here (rendering, not their quality, is tested)
+    rows = [(label, group, method, {**kw, "steps": 20} if trains_at_test_time(method) else kw)
+            for label, group, method, kw in METHOD_ROWS]
+    table = method_table(micro_zoo, rows, sample=40)
     labels = [r[0] for r in METHOD_ROWS]
     check_latex(to_latex(table), labels)
     for col in table["columns"]:  # every column has a best entry among the merge methods
@@ -137,23 +140,30 @@ def test_generalization_table(micro_zoo):
         generalization_table(micro_zoo, ["bogus"])
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
-
-
 def test_cli_figure_table_report(micro_zoo, tmp_path):
     r = run_cli("figure", "tau-sweep", "--zoo", "micro", "--values", "0", "0.01", "--sensitivity", "zero-shot",
                 "--out", tmp_path / "tau.html")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "tau.html").stat().st_size > 10_000
-    r = run_cli("table", "methods", "--zoo", "micro", "--format", "latex", "--sample", "40", "--out", tmp_path / "t.tex")
+    r = run_cli("table", "methods", "--zoo", "micro", "--format", "latex", "--sample", "40", "--no-test-time",
+                "--out", tmp_path / "t.tex")
     assert r.returncode == 0, r.stderr
-    check_latex((tmp_path / "t.tex").read_text(), [r[0] for r in METHOD_ROWS])
+    check_latex((tmp_path / "t.tex").read_text(), [r[0] for r in METHOD_ROWS if not trains_at_test_time(r[2])])
     r = run_cli("figure", "conflict", "--zoo", "micro", "--out", tmp_path / "c.jpg")
     assert r.returncode == 2 and ".pdf, .svg, .png or .html" in r.stderr
-    r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html")
+    r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time")
     assert r.returncode == 0, r.stderr
     index = (tmp_path / "report" / "index.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert len(links) >= 12 + 6 and all((tmp_path / "report" / link).exists() for link in links)
+
+
+def test_method_table_leaves_out_the_test_time_rows_on_request(micro_zoo):
+    rows = [("Task Arithmetic", "Training-free methods", "task_arithmetic", {}),
+            ("TW AdaMerging", "Test-time training methods", "adamerging", {"granularity": "task", "steps": 3}),
+            ("Surgery & TATR", "TATR", "surgery", {"steps": 3, "tau": 0.01, "sensitivity": "zero-shot"})]
+    quick = method_table(micro_zoo, rows, test_time=False)
+    assert [r["label"] for r in quick["rows"]] == ["Task Arithmetic"] and quick["test_time"] is False
+    full = method_table(micro_zoo, rows)
+    assert [r["label"] for r in full["rows"]] == [r[0] for r in rows]
+    assert full["rows"][0]["values"] == quick["rows"][0]["values"]

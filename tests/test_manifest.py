@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from tatr_core.models import create_clip, head_logits, tokenizer, zero_shot_head
 from tatr_core.runs import evaluate_method
 from tatr_core.zoo import load_zoo
 from tiny_models import perturbed, planted_task_vectors_code
+from clirun import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCH = "TATR-micro-ViT"
@@ -156,8 +155,6 @@ def test_hugging_face_layout(tmp_path, layouts):
     assert merged["excluded"] == int(0.05 * zoo.task_vectors.N)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "tatr_core", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_manifest_errors_exit_2(tmp_path, layouts):
@@ -186,3 +183,25 @@ def test_manifest_errors_exit_2(tmp_path, layouts):
     assert r.returncode == 2 and "unknown task 'bogus'" in r.stderr
     with pytest.raises(TatrError, match="unknown zoo"):
         load_zoo("nano")
+
+
+def test_the_reproduce_command_of_a_manifest_zoo_runs(layouts, capsys):
+    """The Merge Lab's "take it with you" command names the manifest (quoted), not the display name."""
+    import shlex
+
+    from tatr_core import cli
+    from tatr_core.runs import eval_command, method_params
+
+    src = layouts["roots"]["task_vectors"]
+    spaced = src.parent / "my zoo (copy).yaml"
+    spaced.write_text(src.read_text().replace("name: tv-layout", "name: my zoo"))
+    zoo = load_zoo(str(spaced))
+    params = method_params("tatr", lam=0.4, tau=0.05, sensitivity="zero-shot")
+    command = eval_command(zoo, "tatr", params)
+    args = shlex.split(command)
+    assert args[:4] == ["python", "-m", "tatr_core", "eval"] and args[args.index("--zoo") + 1] == str(spaced)
+    assert cli.main(args[3:] + ["--json", "--no-cache"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    direct = evaluate_method(zoo, "tatr", lam=0.4, tau=0.05, sensitivity="zero-shot", use_cache=False)
+    assert printed["params"] == direct["params"] == params
+    assert printed["average_accuracy"] == direct["average_accuracy"]

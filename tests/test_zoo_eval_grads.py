@@ -83,32 +83,60 @@ def test_seeded_subsample(micro_zoo):
     assert sample_indices(120, 500, 3) is None  # larger than the split: everything
 
 
-def test_per_sample_gradients_match_a_backward_loop(micro_zoo):
-    z = micro_zoo
-    task = "shapes"
-    enc = z.make_encoder()
-    head = z.tasks[task].head
-    images, labels = z.tasks[task].split("train")
-    idx = exemplar_indices(len(labels), 6, 0, task)
-    x, y = images[idx], labels[idx]
-    mean, std = torch.tensor(z.mean).view(1, 3, 1, 1), torch.tensor(z.std).view(1, 3, 1, 1)
-    keys = {k for k, v in enc.named_parameters()}
-    g_abs, g_mean = per_sample_gradient_stats(enc, keys, head, mean, std, x, y, chunk=4)
+def _backward_loop(enc, head, x, y, mean, std):
+    """E|g| and E g from one plain backward per sample (the slow, obviously correct reference)."""
     ref_abs = {k: torch.zeros_like(v) for k, v in enc.named_parameters()}
     ref_mean = {k: torch.zeros_like(v) for k, v in enc.named_parameters()}
-    for i in range(len(y)):  # one backward per sample, with the same attention kernel
+    for i in range(len(y)):
         enc.zero_grad()
-        xi = (x[i:i + 1].float() / 255 - mean) / std
+        xi = (x[i:i + 1].to(mean.dtype) / 255 - mean) / std
         with sdpa_kernel(SDPBackend.MATH):
             F.cross_entropy(head_logits(enc(xi), head), y[i:i + 1]).backward()
         for k, p in enc.named_parameters():
             ref_abs[k] += p.grad.abs() / len(y)
             ref_mean[k] += p.grad / len(y)
-    atol = 1e-6 if not torch.cuda.is_available() else 1e-5  # float32 summation order differs on a GPU
+    return ref_abs, ref_mean
+
+
+def _float64_setup(z, task, n):
+    enc = z.make_encoder().double()
+    head = z.tasks[task].head.double()
+    images, labels = z.tasks[task].split("train")
+    idx = exemplar_indices(len(labels), n, 0, task)
+    mean = torch.tensor(z.mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(z.std, dtype=torch.float64).view(1, 3, 1, 1)
+    return enc, head, images[idx], labels[idx], mean, std
+
+
+def test_per_sample_gradients_match_a_backward_loop(micro_zoo):
+    # both sides in float64: the comparison is exact up to summation order (~1e-16 relative), so a
+    # tight, scale-aware tolerance catches any real error on every machine
+    enc, head, x, y, mean, std = _float64_setup(micro_zoo, "shapes", 6)
+    keys = {k for k, v in enc.named_parameters()}
+    g_abs, g_mean = per_sample_gradient_stats(enc, keys, head, mean, std, x, y, chunk=4)
+    ref_abs, ref_mean = _backward_loop(enc, head, x, y, mean, std)
     for k in keys:
-        torch.testing.assert_close(g_abs[k], ref_abs[k], atol=atol, rtol=1e-4)
-        torch.testing.assert_close(g_mean[k], ref_mean[k], atol=atol, rtol=1e-4)
+        scale = float(ref_abs[k].abs().max()) or 1.0
+        torch.testing.assert_close(g_abs[k], ref_abs[k], atol=1e-10 * scale, rtol=1e-9)
+        torch.testing.assert_close(g_mean[k], ref_mean[k], atol=1e-10 * scale, rtol=1e-9)
     assert any(float((ref_abs[k] - ref_mean[k].abs()).max()) > 1e-6 for k in keys)  # |·| per sample ≠ |mean|
+
+
+def test_per_sample_gradients_keep_no_graph_when_a_parameter_is_not_merged(micro_zoo):
+    """The Hugging Face layout: ``proj`` is carried over from θ_pre, not merged.  The statistics must
+    come back free of autograd graphs (a graph kept alive per chunk filled a GPU at 128 exemplars)."""
+    enc, head, x, y, mean, std = _float64_setup(micro_zoo, "shapes", 6)
+    keys = {k for k, _ in enc.named_parameters() if k != "proj"}
+    assert "proj" in dict(enc.named_parameters())
+    g_abs, g_mean = per_sample_gradient_stats(enc, keys, head, mean, std, x, y, chunk=2)
+    assert set(g_abs) == keys
+    for stats in (g_abs, g_mean):
+        assert all(v.grad_fn is None and not v.requires_grad for v in stats.values())
+    ref_abs, ref_mean = _backward_loop(enc, head, x, y, mean, std)
+    for k in keys:
+        scale = float(ref_abs[k].abs().max()) or 1.0
+        torch.testing.assert_close(g_abs[k], ref_abs[k], atol=1e-10 * scale, rtol=1e-9)
+        torch.testing.assert_close(g_mean[k], ref_mean[k], atol=1e-10 * scale, rtol=1e-9)
 
 
 def test_task_gradients_are_cached_and_aligned(micro_zoo):
@@ -129,3 +157,28 @@ def test_evaluate_method_records_and_tau0_equals_task_arithmetic(micro_zoo):
     cached = evaluate_method(micro_zoo, "task_arithmetic", lam=0.3)
     assert cached["tasks"] == ta["tasks"] and evaluate_method(micro_zoo, "task_arithmetic", lam=0.3) == cached
     assert list(evaluate_method(micro_zoo, "task_arithmetic", lam=0.3)["tasks"]) == micro_zoo.task_names  # cache hit keeps order
+
+
+def test_no_cache_recomputes_what_the_result_stands_on(micro_zoo):
+    """A stale gradient file (here: all zeros, so Ω = 0 and nothing is excluded) is what a cached run
+    stands on; use_cache=False (--no-cache) recomputes it too, and stores the fresh one."""
+    from tatr_core.checkpoints import read_state_dict, save_safetensors
+    from tatr_core.gradients import gradients_path
+
+    tv = micro_zoo.task_vectors
+    path = gradients_path(micro_zoo, 3, 7)
+    zeros = torch.zeros((tv.K, tv.N), dtype=tv.dtype)
+    save_safetensors({"abs_mean": zeros, "mean": zeros}, path)
+    stale = evaluate_method(micro_zoo, "tatr", exemplars=3, seed=7, tau=0.05)
+    assert stale["excluded"] == 0  # it read the planted file
+    fresh = evaluate_method(micro_zoo, "tatr", exemplars=3, seed=7, tau=0.05, use_cache=False)
+    assert fresh["excluded"] > 0 and fresh["tasks"] != stale["tasks"]
+    assert float(read_state_dict(path)["abs_mean"].abs().sum()) > 0  # the stale entry was replaced
+    assert compute_task_gradients(micro_zoo, 3, 7).abs_mean.equal(read_state_dict(path)["abs_mean"])
+
+
+def test_cache_entries_live_under_their_schema_version(micro_zoo):
+    from tatr_core.gradients import gradients_path
+
+    assert gradients_path(micro_zoo, 3, 7).parent.name == f"grads-v{cache.SCHEMA['grads']}"
+    assert cache.cache_dir("results").name == f"results-v{cache.SCHEMA['results']}"

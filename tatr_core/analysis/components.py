@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cache import cache_dir, digest, read_json, write_json_atomic
+from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
 from ..evaluate import Evaluator
 from ..gradients import compute_task_gradients
@@ -67,6 +67,7 @@ def task_components(zoo: Zoo, task: str | None, exemplars: int = 128, seed: int 
     return split_components(delta, g, orthogonal_fraction)
 
 
+@honours_no_cache
 def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = 0.9,
                        split: str = "test", sample: int | None = None, evaluator: Evaluator | None = None,
                        progress: Progress = no_progress, use_cache: bool = True) -> dict:
@@ -78,7 +79,7 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
     params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
     key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
     path = cache_dir("results", zoo.key) / f"components-{key}.json"
-    if use_cache and (cached := read_json(path)) is not None:
+    if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     evaluator = evaluator or Evaluator(zoo)
     tv = zoo.task_vectors
@@ -118,6 +119,7 @@ def plane_projection(theta_pre_offset: torch.Tensor, u: torch.Tensor, v: torch.T
     return a, b
 
 
+@honours_no_cache
 def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, stop: float = 1.2, step: float = 0.1,
                    exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = 0.9, split: str = "test",
                    sample: int | None = 200, evaluator: Evaluator | None = None, progress: Progress = no_progress,
@@ -133,7 +135,7 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
               "orthogonal_fraction": orthogonal_fraction}
     key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
     path = cache_dir("results", zoo.key) / f"landscape-{key}.json"
-    if use_cache and (cached := read_json(path)) is not None:
+    if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     evaluator = evaluator or Evaluator(zoo)
     parts = task_components(zoo, task, exemplars, seed, orthogonal_fraction)

@@ -8,13 +8,14 @@ TIES' elected signs and TSV's rank budget all depend on which tasks take part).
 """
 from __future__ import annotations
 
-from ..cache import cache_dir, digest, read_json, write_json_atomic
+from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
 from ..evaluate import Evaluator
 from ..runs import BASELINES, evaluate_merge, merge_inputs, merge_tasks, method_params
 from ..zoo import Progress, Zoo, no_progress
 
 
+@honours_no_cache
 def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, density=None, tau=None, sensitivity=None,
                     exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
                     evaluator: Evaluator | None = None, progress: Progress = no_progress,
@@ -34,7 +35,7 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
                            exemplars=exemplars, seed=seed, **extra)
     key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample})
     path = cache_dir("results", zoo.key) / f"conflict-{method}-{key}.json"
-    if use_cache and (cached := read_json(path)) is not None:
+    if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     evaluator = evaluator or Evaluator(zoo)
     inputs = merge_inputs(zoo, params, progress)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cache import cache_dir, digest, read_json, write_json_atomic
+from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..gradients import compute_task_gradients
 from ..merge import compute_trust_region
 from ..trust_region import SENSITIVITIES, sensitivity
@@ -49,12 +49,13 @@ def omega_histogram(omega: torch.Tensor, threshold: float | None, bins: int = 80
             "negative": int((omega < 0).sum()), "threshold": threshold, "n": omega.numel()}
 
 
+@honours_no_cache
 def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, exemplars: int = 128, seed: int = 0,
                       progress: Progress = no_progress, use_cache: bool = True) -> dict:
     params = {"variant": variant, "tau": tau, "exemplars": exemplars, "seed": seed}
     key = digest({"zoo": zoo.key, "params": params, "record": 2})
     path = cache_dir("results", zoo.key) / f"layers-{key}.json"
-    if use_cache and (cached := read_json(path)) is not None:
+    if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     tv = zoo.task_vectors
     g = compute_task_gradients(zoo, exemplars, seed, progress=progress)

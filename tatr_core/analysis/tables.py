@@ -71,9 +71,22 @@ def _mark(rows: list[dict], columns: list[str]) -> None:
                 r["rank"][col] = 2
 
 
+def trains_at_test_time(method: str) -> bool:
+    """Whether a row's method trains on unlabelled test images (AdaMerging, Surgery): minutes per row."""
+    from ..merge import REGISTRY
+
+    return method in REGISTRY and REGISTRY[method].group == "Test-time training methods"
+
+
 def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = "test", sample: int | None = None,
-                 evaluator: Evaluator | None = None, progress: Progress = no_progress, title: str = "") -> dict:
-    """Accuracy (%) of each row's method on every task, with the average; best / second marked."""
+                 evaluator: Evaluator | None = None, progress: Progress = no_progress, title: str = "",
+                 test_time: bool = True) -> dict:
+    """Accuracy (%) of each row's method on every task, with the average; best / second marked.
+
+    ``test_time=False`` leaves out the rows whose method trains at test time (seconds instead of
+    minutes per row on a laptop); the table's ``"test_time"`` says which it holds.
+    """
+    rows = [r for r in rows if test_time or not trains_at_test_time(r[2])]
     evaluator = evaluator or Evaluator(zoo)
     names = zoo.task_names
     out_rows = []
@@ -89,7 +102,7 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
     _mark(out_rows, columns)
     progress(1.0, "table done")
     return {"title": title or f"Test accuracy (%) on zoo {zoo.name}", "columns": columns, "rows": out_rows,
-            "split": split, "sample": sample}
+            "split": split, "sample": sample, "test_time": test_time}
 
 
 def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, methods: Sequence[tuple] | None = None,
@@ -101,10 +114,10 @@ def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, met
     """
     names = zoo.task_names
     held_out = list(held_out) if held_out is not None else names[-2:]
-    zoo.check_tasks(held_out)
     seen = [t for t in names if t not in held_out]
     if not seen or not held_out:
         raise TatrError("generalization needs at least one merged and one held-out task")
+    zoo.check_tasks(held_out)
     methods = methods or [("Task Arithmetic", "task_arithmetic", {}), ("TATR", "tatr", {})]
     evaluator = evaluator or Evaluator(zoo)
     idx = [names.index(t) for t in seen]

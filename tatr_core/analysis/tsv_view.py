@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..cache import cache_dir, digest, read_json, write_json_atomic
+from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..zoo import Progress, Zoo, no_progress
 
 
@@ -25,11 +25,12 @@ def singular_task_interference(a: tuple, b: tuple) -> float:
     return float(((((u.T @ u) - eye) * s) @ ((v.T @ v) - eye)).abs().sum())
 
 
+@honours_no_cache
 def tsv_view(zoo: Zoo, rank_fraction: float = 0.1, progress: Progress = no_progress, use_cache: bool = True) -> dict:
     """``{"layers", "spectra": {layer: {task: [σ/σ_max]}}, "interference": K×K, "per_layer": {layer: K×K}}``."""
     key = digest({"zoo": zoo.key, "rank_fraction": rank_fraction})
     path = cache_dir("results", zoo.key) / f"tsv-{key}.json"
-    if use_cache and (cached := read_json(path)) is not None:
+    if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     tv = zoo.task_vectors
     names = zoo.task_names

@@ -30,7 +30,8 @@ _ordered = sorted(REGISTRY.items(), key=lambda kv: _ORDER.index(kv[0]) if kv[0] 
 REGISTRY.clear()
 REGISTRY.update(_ordered)
 
-__all__ = ["REGISTRY", "MergeMethod", "MergeResult", "register", "merge", "resolve_params", "compute_trust_region"]
+__all__ = ["REGISTRY", "MergeMethod", "MergeResult", "register", "merge", "resolve_params", "compute_trust_region",
+           "check_merged_finite"]
 
 
 @dataclass
@@ -132,6 +133,17 @@ def resolve_params(method: str, *, lam=None, density=None, tau=None, sensitivity
     return params
 
 
+def check_merged_finite(theta: torch.Tensor, method: str, params: dict) -> torch.Tensor:
+    """Refuse a merged model holding NaN/Inf: every input was checked finite, so they come from the
+    arithmetic overflowing the dtype (λ = 1e40 in float32, say), and must never reach a file."""
+    if not bool(torch.isfinite(theta).all()):
+        shown = ", ".join(f"{k} = {v}" for k, v in params.items())
+        raise TatrError(f"'{method}' ({shown}) gives a merged model with NaN/Inf values although every input is "
+                        f"finite: the arithmetic overflows {str(theta.dtype).replace('torch.', '')}. "
+                        "Use a smaller λ (--lam); nothing was written")
+    return theta
+
+
 def compute_trust_region(tv: TaskVectors, tau: float, variant: str = "gradient",
                          grads: torch.Tensor | None = None, signed_grads: torch.Tensor | None = None) -> TrustRegion:
     """Ω (Eq. 8 or a Table 6 variant) and the top-τ exclusion (Eq. 9) for these task vectors."""
@@ -164,4 +176,5 @@ def merge(tv: TaskVectors, method: str, *, lam=None, density=None, tau=None, sen
         merged = merged * region.keep
     scale = params.get("lam", 1.0)
     theta = tv.pretrained + scale * merged if spec.default_lam is not None else tv.pretrained + merged
+    check_merged_finite(theta, method, params)
     return MergeResult(theta, method, params, region if params["tau"] > 0 else None, time.perf_counter() - start)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..cache import read_json, write_json_atomic
+from ..cache import lookup_json, write_json_atomic
 from .fitting import device_of, fit_path, masked, plugin_region, subset, unlabelled_batch
 from .registry import register
 from .ties import ties_processed
@@ -88,7 +88,7 @@ def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, 
     region = plugin_region(tv, params, inputs, idx, task_indices is None)
     deltas = masked(deltas, region)  # Eq. 12: the mask before the coefficients are learned
     path = fit_path(zoo, method, {"params": params, "tasks": names}, ".json")
-    learned = read_json(path)
+    learned = lookup_json(path)
     if learned is None:
         learned = learn_coefficients(zoo, tv, deltas, names, params, progress)
         write_json_atomic(path, learned)

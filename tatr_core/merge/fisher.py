@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..cache import cache_dir, cached_tensors, digest
+from ..cache import cache_dir, cached_tensors, digest, honours_no_cache
 from .fitting import device_of, masked, plugin_region, subset
 from .registry import register
 
@@ -44,7 +44,7 @@ def diagonal_fisher(encoder, weights: dict, head: torch.Tensor, images: torch.Te
 
     per_pair = vmap(grad(log_prob), in_dims=(None, 0, 0))
     n_params = sum(v.numel() for v in weights.values())
-    chunk = chunk or _chunk_size(n_params)
+    chunk = chunk or _chunk_size(n_params, images.device)
     generator = torch.Generator().manual_seed(seed)
     total = {k: torch.zeros_like(v) for k, v in weights.items()}
     for start in range(0, len(images), chunk):
@@ -62,13 +62,15 @@ def diagonal_fisher(encoder, weights: dict, head: torch.Tensor, images: torch.Te
             w = torch.full((len(cols),), 1.0 / samples, device=x.device, dtype=probs.dtype)
         for s in range(0, len(rows), chunk):
             r, c, ws = rows[s:s + chunk], cols[s:s + chunk], w[s:s + chunk]
-            with sdpa_kernel(SDPBackend.MATH):  # vmap has no batching rule for the fused attention kernels
+            # no graph around torch.func.grad (it differentiates inside no_grad), fused attention off for vmap
+            with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
                 g = per_pair(weights, x[r], c)
             for k, gk in g.items():
                 total[k] += torch.einsum("n,n...->...", ws, gk.pow(2))
     return {k: v / len(images) for k, v in total.items()}
 
 
+@honours_no_cache
 def task_fisher(zoo, task: str, exemplars: int, seed: int, device=None, use_cache: bool = True) -> torch.Tensor:
     """Flat (N,) diagonal Fisher of ``task``'s fine-tuned model, over its training exemplars (cached)."""
     from ..gradients import exemplars_of

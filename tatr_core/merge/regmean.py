@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..cache import cache_dir, cached_tensors, digest
+from ..cache import cache_dir, cached_tensors, digest, honours_no_cache
 from .fitting import device_of, masked, plugin_region, subset
 from .registry import register
 
@@ -78,6 +78,7 @@ def layer_grams(encoder, weights: dict, images: torch.Tensor, mean, std, chunk: 
     return grams
 
 
+@honours_no_cache
 def task_grams(zoo, task: str, exemplars: int, seed: int, device=None, use_cache: bool = True) -> dict[str, torch.Tensor]:
     """{weight key: Gram of its inputs} of ``task``'s fine-tuned model over its training exemplars (cached)."""
     from ..gradients import exemplars_of

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..cache import read_json, write_json_atomic
+from ..cache import lookup_json, write_json_atomic
 from ..checkpoints import read_state_dict, save_safetensors
 from .fitting import device_of, fit_path, plugin_region, subset
 from .registry import register
@@ -94,7 +94,7 @@ def surgery(zoo, params, task_indices, inputs, progress):
     payload = {"params": params, "tasks": names}
     weights_path, report_path = fit_path(zoo, "surgery", payload, ".safetensors"), fit_path(zoo, "surgery", payload, ".json")
     device = device_of()
-    report = read_json(report_path)
+    report = lookup_json(report_path)
     modules = {}
     if report is not None and weights_path.exists():
         try:

@@ -70,6 +70,11 @@ class Zoo:
         unknown = [n for n in names if n not in self.tasks]
         if unknown:
             raise TatrError(f"unknown task '{unknown[0]}' in zoo '{self.name}'; its tasks are {', '.join(self.tasks)}")
+        twice = sorted({n for n in names if list(names).count(n) > 1})
+        if twice:
+            raise TatrError(f"task '{twice[0]}' is named more than once; name each task once")
+        if not names:
+            raise TatrError(f"no task named; zoo '{self.name}' has {', '.join(self.tasks)}")
         return list(names)
 
     @cached_property

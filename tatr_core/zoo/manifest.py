@@ -27,6 +27,7 @@ transform does, then cached as uint8 tensors under ``cache/data/``.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,14 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 def _read(path: Path) -> dict:
     if not path.exists():
         raise TatrError(f"{path}: no such manifest file")
-    text = path.read_text()
+    if path.is_dir():
+        raise TatrError(f"{path}: is a folder; give the manifest file (.yaml or .json) inside it")
+    if not path.is_file():
+        raise TatrError(f"{path}: not a regular file (a FIFO, socket or device?); give a manifest file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise TatrError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from exc
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
@@ -64,6 +72,64 @@ def _read(path: Path) -> dict:
     return data
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _path_field(value: Any, field: str, path: Path) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TatrError(f"{path}: '{field}' must be a path (a string), got {type(value).__name__} {value!r}")
+
+
+def _name_list(value: Any, field: str, path: Path) -> None:
+    if value is not None and (not isinstance(value, list) or not value
+                              or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)):
+        raise TatrError(f"{path}: '{field}' must be a non-empty list of names, got {value!r}")
+
+
+def _check_fields(data: dict, path: Path) -> None:
+    """Every field's type and range, each error naming the field and what it must be."""
+    for key in ("name", "arch"):
+        if key in data and data[key] is not None and not isinstance(data[key], str):
+            raise TatrError(f"{path}: '{key}' must be a string, got {data[key]!r}")
+    for key in ("pretrained", "clip"):
+        _path_field(data.get(key), key, path)
+    if data.get("image_size") is not None:
+        size = data["image_size"]
+        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
+            raise TatrError(f"{path}: 'image_size' must be a whole number of pixels in [8, 4096], got {size!r}")
+    for key in ("mean", "std"):
+        if data.get(key) is None:
+            continue
+        value = data[key]
+        if not isinstance(value, list) or len(value) != 3 or not all(_is_number(v) for v in value):
+            raise TatrError(f"{path}: '{key}' must be a list of three numbers (one per RGB channel), got {value!r}")
+        if key == "std" and not all(v > 0 for v in value):
+            raise TatrError(f"{path}: 'std' must be positive in every channel, got {value!r}")
+    tasks = data.get("tasks")
+    if tasks is not None and not isinstance(tasks, dict):
+        raise TatrError(f"{path}: 'tasks' must map task names to their files, got {type(tasks).__name__}")
+    for name, t in (tasks or {}).items():
+        where = f"tasks.{name}"
+        if not isinstance(name, (str, int)) or isinstance(name, bool):
+            raise TatrError(f"{path}: task name {name!r} must be a string")
+        if not isinstance(t, dict):
+            raise TatrError(f"{path}: task '{name}' must be a mapping with finetuned, head and data")
+        for key in ("finetuned", "head", "data"):
+            _path_field(t.get(key), f"{where}.{key}", path)
+        for key in ("classes", "classnames"):
+            _name_list(t.get(key), f"{where}.{key}", path)
+        templates = t.get("templates")
+        if templates is not None and (not isinstance(templates, list) or not templates
+                                      or not all(isinstance(x, str) and "{}" in x for x in templates)):
+            raise TatrError(f"{path}: '{where}.templates' must be a list of prompts each containing {{}}, got {templates!r}")
+        splits = t.get("splits")
+        if splits is not None:
+            if not isinstance(splits, dict) or not all(k in ("train", "val", "test") and isinstance(v, str) and v
+                                                       for k, v in splits.items()):
+                raise TatrError(f"{path}: '{where}.splits' must map train / val / test to folder names, got {splits!r}")
+
+
 def _require(data: dict, key: str, where: str, path: Path) -> Any:
     if key not in data or data[key] in (None, ""):
         raise TatrError(f"{path}: {where} needs '{key}'")
@@ -74,6 +140,8 @@ def _file(base: Path, value: Any, what: str, manifest: Path) -> Path:
     p = (base / str(value)).resolve() if not os.path.isabs(str(value)) else Path(value)
     if not p.exists():
         raise TatrError(f"{manifest}: {what} '{value}' does not exist (looked at {p})")
+    if not (p.is_file() or p.is_dir()):
+        raise TatrError(f"{manifest}: {what} '{value}' is not a regular file or folder (a FIFO, socket or device?)")
     return p
 
 
@@ -111,7 +179,7 @@ def _load_split(folder: Path, classes: list[str], size: int, manifest: Path) -> 
         if not d.is_dir():
             raise TatrError(f"{manifest}: class folder '{d}' is missing (expected one folder per class)")
         for f in sorted(d.iterdir()):
-            if f.suffix.lower() in IMAGE_SUFFIXES:
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
                 try:
                     images.append(_load_image(f, size))
                 except Exception as exc:
@@ -125,15 +193,16 @@ def _load_split(folder: Path, classes: list[str], size: int, manifest: Path) -> 
 
 
 def load(path: Path, progress: Progress = no_progress) -> Zoo:
-    from ..models import create_clip, tokenizer, zero_shot_head
-    import open_clip
+    from ..models import create_clip, open_clip_module, tokenizer, zero_shot_head
 
+    open_clip = open_clip_module()
     path = Path(path).resolve()
     data = _read(path)
     base = path.parent
     unknown = set(data) - TOP_KEYS
     if unknown:
-        raise TatrError(f"{path}: unknown field '{sorted(unknown)[0]}' (fields: {', '.join(sorted(TOP_KEYS))})")
+        raise TatrError(f"{path}: unknown field '{sorted(map(str, unknown))[0]}' (fields: {', '.join(sorted(TOP_KEYS))})")
+    _check_fields(data, path)
     arch = str(_require(data, "arch", "the zoo", path))
     if arch not in open_clip.list_models():
         raise TatrError(f"{path}: unknown architecture '{arch}'; use an open_clip model name such as ViT-B-32")
@@ -142,8 +211,8 @@ def load(path: Path, progress: Progress = no_progress) -> Zoo:
         raise TatrError(f"{path}: 'tasks' must map task names to their files")
     cfg = open_clip.get_model_config(arch) or {}
     size = int(data.get("image_size") or cfg.get("vision_cfg", {}).get("image_size", 224))
-    mean = tuple(float(x) for x in data.get("mean", OPENAI_MEAN))
-    std = tuple(float(x) for x in data.get("std", OPENAI_STD))
+    mean = tuple(float(x) for x in data.get("mean") or OPENAI_MEAN)
+    std = tuple(float(x) for x in data.get("std") or OPENAI_STD)
     pre_path = _file(base, _require(data, "pretrained", "the zoo", path), "pretrained checkpoint", path)
     progress(0.0, "loading the pretrained image encoder")
     pretrained = load_image_encoder(pre_path)

@@ -52,9 +52,10 @@ class Recipe:
     weight_decay: float = 0.1
 
     def as_dict(self) -> dict:
-        import open_clip
+        from ..models import open_clip_module
 
-        return {**asdict(self), "build_version": BUILD_VERSION, "model_config": open_clip.get_model_config(self.arch)}
+        config = open_clip_module().get_model_config(self.arch)
+        return {**asdict(self), "build_version": BUILD_VERSION, "model_config": config}
 
 
 PRESETS = {

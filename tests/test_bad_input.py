@@ -1,0 +1,205 @@
+"""Bad and hostile input against the command line: every case is a clear ``error:`` line and exit 2,
+no traceback, and no input or existing output is touched.
+
+The matrix below is the place to add a case: ``(id, argv, expected fragment of the message)``.
+Paths are written with placeholders filled from the ``files`` fixture ({pre}, {ft1}, {d}, ...).
+Commands run in process (``cli.main``) to keep the suite fast; the exit codes of the real
+process (Ctrl-C, a traceback-free import) are checked in subprocesses at the end.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tatr_core import cli
+from tatr_core.checkpoints import save_safetensors
+from tiny_models import perturbed, tiny_clip
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD_MANIFEST = """
+arch: TATR-micro-ViT
+pretrained: pre.safetensors
+tasks:
+  one: {{finetuned: ft1.safetensors, head: head.safetensors, data: data}}
+{extra}
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad input")  # a space in the path on purpose
+    pre = save_safetensors(tiny_clip(0).visual.state_dict(), d / "pre.safetensors")
+    [save_safetensors(perturbed(tiny_clip(0), 10 + k).visual.state_dict(), d / f"ft{k + 1}.safetensors")
+           for k in range(2)]
+    grads = {k: v.abs() for k, v in perturbed(tiny_clip(0), 20).visual.state_dict().items()}
+    save_safetensors(grads, d / "g.safetensors")
+    bad = dict(grads)
+    bad["conv1.weight"] = bad["conv1.weight"][:1]
+    save_safetensors(bad, d / "g_bad_shape.safetensors")
+    os.link(pre, d / "pre_hardlink.safetensors")
+    os.symlink(pre, d / "pre_symlink.safetensors")
+    os.mkfifo(d / "fifo.safetensors")
+    (d / "a folder.safetensors").mkdir()
+    escape = d / "hf_escape"
+    escape.mkdir()
+    (escape / "model.safetensors.index.json").write_text('{"weight_map": {"conv1.weight": "../pre.safetensors"}}')
+    torch.save({"conv1.weight": torch.zeros(1).expand(10**12)}, d / "stride0.pt")  # 1.4 kB claiming 4 TB
+    manifests = {
+        "image_size_word": "image_size: big",
+        "mean_word": "mean: [0.5, x, 0.5]",
+        "mean_two": "mean: [0.5, 0.5]",
+        "std_zero": "std: [0.5, 0, 0.5]",
+        "splits_number": "",
+        "arch_list": "",
+    }
+    for name, extra in manifests.items():
+        text = GOOD_MANIFEST.format(extra=extra)
+        if name == "splits_number":
+            text = text.replace("data: data}", "data: data, splits: 5}")
+        if name == "arch_list":
+            text = text.replace("arch: TATR-micro-ViT", "arch: [TATR-micro-ViT]")
+        (d / f"{name}.yaml").write_text(text)
+    (d / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1") + b"arch: TATR-micro-ViT\n")
+    (d / "folder.yaml").mkdir()
+    return d
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file() and not p.is_symlink()}
+
+
+MERGE = "merge --pretrained {pre} --finetuned {ft1} {ft2} --method task_arithmetic"
+CASES = [
+    # data loss and silent damage
+    ("out-is-pretrained", MERGE + " --out {pre}", "writing there would destroy it"),
+    ("out-is-a-symlink-to-an-input", MERGE + " --out {d}/pre_symlink.safetensors", "writing there would destroy it"),
+    ("out-is-a-hard-link-to-an-input", MERGE + " --out {d}/pre_hardlink.safetensors", "writing there would destroy it"),
+    ("out-is-a-finetuned-input", MERGE + " --out {ft2}", "writing there would destroy it"),
+    ("lambda-overflows-float32", MERGE + " --lam 1e40 --out {d}/new.safetensors", "NaN/Inf"),
+    ("shard-outside-the-folder", "merge --pretrained {d}/hf_escape --finetuned {ft1} --method average --out {d}/new.safetensors",
+     "outside the model folder"),
+    ("fifo-as-checkpoint", "merge --pretrained {pre} --finetuned {d}/fifo.safetensors --method average --out {d}/new.safetensors",
+     "not a regular file"),
+    ("wrong-shaped-grads-at-tau-0", MERGE + " --grads {d}/g_bad_shape.safetensors {d}/g.safetensors --out {d}/new.safetensors",
+     "has shape"),
+    # outputs that cannot be written
+    ("merge-out-is-a-folder", MERGE + " --out '{d}/a folder.safetensors'", "is a folder"),
+    ("merge-out-under-a-file", MERGE + " --out {pre}/merged.safetensors", "is a file"),
+    ("merge-out-refused-by-the-system", MERGE + " --out /proc/merged.safetensors", "cannot write it"),
+    ("grads-out-is-a-file", "grads --zoo micro --exemplars 2 --out {pre}", "is a file"),
+    ("grads-zero-exemplars", "grads --zoo micro --exemplars 0 --out {d}/g", "at least 1"),
+    ("figure-out-under-a-file", "figure conflict --zoo micro --out {pre}/f.png", "is a file"),
+    ("figure-out-is-a-folder", "figure conflict --zoo micro --out '{d}/a folder.safetensors'", "name the figure file"),
+    ("table-out-is-a-folder", "table methods --zoo micro --out '{d}/a folder.safetensors'", "is a folder"),
+    ("report-out-is-a-file", "report --zoo micro --out {pre}", "is a file"),
+    # hostile sizes
+    ("stride-0-tensor-claims-4-TB", "merge --pretrained {d}/stride0.pt --finetuned {ft1} --method average --out {d}/new.safetensors",
+     "claims"),
+    # manifests: every field named
+    ("manifest-image-size-word", "zoo info --zoo {d}/image_size_word.yaml", "'image_size'"),
+    ("manifest-mean-not-numbers", "zoo info --zoo {d}/mean_word.yaml", "'mean'"),
+    ("manifest-mean-two-entries", "zoo info --zoo {d}/mean_two.yaml", "'mean' must be a list of three numbers"),
+    ("manifest-std-zero", "zoo info --zoo {d}/std_zero.yaml", "'std' must be positive"),
+    ("manifest-splits-number", "zoo info --zoo {d}/splits_number.yaml", "'tasks.one.splits'"),
+    ("manifest-arch-list", "zoo info --zoo {d}/arch_list.yaml", "'arch' must be a string"),
+    ("manifest-not-utf8", "zoo info --zoo {d}/latin1.yaml", "not UTF-8"),
+    ("manifest-is-a-folder", "zoo info --zoo {d}/folder.yaml", "is a folder"),
+    # zoos and tasks
+    ("eval-duplicate-task", "eval --zoo micro --method pretrained --tasks shapes shapes", "more than once"),
+    ("eval-unknown-task", "eval --zoo micro --method pretrained --tasks nope", "unknown task 'nope'"),
+    ("table-unknown-zoo", "table methods --zoo {d}/missing.yaml", "no such manifest file"),
+    ("report-unknown-zoo", "report --zoo {d}/missing.yaml --out {d}/report", "no such manifest file"),
+    ("grads-unknown-zoo", "grads --zoo nozoo --out {d}/g", "unknown zoo 'nozoo'"),
+    ("eval-tau-out-of-range", "eval --zoo micro --method tatr --tau 2", "τ"),
+]
+
+
+@pytest.mark.parametrize("argv, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_a_clear_error_and_touches_nothing(files, micro_zoo, capsys, argv, fragment):
+    import shlex
+
+    before = _digests(files)
+    paths = {"pre": files / "pre.safetensors", "ft1": files / "ft1.safetensors", "ft2": files / "ft2.safetensors"}
+    args = [token.format(d=files, **paths) for token in shlex.split(argv)]  # placeholders may hold spaces
+    code = cli.main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]  # after any progress bar: one line saying what is wrong
+    assert last.startswith("error: ") and fragment in last, err
+    assert "Traceback" not in err
+    assert _digests(files) == before  # no input or existing file changed, nothing half-written left beside them
+    assert not list(files.glob(".*.tmp")) and not (files / "new.safetensors").exists()
+
+
+def test_zoo_build_refuses_an_unknown_preset(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["zoo", "build", "--preset", "huge"])
+    assert exit_.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_out_of_memory_is_a_message_naming_what_to_lower(monkeypatch, capsys):
+    def boom(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(cli, "_cmd_zoo_info", boom)
+    assert cli.main(["zoo", "info", "--zoo", "micro"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory") and "--sample" in err and "--exemplars" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders; /proc covers the refusal")
+def test_a_read_only_folder_is_refused_before_any_work(files, capsys, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert cli.main(["table", "methods", "--zoo", "micro", "--out", str(ro / "t.md")]) == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        ro.chmod(0o755)
+
+
+# ------------------------------------------------------------------------- the real process
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tatr_core", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+
+
+def test_ctrl_c_while_torch_imports_exits_130_without_a_traceback():
+    proc = _start("zoo", "info", "--zoo", "micro")
+    time.sleep(0.8)  # the interpreter is up, torch is still importing
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+
+
+def test_ctrl_c_during_a_long_eval_exits_130_and_leaves_no_temporary_file(micro_zoo):
+    import threading
+
+    cache_root = Path(os.environ["TATR_CACHE"])
+    proc = _start("eval", "--zoo", "micro", "--method", "adamerging", "--steps", "100000", "--no-cache")
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while "AdaMerging step" not in "".join(seen) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # until it is training
+    assert "AdaMerging step" in "".join(seen), "".join(seen)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(seen)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert not list(cache_root.rglob("*.tmp"))
