@@ -24,20 +24,17 @@ with st.sidebar:
     method = st.selectbox("Method", list(REGISTRY), key=control("method", "tatr", REGISTRY),
                           format_func=lambda m: f"{REGISTRY[m].label} ({m})")
     spec = REGISTRY[method]
-    kw = {}
-    if spec.default_lam is not None:
-        kw["lam"] = st.slider("λ (scaling)", 0.0, 1.5, step=0.05,
-                              key=control(f"lam-{method}", float(spec.default_lam), lambda v: 0 <= v <= 1.5))
-    if "density" in spec.params:
-        kw["density"] = st.slider("density (TIES trim)", 0.05, 1.0, step=0.05,
-                                  key=control("density", float(spec.params["density"]), lambda v: 0.05 <= v <= 1))
     tau_pct = st.select_slider("τ: excluded from the trust region (%)", TAU_CHOICES,
                                key=control(f"tau-{method}", 100 * spec.default_tau, TAU_CHOICES))
-    kw["tau"] = tau_pct / 100
-    if kw["tau"] > 0:
-        kw["sensitivity"] = st.selectbox("sensitivity Ω", list(SENSITIVITIES),
-                                         key=control("sensitivity", "gradient", SENSITIVITIES))
-    kw.update(method_controls(method, spec, kw["tau"] > 0 and bool(SENSITIVITIES[kw.get("sensitivity", "gradient")].needs)))
+    tau = tau_pct / 100
+    sensitivity = None
+    if tau > 0:
+        sensitivity = st.selectbox("sensitivity Ω", list(SENSITIVITIES),
+                                   key=control("sensitivity", "gradient", SENSITIVITIES))
+    kw = method_controls(method, spec, tau > 0 and bool(SENSITIVITIES[sensitivity or "gradient"].needs))
+    kw["tau"] = tau
+    if sensitivity:
+        kw["sensitivity"] = sensitivity
     if spec.uses_data:
         st.caption("This method learns from the tasks' images: the first run trains (progress above the "
                    "results), later runs reuse the cached result.")

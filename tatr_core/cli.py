@@ -34,10 +34,8 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--pretrained", required=True, metavar="PRE", help="the pretrained image encoder θ_pre")
     p.add_argument("--finetuned", required=True, nargs="+", metavar="FT", help="fine-tuned image encoders θ_1..θ_K")
+    free = [m for m in REGISTRY.values() if not m.uses_data]
     p.add_argument("--method", required=True, choices=list(REGISTRY), help="merge method")
-    p.add_argument("--lam", type=float, default=None,
-                   help="scaling λ of the merged task vector (default 0.3; 1.0 for tsv; not for average)")
-    p.add_argument("--density", type=float, default=None, help="ties: fraction of each task vector kept (default 0.2)")
     p.add_argument("--tau", type=float, default=None,
                    help="fraction of dimensions excluded from the trust region (default 0.01 for tatr, 0 = off for the others)")
     p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None,
@@ -46,6 +44,8 @@ def _add_merge(sub: argparse._SubParsersAction) -> None:
                    help="per-task E|∇L_k| files (same keys as the model), one per fine-tuned model, same order")
     p.add_argument("--signed-grads", nargs="+", metavar="S", default=None,
                    help="per-task E∇L_k files, for --sensitivity positive/negative")
+    p.add_argument("--seed", type=int, default=0, help="seed of a method's random draws (dare)")
+    add_parameter_flags(p, free)
     p.add_argument("--out", required=True, metavar="MERGED.safetensors", help="where to write the merged encoder")
     p.add_argument("--layout", choices=["input", "vision"], default="input",
                    help="input (default): the pretrained checkpoint's own layout, so the result loads back into the "
@@ -66,7 +66,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         raise TatrError(f"--method {args.method} learns from the tasks' images, which bare checkpoints do not carry: "
                         f"run it on a zoo (python -m tatr_core eval --zoo ZOO --method {args.method}); "
                         "merge takes " + ", ".join(m for m, s in REGISTRY.items() if not s.uses_data))
-    params = resolve_params(args.method, lam=args.lam, density=args.density, tau=args.tau, sensitivity=args.sensitivity)
+    own = method_kwargs(args)
+    params = resolve_params(args.method, tau=args.tau, sensitivity=args.sensitivity, **own)
     needs = SENSITIVITIES[params["sensitivity"]].needs if params["tau"] > 0 else ""
     if needs == "grads" and not args.grads:
         raise TatrError(f"--method {args.method} with τ > 0 and sensitivity '{params['sensitivity']}' needs --grads "
@@ -93,8 +94,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
             flat = tv.flatten_aux([load_image_encoder(f) for f in files], files, name.replace("_", " "))
             if needs == name:
                 aux[name] = flat
-    result = merge(tv, args.method, lam=params.get("lam"), density=params.get("density"), tau=params["tau"],
-                   sensitivity=params.get("sensitivity"), **aux)
+    result = merge(tv, args.method, tau=params["tau"], sensitivity=params.get("sensitivity"),
+                   **{k: v for k, v in params.items() if k not in ("tau", "sensitivity")}, **aux)
     recipe = {
         "method": args.method,
         "params": result.params,
@@ -230,15 +231,14 @@ def _cmd_grads(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- eval
 def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from .merge import REGISTRY
     from .runs import EVAL_METHODS
     from .trust_region import SENSITIVITIES
 
     p = sub.add_parser("eval", help="accuracy and loss per task of a method on a zoo")
     p.add_argument("--zoo", required=True, help="mini, micro or a manifest path")
     p.add_argument("--method", required=True, choices=list(EVAL_METHODS))
-    p.add_argument("--lam", type=float, default=None)
-    p.add_argument("--density", type=float, default=None)
-    p.add_argument("--tau", type=float, default=None)
+    p.add_argument("--tau", type=float, default=None, help="TATR plug-in: fraction of dimensions excluded (0 = off)")
     p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None)
     p.add_argument("--exemplars", type=int, default=None,
                    help="exemplars per task for the gradients, Fisher and RegMean (default 128)")
@@ -246,7 +246,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--sample", type=int, default=None, help="evaluate on a fixed seeded subsample of this size per task")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
-    _add_learned_options(p)
+    add_parameter_flags(p, REGISTRY.values())
     p.add_argument("--no-cache", action="store_true", help="recompute even when a cached result exists")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
@@ -255,18 +255,17 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from .runs import evaluate_method, method_params
 
-    learned = _learned_kwargs(args)
-    method_params(args.method, lam=args.lam, density=args.density, tau=args.tau, sensitivity=args.sensitivity,
-                  exemplars=args.exemplars, seed=args.seed, **learned)  # fail fast on bad options, before loading the zoo
+    own = method_kwargs(args)
+    method_params(args.method, tau=args.tau, sensitivity=args.sensitivity, exemplars=args.exemplars, seed=args.seed,
+                  **own)  # fail fast on bad options, before loading the zoo
     if args.exemplars is not None and args.exemplars <= 0:
         raise TatrError(f"--exemplars must be at least 1, got {args.exemplars}")
     zoo = _load_zoo(args.zoo)
     bar = BarProgress(f"eval {args.method}")
     try:
-        record = evaluate_method(zoo, args.method, lam=args.lam, density=args.density, tau=args.tau,
-                                 sensitivity=args.sensitivity, exemplars=args.exemplars, seed=args.seed,
-                                 split=args.split, sample=args.sample, tasks=args.tasks, progress=bar,
-                                 use_cache=not args.no_cache, **learned)
+        record = evaluate_method(zoo, args.method, tau=args.tau, sensitivity=args.sensitivity,
+                                 exemplars=args.exemplars, seed=args.seed, split=args.split, sample=args.sample,
+                                 tasks=args.tasks, progress=bar, use_cache=not args.no_cache, **own)
     finally:
         bar.close()
     if args.json:
@@ -306,36 +305,52 @@ def _add_method_options(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--zoo", required=True, help="mini, micro or a manifest path")
     p.add_argument("--method", choices=list(REGISTRY), default=None, help="merge method (default per figure)")
-    p.add_argument("--lam", type=float, default=None)
-    p.add_argument("--density", type=float, default=None)
-    p.add_argument("--tau", type=float, default=None)
+    p.add_argument("--tau", type=float, default=None, help="TATR plug-in: fraction of dimensions excluded (0 = off)")
     p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None)
     p.add_argument("--exemplars", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--sample", type=int, default=None, help="images per task (fixed seeded subsample)")
-    _add_learned_options(p)
+    add_parameter_flags(p, REGISTRY.values())
 
 
-DATA_OPTIONS = ("granularity", "init", "lr", "steps", "batch", "rank", "alpha")
+#: parameters with flags of their own: they serve more than one method's parameter (the gradients
+#: behind the trust region, every random draw of a run)
+RUN_LEVEL = ("exemplars", "seed")
 
 
-def _add_learned_options(p: argparse.ArgumentParser) -> None:
-    """Options of the data-using methods (AdaMerging, Surgery, RegMean); defaults are the methods' own."""
-    g = p.add_argument_group("data-using methods")
-    g.add_argument("--granularity", choices=["task", "layer"], default=None,
-                   help="adamerging(++): one coefficient per task, or per task and layer (default layer)")
-    g.add_argument("--init", type=float, default=None, help="adamerging(++): initial coefficient (default 0.3)")
-    g.add_argument("--lr", type=float, default=None, help="adamerging(++), surgery: Adam learning rate (default 1e-3)")
-    g.add_argument("--steps", type=int, default=None, help="adamerging(++), surgery: training steps (default 500)")
-    g.add_argument("--batch", type=int, default=None,
-                   help="adamerging(++), surgery: unlabelled test images per task per step (default 16)")
-    g.add_argument("--rank", type=int, default=None, help="surgery: rank of the per-task module (default 16)")
-    g.add_argument("--alpha", type=float, default=None, help="regmean: off-diagonal scaling of the Grams (default 0.9)")
+def parameter_users(methods) -> dict[str, tuple]:
+    """{name: (the first declaration, [methods declaring it])} over ``methods``' parameters."""
+    out: dict[str, tuple] = {}
+    for m in methods:
+        for param in m.parameters:
+            if param.name not in RUN_LEVEL:
+                out.setdefault(param.name, (param, []))[1].append(m)
+    return out
 
 
-def _learned_kwargs(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in DATA_OPTIONS if getattr(args, k, None) is not None}
+def add_parameter_flags(p: argparse.ArgumentParser, methods) -> None:
+    """One flag per parameter the methods declare (tatr_core.merge.registry.Param): type, choices and help
+    come from the declarations; the default is each method's own (left out, the method decides)."""
+    g = p.add_argument_group("method parameters (defaults are each method's own)")
+    for name, (param, users) in parameter_users(list(methods)).items():
+        choices = sorted({c for m in users for c in m.declared[name].choices}) or None
+        defaults = {m.name: m.declared[name].default for m in users}
+        if len(set(map(str, defaults.values()))) == 1:
+            default_text = f"default {next(iter(defaults.values()))}"
+        else:
+            default_text = "defaults " + ", ".join(f"{m} {d}" for m, d in defaults.items())
+        g.add_argument(f"--{name.replace('_', '-')}", dest=name, type=param.kind, choices=choices, default=None,
+                       metavar=None if choices else name.upper(),
+                       help=f"{param.help}: {param.must()}; for {', '.join(defaults)} ({default_text})")
+
+
+def method_kwargs(args: argparse.Namespace) -> dict:
+    """The method parameters given on the command line (one a method does not declare is refused by
+    ``resolve_params``, naming it)."""
+    from .merge import REGISTRY
+
+    return {k: getattr(args, k) for k in parameter_users(REGISTRY.values()) if getattr(args, k, None) is not None}
 
 
 def _add_figure(sub: argparse._SubParsersAction) -> None:
@@ -354,8 +369,8 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
 
 
 def _method_kwargs(args: argparse.Namespace) -> dict:
-    kw = {k: getattr(args, k) for k in ("lam", "density", "tau", "sensitivity", "exemplars")}
-    return {k: v for k, v in kw.items() if v is not None} | _learned_kwargs(args)
+    kw = {k: getattr(args, k) for k in ("tau", "sensitivity", "exemplars")}
+    return {k: v for k, v in kw.items() if v is not None} | method_kwargs(args)
 
 
 def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=None):
@@ -370,7 +385,8 @@ def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=N
         return figures.conflict_figure(rec, args.form)
     grad_kw = {"exemplars": args.exemplars or 128, "seed": args.seed}
     if kind == "components":
-        rec = components.component_accuracy(zoo, lam=args.lam if args.lam is not None else 0.3, **grad_kw, **common)
+        lam = getattr(args, "lam", None)
+        rec = components.component_accuracy(zoo, lam=0.3 if lam is None else lam, **grad_kw, **common)
         return figures.components_figure(rec)
     if kind == "landscape":
         common["sample"] = args.sample or 200
@@ -492,7 +508,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     with output_errors("--out", out):
         out.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(zoo)
-    base = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=None, seed=0,
+    base = dict(method=None, tau=None, sensitivity=None, exemplars=None, seed=0,
                 split="test", sample=None, form="loss", task=None, step=0.1, values=None, per_task=False,
                 by="tensor", layer=None)
     jobs = [

@@ -22,14 +22,15 @@ BASELINES = ("pretrained", "individual")
 EVAL_METHODS = BASELINES + tuple(REGISTRY)
 
 
-def method_params(method: str, *, lam=None, density=None, tau=None, sensitivity=None, exemplars: int | None = None,
+def method_params(method: str, *, lam=None, tau=None, sensitivity=None, exemplars: int | None = None,
                   seed: int = 0, **extra) -> dict:
     """Every parameter of a run, defaults filled in (what the record and the cache key carry).
 
-    ``extra``: the method's own parameters (granularity, steps, lr, batch, rank, alpha, ...).
+    ``extra``: the method's own parameters (density, granularity, steps, lr, batch, rank, alpha, p, ...).
+    ``seed`` seeds every random draw of the run: exemplars, training batches, a method's own draws.
     """
     if method in BASELINES:
-        given = {"lam": lam, "density": density, "tau": tau, "sensitivity": sensitivity, **extra}
+        given = {"lam": lam, "tau": tau, "sensitivity": sensitivity, **extra}
         extra = [k for k, v in given.items() if v is not None]
         if extra:
             raise TatrError(f"'{method}' takes no merge parameters; leave out --{extra[0]}")
@@ -37,9 +38,11 @@ def method_params(method: str, *, lam=None, density=None, tau=None, sensitivity=
     if method not in REGISTRY:
         raise TatrError(f"unknown method '{method}'; choose one of {', '.join(EVAL_METHODS)}")
     spec = REGISTRY[method]
-    if "exemplars" in spec.params:  # the method's own exemplars (Fisher, RegMean) also serve the gradients
+    if "exemplars" in spec.declared:  # the method's own exemplars (Fisher, RegMean) also serve the gradients
         extra["exemplars"] = exemplars
-    params = resolve_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity, **extra)
+    if "seed" in spec.declared:  # a method's own random draws (DARE's drops)
+        extra["seed"] = seed
+    params = resolve_params(method, lam=lam, tau=tau, sensitivity=sensitivity, **extra)
     if params["tau"] > 0 and SENSITIVITIES[params["sensitivity"]].needs and "exemplars" not in params:
         params["exemplars"] = 128 if exemplars is None else int(exemplars)
     if "exemplars" in params or spec.uses_data:
@@ -71,8 +74,8 @@ def merge_tasks(zoo: Zoo, method: str, params: dict, inputs: dict, tasks: Sequen
         return result
     tv = zoo.task_vectors if tasks is None else zoo.task_vectors.subset(tasks)
     aux = inputs if tasks is None else {k: v[list(tasks)] for k, v in inputs.items()}
-    return merge(tv, method, lam=params.get("lam"), density=params.get("density"), tau=params["tau"],
-                 sensitivity=params.get("sensitivity"), **aux)
+    own = {k: v for k, v in params.items() if k in spec.declared}
+    return merge(tv, method, tau=params["tau"], sensitivity=params.get("sensitivity"), **own, **aux)
 
 
 def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = None, split: str = "test",

@@ -55,17 +55,6 @@ PAGES = [
 
 TAU_CHOICES = [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]  #: τ in % offered by the pages
 EXEMPLAR_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
-#: the data-using methods' own parameters: label, the values offered, help
-LEARNED_PARAMS = {
-    "granularity": ("coefficients", ["task", "layer"], "one λ per task, or one per task and parameter tensor"),
-    "init": ("initial λ", [0.1, 0.2, 0.3, 0.4, 0.5], "where every coefficient starts"),
-    "lr": ("learning rate (Adam)", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], None),
-    "steps": ("training steps", [50, 100, 200, 500, 1000], "the paper uses 500"),
-    "batch": ("unlabelled images per task per step", [4, 8, 16, 32, 64], None),
-    "rank": ("rank of the per-task module", [2, 4, 8, 16, 32, 64], "Surgery's low-rank down/up projection"),
-    "alpha": ("α: off-diagonal scaling of the Grams", [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0],
-              "1: exact least squares; 0: diagonal Grams"),
-}
 
 
 def default_zoo() -> str:
@@ -128,18 +117,35 @@ def control(key: str, default: Any, valid: Collection | Callable[[Any], bool] | 
     return key
 
 
+def parameter_widget(method: str, param) -> Any:
+    """The sidebar widget of one declared parameter (:class:`tatr_core.merge.registry.Param`), kept and
+    mirrored in the URL under ``<name>-<method>``; returns its value."""
+    key, label, help_ = f"{param.name}-{method}", param.label or param.name, param.help
+    if param.kind is str:
+        return st.radio(label, list(param.choices), key=control(key, param.default, param.choices), help=help_,
+                        horizontal=True)
+    if param.grid:
+        values = sorted(set(param.grid) | {param.default})
+        return st.select_slider(label, values, key=control(key, param.default, values), help=help_)
+    if param.kind is float:
+        step = 0.05
+        low = (param.low if param.low is not None else 0.0) + (step if param.low_open else 0.0)
+        high = param.high if param.high is not None else max(1.5, 2 * float(param.default))
+        return st.slider(label, float(low), float(high), step=step, help=help_,
+                         key=control(key, float(param.default), lambda v: low <= v <= high))
+    low = int(param.low) if param.low is not None else None
+    high = int(param.high) if param.high is not None else None
+    return int(st.number_input(label, min_value=low, max_value=high, step=1, help=help_,
+                               key=control(key, int(param.default),
+                                           lambda v: (low is None or v >= low) and (high is None or v <= high))))
+
+
 def method_controls(method: str, spec, exemplars_needed: bool) -> dict:
-    """Sidebar widgets for a method's own parameters (``spec.params``); returns them as keyword arguments."""
-    kw = {}
-    for key, default in spec.params.items():
-        if key in LEARNED_PARAMS:
-            label, values, help_ = LEARNED_PARAMS[key]
-            values = sorted(set(values) | {default}) if not isinstance(default, str) else values
-            widget = st.radio if isinstance(default, str) else st.select_slider
-            extra = {"horizontal": True} if widget is st.radio else {}
-            kw[key] = widget(label, values, key=control(f"{key}-{method}", default, values), help=help_, **extra)
-    if "exemplars" in spec.params or exemplars_needed:
-        default = spec.params.get("exemplars", 128)
+    """Sidebar widgets generated from a method's declared parameters; returns them as keyword arguments.
+    The exemplar count is one shared control (it also serves the gradients behind the trust region)."""
+    kw = {p.name: parameter_widget(method, p) for p in spec.parameters if p.name not in ("exemplars", "seed")}
+    if "exemplars" in spec.declared or exemplars_needed:
+        default = spec.declared["exemplars"].default if "exemplars" in spec.declared else 128
         kw["exemplars"] = st.select_slider("exemplars per task", EXEMPLAR_CHOICES,
                                            key=control("exemplars", default, EXEMPLAR_CHOICES),
                                            help="training images per task behind the gradients, Fishers and Grams")

@@ -92,7 +92,7 @@ def test_other_methods_with_and_without_the_plugin(zoo, tmp_path, method):
     (["--method", "tatr"], "needs --grads"),
     (["--method", "tatr", "--sensitivity", "positive", "--grads", "G"], "needs --signed-grads"),
     (["--method", "tatr", "--tau", "1.5", "--sensitivity", "zero-shot"], "τ must be a fraction in [0, 1)"),
-    (["--method", "ties", "--density", "0"], "density must be in (0, 1]"),
+    (["--method", "ties", "--density", "0"], "density of 'ties' must be a number in (0, 1]"),
     (["--method", "average", "--lam", "0.5"], "λ does not apply"),
     (["--method", "task_arithmetic", "--lam", "nan"], "λ must be finite"),
     (["--method", "tatr", "--grads", "G", "G"], "2 files for 3 fine-tuned models"),

@@ -186,9 +186,9 @@ def test_data_methods_are_registered_with_checked_parameters():
         resolve_params("adamerging", granularity="block")
     with pytest.raises(TatrError, match="no parameter 'rank'"):
         resolve_params("fisher", rank=4)
-    with pytest.raises(TatrError, match="alpha of 'regmean' must be in"):
+    with pytest.raises(TatrError, match="alpha of 'regmean' must be a number in"):
         resolve_params("regmean", alpha=1.5)
-    with pytest.raises(TatrError, match="steps must be a whole number"):
+    with pytest.raises(TatrError, match="steps of 'surgery' must be a whole number"):
         resolve_params("surgery", steps=2.5)
     with pytest.raises(TatrError, match="needs a zoo"):
         from tatr_core.merge import merge
@@ -213,7 +213,7 @@ def test_cli_eval_runs_the_data_methods_and_reports_what_they_learned(micro_zoo)
     assert text.returncode == 0, text.stderr
     assert "surgery L1 gap" in text.stdout and "excluded from the trust region" in text.stdout
     bad = run_cli("eval", "--zoo", "micro", "--method", "regmean", "--alpha", 2)
-    assert bad.returncode == 2 and "alpha of 'regmean' must be in [0, 1]" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 2 and "alpha of 'regmean' must be a number in [0, 1]" in bad.stderr and "Traceback" not in bad.stderr
     wrong = run_cli("eval", "--zoo", "micro", "--method", "fisher", "--rank", 4)
     assert wrong.returncode == 2 and "'fisher' has no parameter 'rank'" in wrong.stderr
 

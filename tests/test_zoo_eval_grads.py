@@ -168,7 +168,7 @@ def test_no_cache_recomputes_what_the_result_stands_on(micro_zoo):
     tv = micro_zoo.task_vectors
     path = gradients_path(micro_zoo, 3, 7)
     zeros = torch.zeros((tv.K, tv.N), dtype=tv.dtype)
-    save_safetensors({"abs_mean": zeros, "mean": zeros}, path)
+    save_safetensors({"abs_mean": zeros, "mean": zeros.clone()}, path)
     stale = evaluate_method(micro_zoo, "tatr", exemplars=3, seed=7, tau=0.05)
     assert stale["excluded"] == 0  # it read the planted file
     fresh = evaluate_method(micro_zoo, "tatr", exemplars=3, seed=7, tau=0.05, use_cache=False)

@@ -11,7 +11,8 @@ bit for bit the method without the plug-in.
 """
 from __future__ import annotations
 
-import math
+import importlib
+import pkgutil
 import time
 from dataclasses import dataclass, field
 
@@ -20,18 +21,27 @@ import torch
 from ..errors import TatrError
 from ..trust_region import SENSITIVITIES, TrustRegion, check_tau, sensitivity, trust_region
 from ..vectors import TaskVectors
-from . import adamerging, basic, fisher, regmean, surgery, ties, tsv  # noqa: F401  (register the methods)
-from .registry import REGISTRY, MergeMethod, register
+from .registry import REGISTRY, MergeMethod, Param, register
 
-#: display order (pages, tables, help): task-vector methods, then the data-using ones
-_ORDER = ["average", "task_arithmetic", "tatr", "ties", "tsv", "fisher", "regmean", "adamerging", "adamerging++",
-          "surgery"]
-_ordered = sorted(REGISTRY.items(), key=lambda kv: _ORDER.index(kv[0]) if kv[0] in _ORDER else len(_ORDER))
-REGISTRY.clear()
-REGISTRY.update(_ordered)
+#: modules of this package that hold no method
+_NOT_METHODS = {"registry", "fitting"}
 
-__all__ = ["REGISTRY", "MergeMethod", "MergeResult", "register", "merge", "resolve_params", "compute_trust_region",
-           "check_merged_finite"]
+
+def discover() -> dict[str, MergeMethod]:
+    """Import every method module of this package (one file per method family) and order the registry."""
+    for info in pkgutil.iter_modules(__path__):
+        if info.name not in _NOT_METHODS:
+            importlib.import_module(f"{__name__}.{info.name}")
+    ordered = sorted(REGISTRY.values(), key=lambda m: (m.order, m.name))
+    REGISTRY.clear()
+    REGISTRY.update((m.name, m) for m in ordered)
+    return REGISTRY
+
+
+discover()
+
+__all__ = ["REGISTRY", "MergeMethod", "MergeResult", "Param", "register", "merge", "resolve_params",
+           "compute_trust_region", "check_merged_finite", "discover"]
 
 
 @dataclass
@@ -54,77 +64,29 @@ def get_method(name: str) -> MergeMethod:
     return REGISTRY[name]
 
 
-def _finite(name: str, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TatrError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(value):
-        raise TatrError(f"{name} must be finite, got {value}")
-    return value
+def resolve_params(method: str, *, lam=None, tau=None, sensitivity: str | None = None, **given) -> dict:
+    """Fill in defaults and check every parameter against the method's declarations (:class:`Param`);
+    raise :class:`TatrError` naming the parameter on a value that is wrong or does not apply.
 
-
-#: checks of the data-using methods' parameters: (test, what the value must be)
-_CHECKS = {
-    "init": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-    "lr": (lambda v: v > 0, "positive"),
-    "steps": (lambda v: v >= 1, "at least 1"),
-    "batch": (lambda v: v >= 1, "at least 1"),
-    "rank": (lambda v: v >= 1, "at least 1"),
-    "alpha": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
-    "exemplars": (lambda v: v >= 1, "at least 1"),
-}
-
-
-def _extra_param(method: str, spec: MergeMethod, key: str, value) -> float | int | str:
-    default = spec.params[key]
-    if isinstance(default, str):
-        value = str(value)
-        if key in spec.choices and value not in spec.choices[key]:
-            raise TatrError(f"{key} of '{method}' must be one of {', '.join(spec.choices[key])}, got '{value}'")
-        return value
-    if isinstance(default, int):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise TatrError(f"{key} must be a whole number, got {value!r}") from None
-        if not number.is_integer():
-            raise TatrError(f"{key} must be a whole number, got {value!r}")
-        value = int(number)
-    else:
-        value = _finite(key, value)
-    test, must = _CHECKS.get(key, (lambda v: True, ""))
-    if not test(value):
-        raise TatrError(f"{key} of '{method}' must be {must}, got {value}")
-    return value
-
-
-def resolve_params(method: str, *, lam=None, density=None, tau=None, sensitivity: str | None = None,
-                   **extra) -> dict:
-    """Fill in defaults and check every parameter; raise :class:`TatrError` on values that do not apply.
-
-    ``extra`` holds the method-specific parameters (``spec.params``: granularity, steps, rank, ...).
+    ``given`` holds the method's own parameters (density, granularity, steps, p, ...).
     """
     spec = get_method(method)
-    extra = {k: v for k, v in extra.items() if v is not None}
-    unknown = [k for k in extra if k not in spec.params or k == "density"]
+    declared = spec.declared
+    given = {k: v for k, v in given.items() if v is not None}
+    if lam is not None and "lam" not in declared:
+        raise TatrError(f"λ does not apply to '{method}' (its scaling is fixed); leave --lam out")
+    unknown = [k for k in given if k not in declared]
     if unknown:
-        known = ", ".join(k for k in spec.params if k != "density") or "none"
-        raise TatrError(f"'{method}' has no parameter '{unknown[0]}' (its own parameters: {known})")
-    params: dict = {}
-    if spec.default_lam is None:
-        if lam is not None:
-            raise TatrError(f"λ does not apply to '{method}' (its scaling is fixed); leave --lam out")
-    else:
-        params["lam"] = _finite("λ", spec.default_lam if lam is None else lam)
-    if "density" in spec.params:
-        params["density"] = ties.check_density(spec.params["density"] if density is None else density)
-    elif density is not None:
-        raise TatrError(f"density applies to TIES-based methods only, not to '{method}'; leave --density out")
-    for key, default in spec.params.items():
-        if key != "density":
-            params[key] = _extra_param(method, spec, key, extra.get(key, default))
+        if unknown[0] == "density":
+            raise TatrError(f"density applies to TIES-based methods only, not to '{method}'; leave --density out")
+        own = ", ".join(k for k in declared if k != "lam") or "none"
+        raise TatrError(f"'{method}' has no parameter '{unknown[0]}' (its own parameters: {own})")
+    if lam is not None:
+        given["lam"] = lam
+    params = {p.name: p.check(method, given.get(p.name, p.default)) for p in spec.parameters}
     params["tau"] = check_tau(spec.default_tau if tau is None else tau)
+    if params["tau"] > 0 and not spec.plugin:
+        raise TatrError(f"the TATR plug-in does not apply to '{method}'; leave --tau out")
     if params["tau"] > 0 or sensitivity is not None:
         variant = sensitivity or "gradient"
         if variant not in SENSITIVITIES:
@@ -153,11 +115,12 @@ def compute_trust_region(tv: TaskVectors, tau: float, variant: str = "gradient",
     return trust_region(omega, tau, variant)
 
 
-def merge(tv: TaskVectors, method: str, *, lam=None, density=None, tau=None, sensitivity: str | None = None,
+def merge(tv: TaskVectors, method: str, *, lam=None, tau=None, sensitivity: str | None = None,
           grads: torch.Tensor | None = None, signed_grads: torch.Tensor | None = None,
-          region: TrustRegion | None = None) -> MergeResult:
+          region: TrustRegion | None = None, **own) -> MergeResult:
     """Merge the task vectors with a registered method and the optional trust-region plug-in.
 
+    ``own``: the method's own parameters (density, p, ...; see ``REGISTRY[method].parameters``).
     ``grads`` / ``signed_grads`` are ``(K, N)`` (E|∇L_k| and E∇L_k at θ_pre, aligned with
     ``tv``); ``region`` reuses a trust region already computed for these task vectors.
     """
@@ -166,7 +129,7 @@ def merge(tv: TaskVectors, method: str, *, lam=None, density=None, tau=None, sen
     if spec.uses_data:
         raise TatrError(f"'{method}' learns from the tasks' images, so it needs a zoo, not bare checkpoints: "
                         f"python -m tatr_core eval --zoo ZOO --method {method}")
-    params = resolve_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity)
+    params = resolve_params(method, lam=lam, tau=tau, sensitivity=sensitivity, **own)
     if region is not None:  # a precomputed trust region decides τ and the variant
         params["tau"], params["sensitivity"] = region.tau, region.variant
     elif params["tau"] > 0:

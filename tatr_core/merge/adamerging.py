@@ -19,11 +19,15 @@ from torch.func import functional_call
 
 from ..cache import lookup_json, write_json_atomic
 from .fitting import device_of, fit_path, masked, plugin_region, subset, unlabelled_batch
-from .registry import register
+from .registry import BATCH, DENSITY, LR, STEPS, Param, register
 from .ties import ties_processed
 
-PARAMS = {"granularity": "layer", "init": 0.3, "lr": 1e-3, "steps": 500, "batch": 16}
-CHOICES = {"granularity": ("task", "layer")}
+GRANULARITY = Param("granularity", str, "layer", "one coefficient per task, or one per task and parameter tensor",
+                    choices=("task", "layer"), label="coefficients",
+                    source="layer-wise, AdaMerging's stronger variant (Yang et al., 2024)")
+INIT = Param("init", float, 0.3, "initial value of every coefficient", low=0.0, high=1.0, grid=(0.1, 0.2, 0.3, 0.4, 0.5),
+             label="initial λ", source="AdaMerging's 0.3, Task Arithmetic's λ (Yang et al., 2024)")
+PARAMS = (GRANULARITY, INIT, LR, STEPS, BATCH)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -99,12 +103,12 @@ def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, 
 
 @register("adamerging", "AdaMerging", "coefficients per task (or per task and layer) learned by minimising the "
           "prediction entropy on unlabelled test images (Yang et al., 2024)",
-          default_lam=None, params=PARAMS, choices=CHOICES, uses_data=True)
+          params=PARAMS, uses_data=True, order=300, reference="Yang et al., 2024")
 def adamerging(zoo, params, task_indices, inputs, progress):
     return fit(zoo, params, task_indices, inputs, progress, plus=False, method="adamerging")
 
 
 @register("adamerging++", "AdaMerging++", "AdaMerging on TIES-processed task vectors (trimmed, sign-elected)",
-          default_lam=None, params={**PARAMS, "density": 0.2}, choices=CHOICES, uses_data=True)
+          params=(*PARAMS, DENSITY), uses_data=True, order=310, reference="Yang et al., 2024")
 def adamerging_plus(zoo, params, task_indices, inputs, progress):
     return fit(zoo, params, task_indices, inputs, progress, plus=True, method="adamerging++")

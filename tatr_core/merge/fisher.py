@@ -15,7 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..cache import cache_dir, cached_tensors, digest, honours_no_cache
 from .fitting import device_of, masked, plugin_region, subset
-from .registry import register
+from .registry import EXEMPLARS, register
 
 
 def fisher_merge(deltas: torch.Tensor, fishers: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
@@ -94,7 +94,8 @@ def task_fisher(zoo, task: str, exemplars: int, seed: int, device=None, use_cach
 
 @register("fisher", "Fisher Merging", "average of the fine-tuned weights weighted by each model's diagonal Fisher "
           "on its task's exemplars (Matena & Raffel, 2022)",
-          default_lam=None, params={"exemplars": 128}, uses_data=True, group="Training-free methods")
+          params=(EXEMPLARS,), uses_data=True, group="Training-free methods", order=200,
+          reference="Matena & Raffel, 2022")
 def fisher(zoo, params, task_indices, inputs, progress):
     from . import MergeResult
 

@@ -1,24 +1,91 @@
-"""The one registry of merge methods.
+"""The one registry of merge methods, and the typed parameters every method declares.
 
-A task-vector method is a small unit: ``combine(task_vectors, params) -> merged task vector (N,)``.
-:func:`tatr_core.merge.merge` then applies the TATR trust-region plug-in (Eqs. 10–11)
-and the scaling: θ = θ_pre + λ · (merged ⊙ m).
+A method is one file in ``tatr_core/merge/`` that calls :func:`register` (modules are found by
+discovery, :func:`tatr_core.merge.discover`).  It declares its parameters as :class:`Param`
+values: name, type, default, range or choices, help, where the default comes from, and which
+values the pages offer.  From those declarations come the command line's flags, the pages'
+widgets, the validation of every value (:meth:`Param.check`) and the README's method table
+(``scripts/method_table.py``).
 
-A data-using method (AdaMerging, Surgery, Fisher, RegMean) has ``fit`` instead:
-``fit(zoo, params, task_indices, inputs, progress) -> MergeResult``; it learns or measures
-something on the zoo's images, then merges (:mod:`tatr_core.merge.data`).  Register new methods
-with :func:`register`; pages, the CLI and the analyses list them from :data:`REGISTRY`.
+* A task-vector method has ``combine(task_vectors, params) -> merged task vector (N,)``;
+  :func:`tatr_core.merge.merge` applies the TATR trust-region plug-in and the scaling:
+  θ = θ_pre + λ · (merged ⊙ m) (θ_pre + merged ⊙ m for a method without λ).
+* A data-using method (AdaMerging, Surgery, Fisher, RegMean) has ``fit(zoo, params,
+  task_indices, inputs, progress) -> MergeResult`` instead: it learns or measures something on
+  the zoo's images, then merges.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from ..errors import TatrError
 from ..vectors import TaskVectors
 
 Combine = Callable[[TaskVectors, dict], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed parameter of a merge method."""
+
+    name: str  #: keyword, record key and CLI flag (``--name``)
+    kind: type  #: float, int or str
+    default: Any
+    help: str
+    low: float | None = None  #: lower bound (inclusive unless ``low_open``)
+    high: float | None = None  #: upper bound (inclusive unless ``high_open``)
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()  #: the allowed values of a str parameter
+    grid: tuple = ()  #: the values the pages offer (select slider); empty: a number box or a slider
+    label: str = ""  #: the widget's label (default: the name)
+    source: str = ""  #: where the default comes from
+
+    def with_default(self, default: Any, source: str = "", **changes: Any) -> "Param":
+        """The same parameter with another default (and its source) for another method."""
+        return dataclasses.replace(self, default=default, source=source or self.source, **changes)
+
+    def must(self) -> str:
+        """What a value must be, in words: "a number in (0, 1]", "one of task, layer", ..."""
+        if self.kind is str:
+            return "one of " + ", ".join(self.choices)
+        what = "a whole number" if self.kind is int else "a number"
+        if self.low is not None and self.high is not None:
+            return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{what} {'>' if self.low_open else '≥'} {self.low:g}"
+        if self.high is not None:
+            return f"{what} {'<' if self.high_open else '≤'} {self.high:g}"
+        return f"a finite {what[2:] if what.startswith('a ') else what}"
+
+    def check(self, method: str, value: Any) -> Any:
+        """``value`` converted to the parameter's type, or a :class:`TatrError` naming what it must be."""
+        shown = "λ" if self.name == "lam" else self.name
+        if self.kind is str:
+            value = str(value)
+            if self.choices and value not in self.choices:
+                raise TatrError(f"{shown} of '{method}' must be {self.must()}, got '{value}'")
+            return value
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise TatrError(f"{shown} of '{method}' must be {self.must()}, got {value!r}") from None
+        if not math.isfinite(number):
+            raise TatrError(f"{shown} must be finite, got {value}")
+        if self.kind is int:
+            if not number.is_integer():
+                raise TatrError(f"{shown} of '{method}' must be a whole number, got {value!r}")
+            number = int(number)
+        too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
+        too_high = self.high is not None and (number >= self.high if self.high_open else number > self.high)
+        if too_low or too_high:
+            raise TatrError(f"{shown} of '{method}' must be {self.must()}, got {value}")
+        return number
 
 
 @dataclass(frozen=True)
@@ -27,32 +94,70 @@ class MergeMethod:
     label: str  #: name in the paper's tables
     summary: str  #: one line for help texts and pages
     combine: Combine | None
-    default_lam: float | None = 0.3  #: None: the method has no λ (it is fixed to 1, or learned)
-    params: dict[str, float | int | str] = field(default_factory=dict)  #: extra parameters and their defaults
+    parameters: tuple[Param, ...] = ()  #: every parameter, λ included when the method has one
     default_tau: float = 0.0  #: trust-region fraction used when none is given
     plugin: bool = True  #: the TATR trust-region mask applies to its merged task vector
     fit: Callable | None = None  #: data-using methods: fit(zoo, params, task_indices, inputs, progress)
-    choices: dict[str, tuple] = field(default_factory=dict)  #: allowed values of string parameters
     group: str = "Training-free methods"  #: the row group of the paper's Table 1
+    order: float = 1000.0  #: position in lists, pages and tables
+    reference: str = ""  #: the paper it comes from
+    module: str = field(default="", compare=False)  #: the file that declares it
 
     @property
     def uses_data(self) -> bool:
         return self.fit is not None
 
+    @property
+    def declared(self) -> dict[str, Param]:
+        return {p.name: p for p in self.parameters}
+
+    @property
+    def default_lam(self) -> float | None:
+        """The default λ, or None when the method has no λ (its scaling is fixed, or learned)."""
+        lam = self.declared.get("lam")
+        return None if lam is None else lam.default
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The method's own parameters (all but λ) and their defaults."""
+        return {p.name: p.default for p in self.parameters if p.name != "lam"}
+
 
 REGISTRY: dict[str, MergeMethod] = {}
 
 
-def register(name: str, label: str, summary: str, *, default_lam: float | None = 0.3,
-             params: dict | None = None, default_tau: float = 0.0, choices: dict | None = None,
-             uses_data: bool = False, group: str | None = None) -> Callable:
+def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] = (), default_tau: float = 0.0,
+             uses_data: bool = False, group: str | None = None, order: float = 1000.0, reference: str = "",
+             plugin: bool = True) -> Callable:
     """Decorator: ``combine`` for a task-vector method, or ``fit`` when ``uses_data``."""
     def deco(fn):
         if name in REGISTRY:
             raise ValueError(f"merge method '{name}' registered twice")
-        REGISTRY[name] = MergeMethod(name, label, summary, None if uses_data else fn, default_lam, dict(params or {}),
-                                     default_tau, fit=fn if uses_data else None, choices=dict(choices or {}),
-                                     group=group or ("Test-time training methods" if uses_data
-                                                     else "Training-free methods"))
+        names = [p.name for p in params]
+        if len(set(names)) != len(names):
+            raise ValueError(f"merge method '{name}' declares a parameter twice: {names}")
+        REGISTRY[name] = MergeMethod(
+            name, label, summary, None if uses_data else fn, tuple(params), default_tau, plugin,
+            fit=fn if uses_data else None,
+            group=group or ("Test-time training methods" if uses_data else "Training-free methods"),
+            order=order, reference=reference, module=fn.__module__)
         return fn
     return deco
+
+
+# ------------------------------------------------------------------------------ shared declarations
+LAM = Param("lam", float, 0.3, "scaling λ of the merged task vector", label="λ (scaling)",
+            source="Task Arithmetic's λ = 0.3 for 8 ViT-B/32 tasks (Ilharco et al., 2023; the TATR paper's protocol)")
+DENSITY = Param("density", float, 0.2, "fraction of each task vector kept by TIES' trim (largest |Δ| first)",
+                low=0.0, high=1.0, low_open=True, label="density (TIES trim)",
+                source="TIES-Merging's top-20% (Yadav et al., 2023)")
+EXEMPLARS = Param("exemplars", int, 128, "training images per task (gradients, Fishers, Grams)", low=1,
+                  grid=(1, 2, 4, 8, 16, 32, 64, 128), label="exemplars per task",
+                  source="the TATR paper's exemplar set of 128")
+SEED = Param("seed", int, 0, "seed of the method's random draws", low=0, label="seed")
+LR = Param("lr", float, 1e-3, "Adam learning rate", low=0.0, low_open=True, grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
+           label="learning rate (Adam)", source="AdaMerging's and Surgery's 1e-3 (Yang et al., 2024)")
+STEPS = Param("steps", int, 500, "training steps", low=1, grid=(50, 100, 200, 500, 1000), label="training steps",
+              source="AdaMerging's and Surgery's 500 steps (Yang et al., 2024)")
+BATCH = Param("batch", int, 16, "unlabelled test images per task per step", low=1, grid=(4, 8, 16, 32, 64),
+              label="unlabelled images per task per step", source="AdaMerging's batch of 16 (Yang et al., 2024)")

@@ -16,7 +16,11 @@ from torch.func import functional_call
 
 from ..cache import cache_dir, cached_tensors, digest, honours_no_cache
 from .fitting import device_of, masked, plugin_region, subset
-from .registry import register
+from .registry import EXEMPLARS, Param, register
+
+ALPHA = Param("alpha", float, 0.9, "off-diagonal scaling of the Gram matrices (1: exact least squares; 0: diagonal)",
+              low=0.0, high=1.0, grid=(0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0), label="α: off-diagonal scaling of the Grams",
+              source="RegMean's α = 0.9 for vision (Jin et al., 2023)")
 
 
 def regmean_linear(grams: list[torch.Tensor], weights: list[torch.Tensor], alpha: float) -> torch.Tensor:
@@ -99,7 +103,8 @@ def task_grams(zoo, task: str, exemplars: int, seed: int, device=None, use_cache
 
 @register("regmean", "RegMean", "closed-form merge of every linear layer from the Gram matrices of its inputs on "
           "each task's exemplars, off-diagonals scaled by α; other parameters averaged (Jin et al., 2023)",
-          default_lam=None, params={"alpha": 0.9, "exemplars": 128}, uses_data=True, group="Training-free methods")
+          params=(ALPHA, EXEMPLARS), uses_data=True, group="Training-free methods", order=210,
+          reference="Jin et al., 2023")
 def regmean(zoo, params, task_indices, inputs, progress):
     from . import MergeResult
 

@@ -16,7 +16,10 @@ from torch.func import functional_call
 from ..cache import lookup_json, write_json_atomic
 from ..checkpoints import read_state_dict, save_safetensors
 from .fitting import device_of, fit_path, plugin_region, subset
-from .registry import register
+from .registry import BATCH, LAM, LR, STEPS, Param, register
+
+RANK = Param("rank", int, 16, "rank of each task's low-rank module", low=1, grid=(2, 4, 8, 16, 32, 64),
+             label="rank of the per-task module", source="Surgery's rank 16 (Yang et al., 2024)")
 
 
 class SurgeryModule(torch.nn.Module):
@@ -84,7 +87,7 @@ def train_modules(zoo, theta: torch.Tensor, names: list[str], params: dict, prog
 
 @register("surgery", "Representation Surgery", "Task Arithmetic (TATR with τ > 0) plus a low-rank per-task module "
           "that pulls the merged representation toward the individual model's (Yang et al., 2024)",
-          params={"rank": 16, "lr": 1e-3, "steps": 500, "batch": 16}, uses_data=True)
+          params=(LAM, RANK, LR, STEPS, BATCH), uses_data=True, order=320, reference="Yang et al., 2024")
 def surgery(zoo, params, task_indices, inputs, progress):
     from . import MergeResult, merge
 

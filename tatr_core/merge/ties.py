@@ -6,7 +6,7 @@ import torch
 from ..errors import TatrError
 from ..trust_region import CHUNK, count_for_fraction, top_k_mask
 from ..vectors import TaskVectors
-from .registry import register
+from .registry import DENSITY, LAM, register
 
 
 def check_density(density: float) -> float:
@@ -27,7 +27,7 @@ def trim_masks(deltas: torch.Tensor, density: float) -> torch.Tensor:
 
 
 @register("ties", "Ties-Merging", "trim each Δ_k to its top-density entries, elect signs, average the agreeing ones",
-          params={"density": 0.2})
+          params=(LAM, DENSITY), order=40, reference="Yadav et al., 2023")
 def ties(tv: TaskVectors, p: dict) -> torch.Tensor:
     density = check_density(p["density"])
     deltas = tv.deltas

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ..vectors import TaskVectors
-from .registry import register
+from .registry import LAM, register
 
 
 def nearest_orthogonal(a: torch.Tensor) -> torch.Tensor:
@@ -38,7 +38,8 @@ def tsv_matrix(deltas: list[torch.Tensor]) -> torch.Tensor:
 
 
 @register("tsv", "TSV-M", "per-layer task singular vectors, orthogonalised across tasks (Gargiulo et al., 2025)",
-          default_lam=1.0)
+          params=(LAM.with_default(1.0, "TSV-M's α = 1.0 (Gargiulo et al., 2025)"),), order=50,
+          reference="Gargiulo et al., 2025")
 def tsv(tv: TaskVectors, p: dict) -> torch.Tensor:
     merged = tv.deltas.mean(0)
     for key, sl, shape in tv.layout.items():
