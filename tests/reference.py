@@ -115,3 +115,155 @@ def tsv(pre: dict, fts: list[dict], lam: float) -> dict:
         merged = uu @ uvh @ torch.diag(sum_s) @ vu @ vvh
         out[key] = pre[key] + lam * merged
     return out
+
+
+# ----------------------------------------------------------------------------- the six baselines (issue 15)
+def _unflat(pre: dict, keys, theta: torch.Tensor) -> dict:
+    out, off = {}, 0
+    for key in keys:
+        n = pre[key].numel()
+        out[key] = theta[off: off + n].view_as(pre[key])
+        off += n
+    return out
+
+
+def _ties_flat(deltas: list[torch.Tensor], density: float) -> torch.Tensor:
+    """TIES' trim / elect / disjoint mean on flat vectors, entry by entry."""
+    N = deltas[0].numel()
+    k = int(round(density * N, 6) // 1)
+    trimmed = []
+    for d in deltas:
+        order = sorted(range(N), key=lambda n: (-abs(float(d[n])), n))
+        t = torch.zeros(N, dtype=torch.float64)
+        for n in order[:k]:
+            t[n] = d[n]
+        trimmed.append(t)
+    merged = torch.zeros(N, dtype=torch.float64)
+    for n in range(N):
+        values = [float(t[n]) for t in trimmed]
+        total = sum(values)
+        sign = (total > 0) - (total < 0)
+        agreeing = [v for v in values if v != 0 and ((v > 0) - (v < 0)) == sign]
+        merged[n] = sum(agreeing) / len(agreeing) if agreeing else 0.0
+    return merged
+
+
+def _flat_deltas(pre: dict, fts: list[dict]):
+    keys = [k for k, v in pre.items() if v.is_floating_point()]
+    return keys, [flat(ft, keys) - flat(pre, keys) for ft in fts]
+
+
+def dare(pre: dict, fts: list[dict], p: float, lam: float, base: str, density: float, keeps: list) -> dict:
+    """Drop where ``keeps[k]`` is False, survivors × 1/(1−p), then Task Arithmetic or TIES."""
+    keys, deltas = _flat_deltas(pre, fts)
+    processed = []
+    for d, keep in zip(deltas, keeps):
+        out = torch.zeros_like(d)
+        for n in range(d.numel()):
+            if bool(keep[n]):
+                out[n] = d[n] / (1.0 - p)
+        processed.append(out)
+    merged = _ties_flat(processed, density) if base == "ties" else sum(processed)
+    return _unflat(pre, keys, flat(pre, keys) + lam * merged)
+
+
+def consensus(pre: dict, fts: list[dict], tall_lambda: float, min_tasks: int, lam: float) -> dict:
+    keys, deltas = _flat_deltas(pre, fts)
+    K, N = len(deltas), deltas[0].numel()
+    merged = torch.zeros(N, dtype=torch.float64)
+    for n in range(N):
+        mtl = sum(float(d[n]) for d in deltas)
+        claims = sum(1 for d in deltas if abs(float(d[n])) >= tall_lambda * abs(mtl - float(d[n])))
+        merged[n] = mtl if claims >= min(min_tasks, K) else 0.0
+    return _unflat(pre, keys, flat(pre, keys) + lam * merged)
+
+
+def magmax(pre: dict, fts: list[dict], lam: float) -> dict:
+    keys, deltas = _flat_deltas(pre, fts)
+    merged = torch.zeros(deltas[0].numel(), dtype=torch.float64)
+    for n in range(merged.numel()):
+        best = deltas[0][n]
+        for d in deltas[1:]:  # strictly larger only: among equal magnitudes the first task wins
+            if abs(float(d[n])) > abs(float(best)):
+                best = d[n]
+        merged[n] = best
+    return _unflat(pre, keys, flat(pre, keys) + lam * merged)
+
+
+def pcb(pre: dict, fts: list[dict], keep: float, lam: float) -> dict:
+    """The released PCB_merge's steps with full sorts and explicit normalisations."""
+    keys, deltas = _flat_deltas(pre, fts)
+    K, N = len(deltas), deltas[0].numel()
+
+    def minmax(x):
+        lo, hi = float(x.min()), float(x.max())
+        return (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+
+    total = sum(deltas)
+    weights, clamped = [], []
+    for d in deltas:
+        a = d.abs()
+        s = torch.sort(a).values
+        a = torch.minimum(torch.maximum(a, s[int(N * 1e-4)]), s[int(N * (1 - 1e-4)) - 1])
+        clamped.append(torch.sign(d) * a)
+        beta = torch.exp(K * minmax(a) ** 2) * torch.tanh(d * total)
+        threshold = torch.sort(beta).values[int(N * (1 - keep))]
+        weights.append(minmax(torch.maximum(beta, threshold)))
+    merged = torch.zeros(N, dtype=torch.float64)
+    for n in range(N):
+        den = sum(float(w[n]) for w in weights)
+        merged[n] = sum(float(w[n]) * float(c[n]) for w, c in zip(weights, clamped)) / max(den, 1e-12)
+    return _unflat(pre, keys, flat(pre, keys) + lam * merged)
+
+
+def _inverse_sqrt(gram: torch.Tensor) -> torch.Tensor:
+    values, vectors = torch.linalg.eigh(gram)
+    return vectors @ torch.diag(values.rsqrt()) @ vectors.T
+
+
+def _polar(a: torch.Tensor) -> torch.Tensor:
+    """The orthogonal polar factor A (AᵀA)^{-1/2} (or (AAᵀ)^{-1/2} A for a wide A), without an SVD."""
+    return a @ _inverse_sqrt(a.T @ a) if a.shape[0] >= a.shape[1] else _inverse_sqrt(a @ a.T) @ a
+
+
+def _top_singular(a: torch.Tensor, k: int):
+    """Top-k singular triplets from the eigenvectors of A Aᵀ (v = Aᵀu / σ), not from an SVD."""
+    values, vectors = torch.linalg.eigh(a @ a.T)
+    order = torch.argsort(values, descending=True)[:k]
+    sigma = values[order].clamp_min(0).sqrt()
+    u = vectors[:, order]
+    return u, sigma, (a.T @ u / sigma).T
+
+
+def iso(pre: dict, fts: list[dict], lam: float, common_fraction: float | None) -> dict:
+    """Iso-C (``common_fraction`` None) or Iso-CTS, matrix by matrix; other tensors averaged."""
+    out = {}
+    K = len(fts)
+    for key, value in pre.items():
+        if not value.is_floating_point():
+            continue
+        deltas = [ft[key] - value for ft in fts]
+        if value.ndim != 2:
+            out[key] = value + lam * sum(deltas) / K
+            continue
+        total = sum(deltas)
+        r = min(total.shape)
+        if common_fraction is None:
+            u, sigma, vh = _top_singular(total, r)
+            out[key] = value + lam * sigma.mean() * _polar(u) @ _polar(vh)
+            continue
+        common = int(r * common_fraction)
+        per_task = round((r - common) / K)
+        common = r - per_task * K
+        u, sigma, vh = _top_singular(total, common)
+        us, sigmas, vs = [u], [sigma], [vh]
+        for d in deltas:
+            if per_task:
+                residual = d - u @ (u.T @ d)
+                tu, ts, tv = _top_singular(residual, per_task)
+                us.append(tu)
+                sigmas.append(ts)
+                vs.append(tv)
+        left, right = _polar(torch.cat(us, 1)), _polar(torch.cat(vs, 0))
+        out[key] = value + lam * torch.cat(sigmas).mean() * left @ right
+    return out

@@ -264,3 +264,17 @@ def test_lambda_sweep_best_point_equals_explicit_models(micro_zoo):
     at = open_page("pages/sweeps.py", query={"sw-parameter": "lam", "sw-methods-lam": "task_arithmetic"})
     best = max(_average(_direct(micro_zoo, _explicit_ta(micro_zoo, lam))) for lam in DEFAULT_GRIDS["lam"])
     assert list(at.dataframe[0].value["best average %"]) == [round(100 * best, 2)]
+
+
+def test_merge_lab_widgets_come_from_the_declarations(micro_zoo):
+    at = open_page("pages/merge_lab.py", query={"method": "dare"})
+    assert at.metric[0].value == f"{100 * evaluate_method(micro_zoo, 'dare')['average_accuracy']:.1f}%"
+    at.radio(key="base-dare").set_value("ties").run()
+    at.select_slider(key="drop_rate-dare").set_value(0.9).run()
+    record = evaluate_method(micro_zoo, "dare", base="ties", drop_rate=0.9)
+    assert at.metric[0].value == f"{100 * record['average_accuracy']:.1f}%" and "--base ties" in at.code[0].value
+    for method in ("consensus", "magmax", "pcb", "iso_c", "iso_cts"):
+        at.selectbox(key="method").set_value(method).run()
+        assert not at.exception and not at.error, method
+        expected = evaluate_method(micro_zoo, method)
+        assert at.metric[0].value == f"{100 * expected['average_accuracy']:.1f}%", method

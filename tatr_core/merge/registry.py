@@ -161,3 +161,21 @@ STEPS = Param("steps", int, 500, "training steps", low=1, grid=(50, 100, 200, 50
               source="AdaMerging's and Surgery's 500 steps (Yang et al., 2024)")
 BATCH = Param("batch", int, 16, "unlabelled test images per task per step", low=1, grid=(4, 8, 16, 32, 64),
               label="unlabelled images per task per step", source="AdaMerging's batch of 16 (Yang et al., 2024)")
+
+
+def markdown_table(methods) -> str:
+    """The README's method table, generated from the declarations (``scripts/method_table.py`` prints it)."""
+    def shown(p: Param) -> str:
+        name = "λ" if p.name == "lam" else p.name
+        default = p.default if p.kind is not float else f"{p.default:g}"
+        return f"`{name}` {default} ({p.must().replace('a number ', '').replace('a whole number ', 'integer ')})"
+
+    lines = ["| method | what it does | parameters: default (allowed) | TATR plug-in | source of the defaults | code |",
+             "|---|---|---|---|---|---|"]
+    for m in methods:
+        params = "; ".join(shown(p) for p in m.parameters) or "—"
+        sources = "; ".join(dict.fromkeys(p.source for p in m.parameters if p.source)) or "—"
+        plugin = "yes" if m.plugin else "no"
+        code = "tatr_core/" + m.module.split(".", 1)[1].replace(".", "/") + ".py"
+        lines.append(f"| `{m.name}` | {m.summary} | {params} | {plugin} | {sources} | `{code}` |")
+    return "\n".join(lines) + "\n"

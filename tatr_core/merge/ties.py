@@ -26,21 +26,26 @@ def trim_masks(deltas: torch.Tensor, density: float) -> torch.Tensor:
     return torch.stack([top_k_mask(deltas[k].abs(), keep) for k in range(K)])
 
 
-@register("ties", "Ties-Merging", "trim each Δ_k to its top-density entries, elect signs, average the agreeing ones",
-          params=(LAM, DENSITY), order=40, reference="Yadav et al., 2023")
-def ties(tv: TaskVectors, p: dict) -> torch.Tensor:
-    density = check_density(p["density"])
-    deltas = tv.deltas
+def ties_merge(deltas: torch.Tensor, density: float) -> torch.Tensor:
+    """Trim each row of ``deltas`` (K, N) to its top-density entries, elect signs, average the agreeing ones."""
+    density = check_density(density)
+    K, N = deltas.shape
     keep = trim_masks(deltas, density)
-    merged = torch.empty(tv.N, dtype=deltas.dtype)
-    for start in range(0, tv.N, CHUNK):
-        sl = slice(start, min(start + CHUNK, tv.N))
+    merged = torch.empty(N, dtype=deltas.dtype, device=deltas.device)
+    for start in range(0, N, CHUNK):
+        sl = slice(start, min(start + CHUNK, N))
         trimmed = deltas[:, sl] * keep[:, sl]
         elected = torch.sign(trimmed.sum(0))
         agree = (torch.sign(trimmed) == elected) & (trimmed != 0)
         count = agree.sum(0)
         merged[sl] = (trimmed * agree).sum(0) / count.clamp(min=1)
     return merged
+
+
+@register("ties", "Ties-Merging", "trim each Δ_k to its top-density entries, elect signs, average the agreeing ones",
+          params=(LAM, DENSITY), order=40, reference="Yadav et al., 2023")
+def ties(tv: TaskVectors, p: dict) -> torch.Tensor:
+    return ties_merge(tv.deltas, p["density"])
 
 
 def ties_processed(deltas: torch.Tensor, density: float) -> torch.Tensor:
