@@ -12,47 +12,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tatr_core.analysis.tables import method_rows  # noqa: E402
 from tatr_core.evaluate import Evaluator  # noqa: E402
 from tatr_core.merge import merge  # noqa: E402
 from tatr_core.runs import evaluate_method  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
 
-ROWS = [
-    ("Zero-shot (pretrained)", "pretrained", {}),
-    ("Individual (fine-tuned)", "individual", {}),
-    ("Weight averaging", "average", {}),
-    ("Task Arithmetic (λ=0.3)", "task_arithmetic", {}),
-    ("TIES (λ=0.3, density 0.2)", "ties", {}),
-    ("TSV-M (λ=1.0)", "tsv", {}),
-    ("TATR zero-shot (τ=1%)", "tatr", {"sensitivity": "zero-shot"}),
-    ("TATR (τ=1%, 128 exemplars)", "tatr", {}),
-    ("TIES & TATR (τ=1%)", "ties", {"tau": 0.01}),
-    ("TSV-M & TATR (τ=1%)", "tsv", {"tau": 0.01}),
-    ("DARE (p=0.5 on TA, λ=0.3)", "dare", {}),
-    ("DARE & TATR (τ=1%)", "dare", {"tau": 0.01}),
-    ("Consensus TA (k=2, λ_t=0.6, λ=0.3)", "consensus", {}),
-    ("Consensus TA & TATR (τ=1%)", "consensus", {"tau": 0.01}),
-    ("MagMax (λ=0.5)", "magmax", {}),
-    ("MagMax & TATR (τ=1%)", "magmax", {"tau": 0.01}),
-    ("PCB-Merging (r=0.1, λ=1.0)", "pcb", {}),
-    ("PCB-Merging & TATR (τ=1%)", "pcb", {"tau": 0.01}),
-    ("Iso-C (α=1.0)", "iso_c", {}),
-    ("Iso-C & TATR (τ=1%)", "iso_c", {"tau": 0.01}),
-    ("Iso-CTS (α=1.0, f=0.8)", "iso_cts", {}),
-    ("Iso-CTS & TATR (τ=1%)", "iso_cts", {"tau": 0.01}),
-    ("Fisher merging (128 exemplars)", "fisher", {}),
-    ("Fisher merging & TATR (τ=1%)", "fisher", {"tau": 0.01}),
-    ("RegMean (α=0.9, 128 exemplars)", "regmean", {}),
-    ("RegMean & TATR (τ=1%)", "regmean", {"tau": 0.01}),
-    ("TW AdaMerging (500 steps)", "adamerging", {"granularity": "task"}),
-    ("TW AdaMerging & TATR (τ=1%)", "adamerging", {"granularity": "task", "tau": 0.01}),
-    ("LW AdaMerging (500 steps)", "adamerging", {"granularity": "layer"}),
-    ("LW AdaMerging & TATR (τ=1%)", "adamerging", {"granularity": "layer", "tau": 0.01}),
-    ("LW AdaMerging++ (density 0.2)", "adamerging++", {}),
-    ("LW AdaMerging++ & TATR (τ=1%)", "adamerging++", {"tau": 0.01}),
-    ("Representation Surgery (on TA λ=0.3, rank 16)", "surgery", {}),
-    ("Surgery & TATR (τ=1%)", "surgery", {"tau": 0.01}),
-]
+def shown(params: dict) -> str:
+    """The parameters that matter for a row, compactly: λ=0.3, density=0.2, τ=1%, ..."""
+    skip = ("seed", "sensitivity", "tau", "lr", "batch", "init")
+    parts = [f"{'λ' if k == 'lam' else k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+             for k, v in params.items() if k not in skip]
+    if params.get("tau"):
+        parts.append(f"τ={100 * params['tau']:g}%" + (f" {params['sensitivity']}" if params.get("sensitivity") != "gradient"
+                                                      else ""))
+    return ", ".join(parts)
 
 
 def main() -> None:
@@ -64,10 +38,12 @@ def main() -> None:
     names = zoo.task_names
     print("| method | " + " | ".join(names) + " | **avg** |")
     print("|---|" + "---:|" * (len(names) + 1))
-    for label, method, kw in ROWS:
+    for label, _, method, kw in method_rows():  # Table 1's rows, from the registry
         r = evaluate_method(zoo, method, evaluator=ev, **kw)
         cells = [f"{100 * r['tasks'][t]['accuracy']:.1f}" for t in names]
-        print(f"| {label} | " + " | ".join(cells) + f" | **{100 * r['average_accuracy']:.1f}** |")
+        params = shown(r["params"])
+        print(f"| {label}{f' ({params})' if params else ''} | " + " | ".join(cells)
+              + f" | **{100 * r['average_accuracy']:.1f}** |")
     n = {t: len(zoo.tasks[t].split("test")[1]) for t in names}
     print("\ntest images per task: " + ", ".join(f"{t} {n[t]}" for t in names))
 

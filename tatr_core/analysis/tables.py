@@ -16,48 +16,41 @@ from ..evaluate import Evaluator
 from ..runs import BASELINES, evaluate_merge, evaluate_method, merge_inputs, merge_tasks, method_params
 from ..zoo import Progress, Zoo, no_progress
 
-#: (label, group, method, parameters) — Table 1's rows (training-free, test-time training and
-#: each with the TATR plug-in), and the Table 6 sensitivity variants not already among them.
-METHOD_ROWS = [
-    ("Pre-trained", "Basic baselines", "pretrained", {}),
-    ("Individual", "Basic baselines", "individual", {}),
-    ("Weight Averaging", "Training-free methods", "average", {}),
-    ("Task Arithmetic", "Training-free methods", "task_arithmetic", {}),
-    ("Ties-Merging", "Training-free methods", "ties", {}),
-    ("TSV-M", "Training-free methods", "tsv", {}),
-    ("DARE", "Training-free methods", "dare", {}),
-    ("Consensus TA", "Training-free methods", "consensus", {}),
-    ("MagMax", "Training-free methods", "magmax", {}),
-    ("PCB-Merging", "Training-free methods", "pcb", {}),
-    ("Iso-C", "Training-free methods", "iso_c", {}),
-    ("Iso-CTS", "Training-free methods", "iso_cts", {}),
-    ("Fisher Merging", "Training-free methods", "fisher", {}),
-    ("RegMean", "Training-free methods", "regmean", {}),
-    ("TW AdaMerging", "Test-time training methods", "adamerging", {"granularity": "task"}),
-    ("LW AdaMerging", "Test-time training methods", "adamerging", {"granularity": "layer"}),
-    ("LW AdaMerging++", "Test-time training methods", "adamerging++", {"granularity": "layer"}),
-    ("Representation Surgery", "Test-time training methods", "surgery", {}),
-    ("TATR zero-shot", "TATR", "tatr", {"sensitivity": "zero-shot"}),
-    ("TATR", "TATR", "tatr", {}),
-    ("Ties-Merging & TATR zero-shot", "TATR", "ties", {"tau": 0.01, "sensitivity": "zero-shot"}),
-    ("Ties-Merging & TATR", "TATR", "ties", {"tau": 0.01}),
-    ("TSV-M & TATR", "TATR", "tsv", {"tau": 0.01}),
-    ("DARE & TATR", "TATR", "dare", {"tau": 0.01}),
-    ("Consensus TA & TATR", "TATR", "consensus", {"tau": 0.01}),
-    ("MagMax & TATR", "TATR", "magmax", {"tau": 0.01}),
-    ("PCB-Merging & TATR", "TATR", "pcb", {"tau": 0.01}),
-    ("Iso-C & TATR", "TATR", "iso_c", {"tau": 0.01}),
-    ("Iso-CTS & TATR", "TATR", "iso_cts", {"tau": 0.01}),
-    ("Fisher Merging & TATR", "TATR", "fisher", {"tau": 0.01}),
-    ("RegMean & TATR", "TATR", "regmean", {"tau": 0.01}),
-    ("TW AdaMerging & TATR", "TATR", "adamerging", {"granularity": "task", "tau": 0.01}),
-    ("LW AdaMerging & TATR", "TATR", "adamerging", {"granularity": "layer", "tau": 0.01}),
-    ("LW AdaMerging++ & TATR", "TATR", "adamerging++", {"granularity": "layer", "tau": 0.01}),
-    ("Surgery & TATR", "TATR", "surgery", {"tau": 0.01}),
-    ("TATR positive", "Sensitivity variants", "tatr", {"sensitivity": "positive"}),
-    ("TATR negative", "Sensitivity variants", "tatr", {"sensitivity": "negative"}),
-    ("TATR ntk", "Sensitivity variants", "tatr", {"sensitivity": "ntk"}),
-]
+#: methods whose plug-in rows also come in the zero-shot sensitivity (as the paper's Table 1 has them)
+ZERO_SHOT_PLUGIN_ROWS = ("ties",)
+#: methods with no "& TATR" row: TATR itself, Task Arithmetic (with TATR it is the TATR row) and Weight
+#: Averaging (not among the paper's plug-in rows)
+NO_PLUGIN_ROW = ("tatr", "task_arithmetic", "average")
+
+
+def method_rows() -> list[tuple[str, str, str, dict]]:
+    """Table 1's rows from the registry: (label, group, method, parameters).
+
+    The baselines; every method's own rows in registry order (its declared ``rows``), grouped as
+    the paper groups them; TATR and every method with the TATR plug-in at τ = 1%; the Table 6
+    sensitivity variants not already among them.  A newly registered method appears here, plain
+    and with TATR, without this module changing.
+    """
+    from ..merge import REGISTRY
+
+    rows = [("Pre-trained", "Basic baselines", "pretrained", {}), ("Individual", "Basic baselines", "individual", {})]
+    for spec in REGISTRY.values():
+        if spec.name != "tatr":
+            rows += [(label, spec.group, spec.name, kw) for label, kw in spec.rows]
+    rows += [("TATR zero-shot", "TATR", "tatr", {"sensitivity": "zero-shot"}), ("TATR", "TATR", "tatr", {})]
+    for spec in REGISTRY.values():
+        if spec.plugin and spec.name not in NO_PLUGIN_ROW:
+            for label, kw in spec.rows:
+                if spec.name in ZERO_SHOT_PLUGIN_ROWS:
+                    rows.append((f"{label} & TATR zero-shot", "TATR", spec.name,
+                                 {**kw, "tau": 0.01, "sensitivity": "zero-shot"}))
+                rows.append((f"{label} & TATR", "TATR", spec.name, {**kw, "tau": 0.01}))
+    rows += [(f"TATR {v}", "Sensitivity variants", "tatr", {"sensitivity": v}) for v in ("positive", "negative", "ntk")]
+    return rows
+
+
+#: (label, group, method, parameters) — Table 1's rows as the registry stands at import
+METHOD_ROWS = method_rows()
 #: Table 6: TATR with each sensitivity.
 SENSITIVITY_ROWS = [
     ("Pre-trained", "Basic baselines", "pretrained", {}),

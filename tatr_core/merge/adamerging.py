@@ -103,12 +103,14 @@ def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, 
 
 @register("adamerging", "AdaMerging", "coefficients per task (or per task and layer) learned by minimising the "
           "prediction entropy on unlabelled test images (Yang et al., 2024)",
-          params=PARAMS, uses_data=True, order=300, reference="Yang et al., 2024")
+          params=PARAMS, uses_data=True, order=300, reference="Yang et al., 2024",
+          rows=(("TW AdaMerging", {"granularity": "task"}), ("LW AdaMerging", {"granularity": "layer"})))
 def adamerging(zoo, params, task_indices, inputs, progress):
     return fit(zoo, params, task_indices, inputs, progress, plus=False, method="adamerging")
 
 
 @register("adamerging++", "AdaMerging++", "AdaMerging on TIES-processed task vectors (trimmed, sign-elected)",
-          params=(*PARAMS, DENSITY), uses_data=True, order=310, reference="Yang et al., 2024")
+          params=(*PARAMS, DENSITY), uses_data=True, order=310, reference="Yang et al., 2024",
+          rows=(("LW AdaMerging++", {"granularity": "layer"}),))
 def adamerging_plus(zoo, params, task_indices, inputs, progress):
     return fit(zoo, params, task_indices, inputs, progress, plus=True, method="adamerging++")

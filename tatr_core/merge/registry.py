@@ -101,6 +101,7 @@ class MergeMethod:
     group: str = "Training-free methods"  #: the row group of the paper's Table 1
     order: float = 1000.0  #: position in lists, pages and tables
     reference: str = ""  #: the paper it comes from
+    rows: tuple[tuple[str, dict], ...] = ()  #: its rows in the paper's Table 1: (label, parameters)
     module: str = field(default="", compare=False)  #: the file that declares it
 
     @property
@@ -128,8 +129,11 @@ REGISTRY: dict[str, MergeMethod] = {}
 
 def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] = (), default_tau: float = 0.0,
              uses_data: bool = False, group: str | None = None, order: float = 1000.0, reference: str = "",
-             plugin: bool = True) -> Callable:
-    """Decorator: ``combine`` for a task-vector method, or ``fit`` when ``uses_data``."""
+             plugin: bool = True, rows: tuple[tuple[str, dict], ...] | None = None) -> Callable:
+    """Decorator: ``combine`` for a task-vector method, or ``fit`` when ``uses_data``.
+
+    ``rows``: the method's rows in Table 1 (default: one row, its label, default parameters).
+    """
     def deco(fn):
         if name in REGISTRY:
             raise ValueError(f"merge method '{name}' registered twice")
@@ -140,7 +144,8 @@ def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] =
             name, label, summary, None if uses_data else fn, tuple(params), default_tau, plugin,
             fit=fn if uses_data else None,
             group=group or ("Test-time training methods" if uses_data else "Training-free methods"),
-            order=order, reference=reference, module=fn.__module__)
+            order=order, reference=reference, rows=tuple(rows) if rows is not None else ((label, {}),),
+            module=fn.__module__)
         return fn
     return deco
 
