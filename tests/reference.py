@@ -63,31 +63,8 @@ def average(pre: dict, fts: list[dict]) -> dict:
 
 
 def ties(pre: dict, fts: list[dict], density: float, lam: float) -> dict:
-    keys = list(pre)
-    deltas = [flat(ft, keys) - flat(pre, keys) for ft in fts]
-    N = deltas[0].numel()
-    k = int(round(density * N, 6) // 1)
-    trimmed = []
-    for d in deltas:
-        order = sorted(range(N), key=lambda n: (-abs(float(d[n])), n))
-        t = torch.zeros(N, dtype=torch.float64)
-        for n in order[:k]:
-            t[n] = d[n]
-        trimmed.append(t)
-    merged = torch.zeros(N, dtype=torch.float64)
-    for n in range(N):
-        total = sum(float(t[n]) for t in trimmed)
-        sign = (total > 0) - (total < 0)
-        values = [float(t[n]) for t in trimmed]
-        agreeing = [v for v in values if v != 0 and ((v > 0) - (v < 0)) == sign]
-        merged[n] = sum(agreeing) / len(agreeing) if agreeing else 0.0
-    theta = flat(pre, keys) + lam * merged
-    out, off = {}, 0
-    for key in keys:
-        n = pre[key].numel()
-        out[key] = theta[off: off + n].view_as(pre[key])
-        off += n
-    return out
+    keys, deltas = _flat_deltas(pre, fts)
+    return _unflat(pre, keys, flat(pre, keys) + lam * _ties_flat(deltas, density))
 
 
 def tsv(pre: dict, fts: list[dict], lam: float) -> dict:
