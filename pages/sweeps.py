@@ -4,7 +4,7 @@ Points appear as they finish; each is cached, so an interrupted sweep (change an
 cancel it) resumes where it stopped."""
 import streamlit as st
 
-from tatr_core.analysis.sweeps import DEFAULT_GRIDS, sweep
+from tatr_core.analysis.sweeps import declared_sweeps, sweep, sweepable
 from tatr_core.figures import sweep_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.trust_region import SENSITIVITIES
@@ -18,17 +18,19 @@ with friendly_errors():
     zoo, evaluator = current_zoo()
 
 PARAMETERS = {"tau": "τ (trust-region exclusion)", "lam": "λ (scaling)", "exemplars": "exemplars per task"}
+PARAMETERS |= declared_sweeps()  # every numeric parameter a training-free method declares: density, drop rate, ...
 with st.sidebar:
     parameter = st.radio("sweep", list(PARAMETERS), key=control("sw-parameter", "tau", PARAMETERS),
                          format_func=PARAMETERS.get)
-    choices = [m for m in REGISTRY if parameter != "lam" or REGISTRY[m].default_lam is not None]
-    default = {"tau": ["tatr", "ties"], "lam": ["task_arithmetic", "tatr"], "exemplars": ["tatr", "ties"]}[parameter]
+    choices = [m for m in REGISTRY if parameter in sweepable(m)]
+    default = {"tau": ["tatr", "ties"], "lam": ["task_arithmetic", "tatr"], "exemplars": ["tatr", "ties"]}.get(
+        parameter, choices[:2])
     methods = st.multiselect("methods", choices, key=control(f"sw-methods-{parameter}", default, choices),
                              format_func=lambda m: REGISTRY[m].label)
     fixed = {}
     if parameter == "exemplars":
         fixed["tau"] = st.select_slider("τ (%)", TAU_CHOICES[1:], key=control("sw-tau", 1.0, TAU_CHOICES[1:])) / 100
-    if parameter != "lam":  # a λ sweep runs each method at its own default τ (TATR 1%, the others 0)
+    if parameter in ("tau", "exemplars"):  # other sweeps run each method at its own default τ (TATR 1%, others 0)
         needs = [s for s in SENSITIVITIES if parameter != "exemplars" or SENSITIVITIES[s].needs]
         fixed["sensitivity"] = st.selectbox("sensitivity Ω", needs, key=control(f"sw-sensitivity-{parameter}",
                                                                                 "gradient", needs))
@@ -51,7 +53,7 @@ def draw(records: list[dict], live: bool) -> None:
 
 
 for n, method in enumerate(methods):
-    with friendly_errors(), progress_bar(f"{REGISTRY[method].label}: {len(DEFAULT_GRIDS[parameter])} points") as progress:
+    with friendly_errors(), progress_bar(f"{REGISTRY[method].label}: {len(sweepable(method)[parameter])} points") as progress:
         record = sweep(zoo, method, parameter, evaluator=evaluator, progress=progress,
                        on_update=lambda partial: draw(done + [partial], live=True), **fixed)
     done.append(record)
@@ -62,7 +64,8 @@ rows = []
 for record in done:
     best = max(record["points"], key=lambda p: p["average_accuracy"])
     rows.append({"method": REGISTRY[record["method"]].label,
-                 {"tau": "best τ (%)", "lam": "best λ", "exemplars": "best exemplar count"}[parameter]:
+                 {"tau": "best τ (%)", "lam": "best λ", "exemplars": "best exemplar count"}.get(
+                     parameter, f"best {PARAMETERS[parameter]}"):
                      best["value"] * (100 if parameter == "tau" else 1),
                  "best average %": round(100 * best["average_accuracy"], 2),
                  "at the first point %": round(100 * record["points"][0]["average_accuracy"], 2)})

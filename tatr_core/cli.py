@@ -295,7 +295,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- figures, tables, report
 FIGURES = ("conflict", "components", "landscape", "layer-sensitivity", "tau-sweep", "lambda-sweep",
-           "exemplar-sweep", "tsv-spectrum")
+           "exemplar-sweep", "sweep", "tsv-spectrum")
 TABLES = ("methods", "sensitivity-variants", "generalization")
 
 
@@ -361,6 +361,8 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", default=None, help="landscape: the task whose components span the plane (default: total loss)")
     p.add_argument("--step", type=float, default=0.1, help="landscape: grid step over [-0.2, 1.2]")
     p.add_argument("--values", type=float, nargs="+", default=None, help="sweeps: the values to evaluate")
+    p.add_argument("--parameter", default=None,
+                   help="sweep: the parameter swept (tau, lam, exemplars, or one the method declares: density, drop_rate, ...)")
     p.add_argument("--per-task", action="store_true", help="sweeps: one line per task too")
     p.add_argument("--by", choices=["tensor", "block"], default="tensor", help="layer-sensitivity: columns")
     p.add_argument("--layer", default=None, help="tsv-spectrum: the 2-D tensor whose spectra to draw")
@@ -396,9 +398,13 @@ def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=N
         rec = layers.layer_sensitivity(zoo, args.sensitivity or "gradient", args.tau if args.tau is not None else 0.01,
                                        progress=progress, **grad_kw)
         return figures.layer_sensitivity_figure(rec, args.by)
-    if kind.endswith("-sweep"):
-        parameter = {"tau-sweep": "tau", "lambda-sweep": "lam", "exemplar-sweep": "exemplars"}[kind]
+    if kind.endswith("sweep"):
+        parameter = {"tau-sweep": "tau", "lambda-sweep": "lam", "exemplar-sweep": "exemplars"}.get(kind) or args.parameter
+        if parameter is None:
+            raise TatrError("figure sweep needs --parameter (tau, lam, exemplars, or one the method declares)")
         method = args.method or ("task_arithmetic" if parameter == "lam" else "tatr")
+        if kind == "sweep" and args.method is None:
+            raise TatrError("figure sweep needs --method (the method whose parameter is swept)")
         kw.pop(parameter, None)
         rec = sweeps.sweep(zoo, method, parameter, args.values, evaluator=evaluator, progress=progress,
                            split=args.split, sample=args.sample, seed=args.seed, **kw)
@@ -509,7 +515,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     evaluator = Evaluator(zoo)
     base = dict(method=None, tau=None, sensitivity=None, exemplars=None, seed=0,
-                split="test", sample=None, form="loss", task=None, step=0.1, values=None, per_task=False,
+                split="test", sample=None, form="loss", task=None, step=0.1, values=None, parameter=None, per_task=False,
                 by="tensor", layer=None)
     jobs = [
         ("conflict-task_arithmetic", "conflict", {"method": "task_arithmetic"}, "Knowledge conflict C_{j|i}, Task Arithmetic (Eq. 3)"),

@@ -236,11 +236,18 @@ SWEEP_AXES = {"tau": ("τ: fraction of dimensions excluded (%)", 100.0), "lam": 
               "exemplars": ("exemplars per task", 1.0)}
 
 
+def _declared_label(method: str, parameter: str) -> str:
+    from .merge import REGISTRY
+
+    param = REGISTRY[method].declared[parameter]
+    return param.label or param.name
+
+
 def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figure:
     """Average accuracy (and optionally each task's) against the swept parameter; several methods overlaid."""
     records = [records] if isinstance(records, dict) else records
     parameter = records[0]["parameter"]
-    title, scale = SWEEP_AXES[parameter]
+    title, scale = SWEEP_AXES.get(parameter) or (_declared_label(records[0]["method"], parameter), 1.0)
     fig = go.Figure()
     for n, rec in enumerate(records):
         xs = [scale * p["value"] for p in rec["points"]]
@@ -255,7 +262,7 @@ def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figur
                                 name=t, line=dict(width=1.5, dash="dot", color=task_colour(tasks, t)))
     fig.update_xaxes(title=title, type="log" if parameter == "exemplars" else "linear")
     fig.update_yaxes(title="test accuracy (%)")
-    name = {"tau": "τ", "lam": "λ", "exemplars": "the exemplar count"}[parameter]
+    name = {"tau": "τ", "lam": "λ", "exemplars": "the exemplar count"}.get(parameter, title)
     return _layout(fig, f"Accuracy against {name}", width=860)
 
 

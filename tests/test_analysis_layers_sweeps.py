@@ -92,3 +92,17 @@ def test_task_vector_geometry_matches_pairwise_loops(micro_zoo):
             top_i = set(d[i].abs().topk(k).indices.tolist())
             top_j = set(d[j].abs().topk(k).indices.tolist())
             assert geo["overlap"][i][j] == pytest.approx(len(top_i & top_j) / k)
+
+
+def test_any_declared_numeric_parameter_can_be_swept(micro_zoo):
+    from tatr_core import figures
+    from tatr_core.analysis.sweeps import sweepable
+
+    assert sweepable("dare")["drop_rate"] == [0.0, 0.1, 0.3, 0.5, 0.7, 0.9] and "lam" not in sweepable("average")
+    res = sweep(micro_zoo, "dare", "drop_rate", [0.0, 0.5])
+    assert res["points"][0]["tasks"] == evaluate_method(micro_zoo, "task_arithmetic")["tasks"]  # p = 0 is TA
+    assert res["points"][1]["tasks"] == evaluate_method(micro_zoo, "dare", drop_rate=0.5)["tasks"]
+    fig = figures.sweep_figure(res)
+    assert fig.layout.xaxis.title.text == "drop rate p"
+    with pytest.raises(TatrError, match="'ties' can sweep"):
+        sweep(micro_zoo, "ties", "drop_rate", [0.1])

@@ -278,3 +278,13 @@ def test_merge_lab_widgets_come_from_the_declarations(micro_zoo):
         assert not at.exception and not at.error, method
         expected = evaluate_method(micro_zoo, method)
         assert at.metric[0].value == f"{100 * expected['average_accuracy']:.1f}%", method
+
+
+def test_sweeps_page_sweeps_a_declared_parameter(micro_zoo):
+    from tatr_core.analysis.sweeps import sweep
+
+    at = open_page("pages/sweeps.py", query={"sw-parameter": "drop_rate"})
+    assert at.multiselect(key="sw-methods-drop_rate").value == ["dare"]
+    expected = sweep(micro_zoo, "dare", "drop_rate")
+    assert list(at.dataframe[0].value["best average %"]) == [
+        round(100 * max(p["average_accuracy"] for p in expected["points"]), 2)]

@@ -20,12 +20,16 @@ HAVE_CHROMIUM = figures._chromium() is not None
 needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="chromium not installed: static export untested "
                                                                "(scripts/setup.sh installs it when run as root)")
 BASE = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=8, seed=0, split="test",
-            sample=40, form="loss", task=None, step=0.5, values=None, per_task=True, by="tensor", layer=None)
+            sample=40, form="loss", task=None, step=0.5, values=None, per_task=True, by="tensor", layer=None,
+            parameter=None)
+#: the generic sweep needs a method and a parameter
+OVERRIDES = {"sweep": dict(method="pcb", parameter="density", values=[0.1, 0.3])}
 
 
 @pytest.fixture(scope="module")
 def micro_figures(micro_zoo):
-    return {kind: build_figure(kind, micro_zoo, Namespace(**BASE), lambda f, m: None) for kind in FIGURES}
+    return {kind: build_figure(kind, micro_zoo, Namespace(**{**BASE, **OVERRIDES.get(kind, {})}), lambda f, m: None)
+            for kind in FIGURES}
 
 
 def test_every_figure_builds_with_labelled_axes(micro_figures, micro_zoo):
@@ -149,6 +153,12 @@ def test_cli_figure_table_report(micro_zoo, tmp_path):
                 "--out", tmp_path / "t.tex")
     assert r.returncode == 0, r.stderr
     check_latex((tmp_path / "t.tex").read_text(), [r[0] for r in METHOD_ROWS if not trains_at_test_time(r[2])])
+    r = run_cli("figure", "sweep", "--zoo", "micro", "--method", "dare", "--parameter", "drop_rate", "--values", "0", "0.5",
+                "--out", tmp_path / "dare.html")
+    assert r.returncode == 0, r.stderr
+    assert "drop rate p" in (tmp_path / "dare.html").read_text()
+    r = run_cli("figure", "sweep", "--zoo", "micro", "--method", "dare", "--out", tmp_path / "x.html")
+    assert r.returncode == 2 and "needs --parameter" in r.stderr
     r = run_cli("figure", "conflict", "--zoo", "micro", "--out", tmp_path / "c.jpg")
     assert r.returncode == 2 and ".pdf, .svg, .png or .html" in r.stderr
     r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time")

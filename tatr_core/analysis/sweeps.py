@@ -1,4 +1,5 @@
-"""Accuracy against τ, λ or the exemplar count (Figure 3, Table 5), point by point.
+"""Accuracy against τ, λ, the exemplar count (Figure 3, Table 5) or any numeric parameter a method
+declares (density, drop rate, ...; its declared grid by default), point by point.
 
 Each point is one :func:`tatr_core.runs.evaluate_method` call, cached on disk, so a sweep that
 was interrupted resumes where it stopped and a repeated sweep costs milliseconds.
@@ -21,23 +22,57 @@ DEFAULT_GRIDS = {
 }
 
 
+def sweepable(method: str) -> dict[str, list]:
+    """{parameter: default grid} a sweep of ``method`` can take: τ, λ (when it has one), the exemplar
+    count, and every numeric parameter it declares with a grid (tatr_core.merge.registry.Param)."""
+    from ..merge import REGISTRY
+
+    spec = REGISTRY[method]
+    out = {"tau": DEFAULT_GRIDS["tau"], "exemplars": DEFAULT_GRIDS["exemplars"]}
+    if spec.default_lam is not None:
+        out["lam"] = DEFAULT_GRIDS["lam"]
+    for p in spec.parameters:
+        if p.kind is not str and p.grid and p.name not in out and p.name != "seed":
+            out[p.name] = list(p.grid)
+    return out
+
+
+def declared_sweeps() -> dict[str, str]:
+    """{parameter: label} of the numeric parameters the training-free methods declare with a grid."""
+    from ..merge import REGISTRY
+
+    out: dict[str, str] = {}
+    for spec in REGISTRY.values():
+        if not spec.uses_data:
+            for name in sweepable(spec.name):
+                if name not in DEFAULT_GRIDS:
+                    param = spec.declared[name]
+                    out.setdefault(name, param.label or name)
+    return out
+
+
 def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None = None, *,
           on_point: Callable[[float, dict], None] | None = None,
           on_update: Callable[[dict], None] | None = None, evaluator: Evaluator | None = None,
           progress: Progress = no_progress, **fixed) -> dict:
     """``{"method", "parameter", "values", "fixed", "points": [{"value", "average_accuracy", "tasks"}]}``."""
-    if parameter not in DEFAULT_GRIDS:
-        raise TatrError(f"can sweep {', '.join(DEFAULT_GRIDS)}, not '{parameter}'")
+    from ..merge import REGISTRY
+
+    if method not in REGISTRY:
+        raise TatrError(f"unknown method '{method}'; choose one of {', '.join(REGISTRY)}")
+    grids = sweepable(method)
+    if parameter not in grids:
+        raise TatrError(f"'{method}' can sweep {', '.join(grids)}, not '{parameter}'")
     if parameter in fixed:
         raise TatrError(f"'{parameter}' is swept; do not also fix it")
-    values = list(DEFAULT_GRIDS[parameter] if values is None else values)
+    values = list(grids[parameter] if values is None else values)
     if not values:
         raise TatrError("a sweep needs at least one value")
     evaluator = evaluator or Evaluator(zoo)
     points = []
     for n, value in enumerate(values):
         progress(n / len(values), f"{method}: {parameter} = {value}")
-        kw = dict(fixed, **{parameter: int(value) if parameter == "exemplars" else value})
+        kw = dict(fixed, **{parameter: int(value) if parameter in ("exemplars", "min_tasks") else value})
         record = evaluate_method(zoo, method, evaluator=evaluator, **kw,
                                  progress=lambda f, m, n=n: progress((n + f) / len(values), f"{parameter} = {value}: {m}"))
         point = {"value": value, "average_accuracy": record["average_accuracy"], "tasks": record["tasks"],
