@@ -366,6 +366,15 @@ def _check_storage_claims(sd: StateDict, path: Path) -> StateDict:
 # Key layouts
 # --------------------------------------------------------------------------------------
 
+#: whole Hugging Face CLIP vision keys (after ``vision_model.``) and their open_clip names
+_HF_KEYS = {
+    "embeddings.class_embedding": "class_embedding",
+    "embeddings.patch_embedding.weight": "conv1.weight",
+    "embeddings.position_embedding.weight": "positional_embedding",
+}
+#: key prefixes renamed as they are
+_HF_PREFIXES = {"pre_layrnorm.": "ln_pre.", "post_layernorm.": "ln_post."}
+#: per-layer module names (the q / k / v projections are handled apart: open_clip concatenates them)
 _HF_LAYER_MAP = {
     "self_attn.out_proj": "attn.out_proj",
     "layer_norm1": "ln_1",
@@ -392,18 +401,13 @@ def hf_clip_vision_to_open_clip(sd: Mapping[str, torch.Tensor], source: str = "<
         if not key.startswith(pre):
             continue
         k = key[len(pre):]
-        if k == "embeddings.class_embedding":
-            out["class_embedding"] = value
-        elif k == "embeddings.patch_embedding.weight":
-            out["conv1.weight"] = value
-        elif k == "embeddings.position_embedding.weight":
-            out["positional_embedding"] = value
+        prefix = next((p for p in _HF_PREFIXES if k.startswith(p)), None)
+        if k in _HF_KEYS:
+            out[_HF_KEYS[k]] = value
         elif k == "embeddings.position_ids":
             continue
-        elif k.startswith("pre_layrnorm."):
-            out["ln_pre." + k.split(".", 1)[1]] = value
-        elif k.startswith("post_layernorm."):
-            out["ln_post." + k.split(".", 1)[1]] = value
+        elif prefix is not None:
+            out[_HF_PREFIXES[prefix] + k[len(prefix):]] = value
         elif k.startswith("encoder.layers."):
             parts = k.split(".")  # encoder.layers.{i}.<rest>
             i, rest = parts[2], ".".join(parts[3:])
@@ -458,20 +462,17 @@ def open_clip_to_hf_vision(vision: Mapping[str, torch.Tensor], prefix: str = "vi
     """The inverse of :func:`hf_clip_vision_to_open_clip`: open_clip vision-tower keys to Hugging Face
     CLIP keys (``in_proj`` split into q / k / v, ``proj`` transposed into ``visual_projection.weight``)."""
     layer_map = {oc: hf for hf, oc in _HF_LAYER_MAP.items()}
+    keys = {oc: hf for hf, oc in _HF_KEYS.items()}
+    prefixes = {oc: hf for hf, oc in _HF_PREFIXES.items()}
     out: StateDict = {}
     for key, value in vision.items():
+        renamed = next((p for p in prefixes if key.startswith(p)), None)
         if key == "proj":
             out["visual_projection.weight"] = value.t().contiguous()
-        elif key == "class_embedding":
-            out[prefix + "embeddings.class_embedding"] = value
-        elif key == "conv1.weight":
-            out[prefix + "embeddings.patch_embedding.weight"] = value
-        elif key == "positional_embedding":
-            out[prefix + "embeddings.position_embedding.weight"] = value
-        elif key.startswith("ln_pre."):
-            out[prefix + "pre_layrnorm." + key.split(".", 1)[1]] = value
-        elif key.startswith("ln_post."):
-            out[prefix + "post_layernorm." + key.split(".", 1)[1]] = value
+        elif key in keys:
+            out[prefix + keys[key]] = value
+        elif renamed is not None:
+            out[prefix + prefixes[renamed] + key[len(renamed):]] = value
         elif key.startswith("transformer.resblocks."):
             parts = key.split(".")
             i, rest = parts[2], ".".join(parts[3:])
