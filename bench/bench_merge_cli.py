@@ -31,6 +31,13 @@ RUNS = {
     "tatr": ["--grads", "{grads}"],
     "tatr zero-shot": ["--sensitivity", "zero-shot"],
     "ties & tatr": ["--tau", "0.01", "--grads", "{grads}"],
+    "dare": [],
+    "consensus": [],
+    "magmax": [],
+    "pcb": [],
+    "iso_c": [],
+    "iso_cts": [],
+    "pcb & tatr": ["--tau", "0.01", "--grads", "{grads}"],
 }
 
 

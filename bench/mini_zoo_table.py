@@ -12,15 +12,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tatr_core.analysis.conflict import conflict_matrix  # noqa: E402
+from tatr_core.analysis.sweeps import sweep  # noqa: E402
 from tatr_core.analysis.tables import method_rows  # noqa: E402
 from tatr_core.evaluate import Evaluator  # noqa: E402
-from tatr_core.merge import merge  # noqa: E402
+from tatr_core.merge import REGISTRY, merge  # noqa: E402
 from tatr_core.runs import evaluate_method  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
 
 def shown(params: dict) -> str:
     """The parameters that matter for a row, compactly: λ=0.3, density=0.2, τ=1%, ..."""
     skip = ("seed", "sensitivity", "tau", "lr", "batch", "init")
+    if params.get("base") == "task_arithmetic":
+        skip += ("density",)  # DARE's density applies to its TIES base only
     parts = [f"{'λ' if k == 'lam' else k}={v:g}" if isinstance(v, float) else f"{k}={v}"
              for k, v in params.items() if k not in skip]
     if params.get("tau"):
@@ -38,14 +42,29 @@ def main() -> None:
     names = zoo.task_names
     print("| method | " + " | ".join(names) + " | **avg** |")
     print("|---|" + "---:|" * (len(names) + 1))
+    records = {}
     for label, _, method, kw in method_rows():  # Table 1's rows, from the registry
-        r = evaluate_method(zoo, method, evaluator=ev, **kw)
+        r = records[label] = evaluate_method(zoo, method, evaluator=ev, **kw)
         cells = [f"{100 * r['tasks'][t]['accuracy']:.1f}" for t in names]
         params = shown(r["params"])
         print(f"| {label}{f' ({params})' if params else ''} | " + " | ".join(cells)
               + f" | **{100 * r['average_accuracy']:.1f}** |")
     n = {t: len(zoo.tasks[t].split("test")[1]) for t in names}
     print("\ntest images per task: " + ", ".join(f"{t} {n[t]}" for t in names))
+    avg = {label: 100 * r["average_accuracy"] for label, r in records.items()}
+    print(f"fine-tuning lifts the average {avg['Individual'] - avg['Pre-trained']:.1f} points above zero-shot; "
+          f"Task Arithmetic recovers {100 * (avg['Task Arithmetic'] - avg['Pre-trained']) / (avg['Individual'] - avg['Pre-trained']):.0f}% "
+          "of that gap")
+    print("the TATR plug-in (τ = 1%), average accuracy change: " + ", ".join(
+        f"{label} {avg[label + ' & TATR'] - avg[label]:+.1f}" for label in avg if label + " & TATR" in avg))
+    best_free = max((label for label, _, m, kw in method_rows() if label in avg and m not in ("pretrained", "individual")
+                     and not REGISTRY[m].uses_data and "tau" not in kw and m != "tatr"), key=avg.get)
+    print(f"best training-free method without TATR: {best_free} ({avg[best_free]:.1f})")
+    for label in ("TW AdaMerging", "LW AdaMerging", "LW AdaMerging++"):
+        ent = records[label]["learned"]["entropy"]
+        coef = [c for row in records[label]["learned"]["coefficients"] for c in row]
+        print(f"{label}: mean prediction entropy {ent[0]:.2f} → {ent[-1]:.2f} nats; coefficients in "
+              f"[{min(coef):.2f}, {max(coef):.2f}]")
 
     # C_{j|i} = L_j(TA of all K) − L_j(TA without i), λ = 0.3 (Eq. 3), in loss and in accuracy points
     tv = zoo.task_vectors
@@ -67,6 +86,11 @@ def main() -> None:
     c, acc = rows[worst[0]][worst[1]]
     print(f"\ntotal C = {total:+.2f}; largest: adding {worst[1]} raises {worst[0]}'s loss by {c:+.2f} "
           f"and costs it {acc:.1f} accuracy points")
+    ta_c, tatr_c = (conflict_matrix(zoo, m, evaluator=ev)["total_loss"] for m in ("task_arithmetic", "tatr"))
+    print(f"total C with the analysis module: Task Arithmetic {ta_c:+.2f}, TATR (τ = 1%) {tatr_c:+.2f}")
+    tau = sweep(zoo, "tatr", "tau", evaluator=ev)
+    print("TATR average accuracy against τ: " + ", ".join(
+        f"{100 * p['value']:g}% {100 * p['average_accuracy']:.1f}" for p in tau["points"]))
 
 
 if __name__ == "__main__":
