@@ -8,6 +8,7 @@ process (Ctrl-C, a traceback-free import) are checked in subprocesses at the end
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -171,17 +172,33 @@ def test_a_read_only_folder_is_refused_before_any_work(files, capsys, tmp_path):
 
 # ------------------------------------------------------------------------- the real process
 def _start(*args: str) -> subprocess.Popen:
+    # SIGINT back to its default in the child: a runner that starts the tests in the background (a shell's
+    # `&`) ignores it, the child would inherit that, and Python then never raises KeyboardInterrupt
     return subprocess.Popen([sys.executable, "-m", "tatr_core", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+@contextlib.contextmanager
+def started(*args: str):
+    """A real ``python -m tatr_core`` process, killed on the way out if a failed check left it running."""
+    proc = _start(*args)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
 
 def test_ctrl_c_while_torch_imports_exits_130_without_a_traceback():
-    proc = _start("zoo", "info", "--zoo", "micro")
-    time.sleep(0.5)  # the interpreter is up, torch is importing (it takes about 2 s)
-    while proc.poll() is None:  # again until it stops: a library may swallow one interrupt inside its import
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.3)
-    _, err = proc.communicate(timeout=60)
+    with started("zoo", "info", "--zoo", "micro") as proc:
+        time.sleep(0.5)  # the interpreter is up, torch is importing (it takes about 2 s)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:  # again until it stops: a library may
+            proc.send_signal(signal.SIGINT)                         # swallow one interrupt inside its import
+            time.sleep(0.3)
+        _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
 
@@ -190,17 +207,17 @@ def test_ctrl_c_during_a_long_eval_exits_130_and_leaves_no_temporary_file(micro_
     import threading
 
     cache_root = Path(os.environ["TATR_CACHE"])
-    proc = _start("eval", "--zoo", "micro", "--method", "adamerging", "--steps", "100000", "--no-cache")
-    seen: list[str] = []
-    reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 120
-    while "AdaMerging step" not in "".join(seen) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)  # until it is training
-    assert "AdaMerging step" in "".join(seen), "".join(seen)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
-    reader.join(timeout=10)
+    with started("eval", "--zoo", "micro", "--method", "adamerging", "--steps", "100000", "--no-cache") as proc:
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.extend(iter(lambda: proc.stderr.read(1), "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 120
+        while "AdaMerging step" not in "".join(seen) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # until it is training
+        assert "AdaMerging step" in "".join(seen), "".join(seen)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
     err = "".join(seen)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
