@@ -337,3 +337,16 @@ def test_fifo_shard_escape_and_oversized_claims_are_refused_before_reading(tmp_p
         read_state_dict(tmp_path / "claims.pt")
     torch.save({"w": torch.arange(12.0).view(3, 4)[1:, 1:]}, tmp_path / "view.pt")  # a real view is fine
     assert torch.equal(read_state_dict(tmp_path / "view.pt")["w"], torch.arange(12.0).view(3, 4)[1:, 1:])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_all_finite_finds_one_bad_value_anywhere(bad, dtype):
+    from tatr_core.checkpoints import all_finite
+
+    x = torch.randn(1000, dtype=torch.float64).to(dtype)
+    assert all_finite(x) and all_finite(torch.empty(0, dtype=dtype))
+    for at in (0, 517, 999):
+        y = x.clone()
+        y[at] = bad
+        assert not all_finite(y) and not all_finite(y.view(10, 100))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..checkpoints import all_finite
 from ..errors import TatrError
 from ..trust_region import SENSITIVITIES, TrustRegion, check_tau, sensitivity, trust_region
 from ..vectors import TaskVectors
@@ -98,7 +99,7 @@ def resolve_params(method: str, *, lam=None, tau=None, sensitivity: str | None =
 def check_merged_finite(theta: torch.Tensor, method: str, params: dict) -> torch.Tensor:
     """Refuse a merged model holding NaN/Inf: every input was checked finite, so they come from the
     arithmetic overflowing the dtype (λ = 1e40 in float32, say), and must never reach a file."""
-    if not bool(torch.isfinite(theta).all()):
+    if not all_finite(theta):
         shown = ", ".join(f"{k} = {v}" for k, v in params.items())
         raise TatrError(f"'{method}' ({shown}) gives a merged model with NaN/Inf values although every input is "
                         f"finite: the arithmetic overflows {str(theta.dtype).replace('torch.', '')}. "
