@@ -135,7 +135,8 @@ def test_bad_lambda_is_refused(lam):
 def test_parameters_that_do_not_apply_are_refused():
     with pytest.raises(TatrError, match="does not apply"):
         resolve_params("average", lam=0.5)
-    with pytest.raises(TatrError, match="density applies to TIES-based methods only"):
+    with pytest.raises(TatrError, match=r"'task_arithmetic' has no parameter 'density' \(its own parameters: λ\); "
+                                        r"density applies to ties, dare, pcb, adamerging\+\+"):
         resolve_params("task_arithmetic", density=0.5)
     with pytest.raises(TatrError, match="unknown merge method"):
         resolve_params("magic")

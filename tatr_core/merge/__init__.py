@@ -78,10 +78,11 @@ def resolve_params(method: str, *, lam=None, tau=None, sensitivity: str | None =
         raise TatrError(f"λ does not apply to '{method}' (its scaling is fixed); leave --lam out")
     unknown = [k for k in given if k not in declared]
     if unknown:
-        if unknown[0] == "density":
-            raise TatrError(f"density applies to TIES-based methods only, not to '{method}'; leave --density out")
-        own = ", ".join(k for k in declared if k != "lam") or "none"
-        raise TatrError(f"'{method}' has no parameter '{unknown[0]}' (its own parameters: {own})")
+        name = unknown[0]
+        own = ", ".join("λ" if k == "lam" else k for k in declared) or "none"
+        users = [m.name for m in REGISTRY.values() if name in m.declared]
+        raise TatrError(f"'{method}' has no parameter '{name}' (its own parameters: {own})"
+                        + (f"; {name} applies to {', '.join(users)}" if users else ""))
     if lam is not None:
         given["lam"] = lam
     params = {p.name: p.check(method, given.get(p.name, p.default)) for p in spec.parameters}
