@@ -539,9 +539,11 @@ def check_finite(sd: Mapping[str, torch.Tensor], source: str) -> None:
             raise CheckpointError(f"{source}: key '{key}' contains {bad} values; the checkpoint is corrupt")
 
 
-def load_image_encoder(path: str | os.PathLike) -> StateDict:
-    """Read an image encoder from any supported file into open_clip vision-tower keys, checked finite."""
-    sd = to_open_clip_keys(read_state_dict(path), str(path))
+def load_image_encoder(path: str | os.PathLike, raw: Mapping[str, torch.Tensor] | None = None) -> StateDict:
+    """Read an image encoder from any supported file into open_clip vision-tower keys, checked finite.
+
+    ``raw``: the file's state dict as :func:`read_state_dict` already read it (not read again)."""
+    sd = to_open_clip_keys(read_state_dict(path) if raw is None else raw, str(path))
     check_finite(sd, str(path))
     return sd
 

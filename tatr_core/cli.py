@@ -87,7 +87,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         raise TatrError(f"--out {out}: the merged model is written as safetensors; name it *.safetensors")
     check_output_file(out, "--out", inputs)
 
-    tv = TaskVectors.from_files(args.pretrained, args.finetuned)
+    raw_pretrained = read_state_dict(args.pretrained) if args.layout == "input" else None  # read once, for both
+    tv = TaskVectors.from_files(args.pretrained, args.finetuned, pretrained_raw=raw_pretrained)
     aux = {}
     for name, files in aux_files.items():  # every file given is checked, whether or not this merge uses it
         if files:
@@ -107,7 +108,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     }
     merged = tv.to_state_dict(result.theta)
     if args.layout == "input":
-        merged = in_layout_of(merged, read_state_dict(args.pretrained))
+        merged = in_layout_of(merged, raw_pretrained)
     with output_errors("--out", out):
         save_safetensors(merged, out, metadata={"tatr_recipe": json.dumps(recipe)})
     pct = 100.0 * result.excluded / tv.N

@@ -154,13 +154,16 @@ class TaskVectors:
 
     @classmethod
     def from_files(cls, pretrained: str | os.PathLike, finetuned: Sequence[str | os.PathLike],
-                   names: Sequence[str] | None = None) -> "TaskVectors":
-        """Load θ_pre and K fine-tuned checkpoints (any supported format), one file in memory at a time."""
+                   names: Sequence[str] | None = None, pretrained_raw: Mapping[str, torch.Tensor] | None = None
+                   ) -> "TaskVectors":
+        """Load θ_pre and K fine-tuned checkpoints (any supported format), one file in memory at a time.
+
+        ``pretrained_raw``: θ_pre's file as already read (``read_state_dict``), so it is not read twice."""
         names = list(names) if names is not None else [_stem(p) for p in finetuned]
         if len(set(names)) != len(names):
             names = [f"{n}#{i + 1}" for i, n in enumerate(names)]
         loaders = [(lambda p=p: load_image_encoder(p)) for p in finetuned]
-        return cls.from_state_dicts(load_image_encoder(pretrained), loaders, names,
+        return cls.from_state_dicts(load_image_encoder(pretrained, pretrained_raw), loaders, names,
                                     [str(p) for p in finetuned], str(pretrained))
 
     # -- use ---------------------------------------------------------------------------

@@ -3,20 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import TatrError
 from ..trust_region import CHUNK, count_for_fraction, top_k_mask
 from ..vectors import TaskVectors
 from .registry import DENSITY, LAM, register
 
 
-def check_density(density: float) -> float:
-    try:
-        density = float(density)
-    except (TypeError, ValueError):
-        raise TatrError(f"density must be a number in (0, 1], got {density!r}") from None
-    if not 0.0 < density <= 1.0:
-        raise TatrError(f"density must be in (0, 1] (0.2 keeps the 20% largest entries of each task vector), got {density}")
-    return density
+def check_density(density: float, method: str = "ties") -> float:
+    """The TIES trim's density, checked by its one declaration (:data:`registry.DENSITY`)."""
+    return DENSITY.check(method, density)
 
 
 def trim_masks(deltas: torch.Tensor, density: float) -> torch.Tensor:
