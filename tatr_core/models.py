@@ -29,8 +29,10 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 def open_clip_module():
     """open_clip, imported on first use (it takes seconds: the command line's help and the merge of
     bare checkpoints never need it), behind the compat shim, with the project's model configs added."""
-    from . import compat  # noqa: F401  (before torchvision)
-    import open_clip
+    from . import compat, interrupts_deferred  # noqa: F401  (before torchvision)
+
+    with interrupts_deferred():  # Ctrl-C inside its import can abort the process (see there)
+        import open_clip
 
     open_clip.add_model_config(CONFIG_DIR)
     return open_clip

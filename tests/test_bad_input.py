@@ -197,10 +197,10 @@ def test_ctrl_c_while_torch_imports_exits_130_without_a_traceback():
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:  # again until it stops: a library may
             proc.send_signal(signal.SIGINT)                         # swallow one interrupt inside its import
-            time.sleep(0.3)
+            time.sleep(0.1)
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "interrupted" in err
+    assert proc.returncode == 130, err  # not -6 (an abort inside torch's C++) nor -2 (killed by the signal)
+    assert "Traceback" not in err and err.count("interrupted") == 1, err
 
 
 def test_ctrl_c_during_a_long_eval_exits_130_and_leaves_no_temporary_file(micro_zoo):
