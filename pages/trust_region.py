@@ -12,7 +12,9 @@ st.title("Trust Region")
 st.latex(r"\Omega = \sum_{i}\sum_{j\neq i} \big|\mathbb{E}\,\nabla_\theta L_j(\theta_{pre})\big| \odot |\Delta_i|"
          r"\qquad m = \mathbb{1}\big[\Omega < \text{top-}\tau\text{ threshold}\big]")
 st.caption("Eq. 8 and Eq. 9: a dimension where some task vector moves far along another task's steep loss "
-           "direction is outside the trust region and is not merged. The variants of Table 6 change Ω.")
+           "direction is outside the trust region and is not merged. The variants of Table 6 change Ω; the "
+           "signed ones (positive, negative) merge only the dimensions whose Ω is positive, as Appendix C.4 "
+           "describes, whatever τ > 0 is.")
 
 with friendly_errors():
     zoo, evaluator = current_zoo()

@@ -35,7 +35,7 @@ SCHEMA = {
     "grads": 1,     # E|∇L_k| and E∇L_k at θ_pre
     "fisher": 1,    # diagonal Fishers
     "regmean": 1,   # RegMean input Grams
-    "results": 2,   # evaluations, analyses, learned coefficients, Surgery modules
+    "results": 3,   # evaluations, analyses, learned coefficients, Surgery modules (3: TIES sums, C.4 signed variants)
 }
 
 _RECOMPUTE: contextvars.ContextVar[bool] = contextvars.ContextVar("tatr_recompute", default=False)

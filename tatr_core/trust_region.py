@@ -15,10 +15,19 @@ negative       −g_j ⊙ Δ_i                             −(positive)
 
 The paper's 1/(K(K−1)) factor does not change the ranking; ``normalize=True`` applies it.
 
-The trust region excludes the τ fraction of the N dimensions with the largest Ω, ranked
-globally over all merged tensors: exactly ⌊τN⌋ of them, ties broken by the lower flat
-index.  For the non-negative variants a dimension with Ω = 0 carries no conflict and is
-never excluded (so with one task, where Ω ≡ 0, TATR is Task Arithmetic).
+The trust region of the non-negative variants (Eq. 9) excludes the τ fraction of the N
+dimensions with the largest Ω, ranked globally over all merged tensors: exactly ⌊τN⌋ of them,
+ties broken by the lower flat index.  A dimension with Ω = 0 carries no conflict and is never
+excluded (so with one task, where Ω ≡ 0, TATR is Task Arithmetic).
+
+The signed variants do what Appendix C.4 says of them: ``positive`` "promotes the merging of the
+components … that align with the gradient's ascent direction", ``negative`` those along the
+descent direction.  Their Ω is not a conflict to exclude but the direction to promote, so the
+merge keeps exactly the dimensions where Ω > 0 (for ``positive``, where Σ_{i≠j} g_j ⊙ Δ_i > 0: the
+summed task vectors raise the other tasks' losses to first order) and drops the rest.  These are
+the merged models θ^pos_TATR and θ^neg_TATR of Figure 2(a).  The selection is by sign, not by rank:
+any τ > 0 switches it on and its size does not grade it; τ = 0 is Task Arithmetic, as for every
+variant.  (Excluding the top-τ of the signed Ω instead would keep the opposite components.)
 """
 from __future__ import annotations
 
@@ -53,9 +62,11 @@ SENSITIVITIES: dict[str, Sensitivity] = {
         Sensitivity("ntk", "grads", True, r"\sum_{i\neq j} |\nabla_\theta L_j| \odot |\nabla_\theta L_i|",
                     "TATR ntk (Table 6): products of absolute gradients of two tasks"),
         Sensitivity("positive", "signed_grads", False, r"\sum_{i\neq j} \nabla_\theta L_j \odot \Delta_i",
-                    "TATR positive (Table 6): signed gradient times task vector"),
+                    "TATR positive (Table 6, C.4): merge only the dimensions where the task vectors go up the "
+                    "other tasks' gradients (Ω > 0)"),
         Sensitivity("negative", "signed_grads", False, r"-\sum_{i\neq j} \nabla_\theta L_j \odot \Delta_i",
-                    "TATR negative (Table 6): the negation of positive"),
+                    "TATR negative (Table 6, C.4): merge only the dimensions where the task vectors go down the "
+                    "other tasks' gradients"),
     )
 }
 
@@ -165,9 +176,18 @@ def check_tau(tau: float) -> float:
 
 
 def trust_region(omega: torch.Tensor, tau: float, variant: str = "gradient") -> TrustRegion:
-    """Exclude the top-τ fraction of Ω (Eq. 9) and return the mask of the trust region."""
+    """Exclude the top-τ fraction of Ω (Eq. 9) and return the mask of the trust region; for the
+    signed variants (τ > 0), keep exactly the dimensions with Ω > 0 (Appendix C.4)."""
     tau = check_tau(tau)
     n = omega.numel()
+    if variant not in SENSITIVITIES:
+        raise TatrError(f"unknown sensitivity '{variant}'; choose one of {', '.join(SENSITIVITIES)}")
+    if not SENSITIVITIES[variant].nonnegative:
+        if tau == 0:
+            return TrustRegion(None, 0, n, tau, variant)
+        keep = omega.reshape(-1) > 0
+        excluded = n - int(keep.sum())
+        return TrustRegion(keep if excluded else None, excluded, n, tau, variant)
     k = count_for_fraction(tau, n)
     if SENSITIVITIES[variant].nonnegative:
         k = min(k, int((omega > 0).sum()))

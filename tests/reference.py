@@ -33,8 +33,11 @@ def sensitivity(deltas: list[torch.Tensor], variant: str, grads=None, signed=Non
 
 
 def excluded_set(omega: torch.Tensor, tau: float, nonnegative: bool) -> set[int]:
-    """Indices of the ⌊τN⌋ largest Ω by a full sort (value descending, index ascending)."""
+    """Indices of the ⌊τN⌋ largest Ω by a full sort (value descending, index ascending); for a
+    signed variant (Appendix C.4: merge what its Ω promotes) every index with Ω ≤ 0 when τ > 0."""
     N = omega.numel()
+    if not nonnegative:
+        return {n for n in range(N) if float(omega[n]) <= 0} if tau > 0 else set()
     k = int(round(tau * N, 6) // 1)
     order = sorted(range(N), key=lambda n: (-float(omega[n]), n))
     chosen = order[:k]
@@ -62,9 +65,9 @@ def average(pre: dict, fts: list[dict]) -> dict:
     return {k: sum(ft[k] for ft in fts) / len(fts) for k in pre}
 
 
-def ties(pre: dict, fts: list[dict], density: float, lam: float) -> dict:
+def ties(pre: dict, fts: list[dict], density: float, lam: float, merge_func: str = "sum") -> dict:
     keys, deltas = _flat_deltas(pre, fts)
-    return _unflat(pre, keys, flat(pre, keys) + lam * _ties_flat(deltas, density))
+    return _unflat(pre, keys, flat(pre, keys) + lam * _ties_flat(deltas, density, merge_func))
 
 
 def tsv(pre: dict, fts: list[dict], lam: float) -> dict:
@@ -104,8 +107,8 @@ def _unflat(pre: dict, keys, theta: torch.Tensor) -> dict:
     return out
 
 
-def _ties_flat(deltas: list[torch.Tensor], density: float) -> torch.Tensor:
-    """TIES' trim / elect / disjoint mean on flat vectors, entry by entry."""
+def _ties_flat(deltas: list[torch.Tensor], density: float, merge_func: str = "sum") -> torch.Tensor:
+    """TIES' trim / elect / disjoint sum (or mean) on flat vectors, entry by entry."""
     N = deltas[0].numel()
     k = int(round(density * N, 6) // 1)
     trimmed = []
@@ -121,7 +124,8 @@ def _ties_flat(deltas: list[torch.Tensor], density: float) -> torch.Tensor:
         total = sum(values)
         sign = (total > 0) - (total < 0)
         agreeing = [v for v in values if v != 0 and ((v > 0) - (v < 0)) == sign]
-        merged[n] = sum(agreeing) / len(agreeing) if agreeing else 0.0
+        if agreeing:
+            merged[n] = sum(agreeing) / (len(agreeing) if merge_func == "mean" else 1)
     return merged
 
 
@@ -130,7 +134,8 @@ def _flat_deltas(pre: dict, fts: list[dict]):
     return keys, [flat(ft, keys) - flat(pre, keys) for ft in fts]
 
 
-def dare(pre: dict, fts: list[dict], p: float, lam: float, base: str, density: float, keeps: list) -> dict:
+def dare(pre: dict, fts: list[dict], p: float, lam: float, base: str, density: float, keeps: list,
+         merge_func: str = "sum") -> dict:
     """Drop where ``keeps[k]`` is False, survivors × 1/(1−p), then Task Arithmetic or TIES."""
     keys, deltas = _flat_deltas(pre, fts)
     processed = []
@@ -140,7 +145,7 @@ def dare(pre: dict, fts: list[dict], p: float, lam: float, base: str, density: f
             if bool(keep[n]):
                 out[n] = d[n] / (1.0 - p)
         processed.append(out)
-    merged = _ties_flat(processed, density) if base == "ties" else sum(processed)
+    merged = _ties_flat(processed, density, merge_func) if base == "ties" else sum(processed)
     return _unflat(pre, keys, flat(pre, keys) + lam * merged)
 
 

@@ -33,19 +33,19 @@ def test_the_six_are_registered_with_sourced_defaults_and_the_plugin():
         assert all(p.source for p in spec.parameters if p.name != "seed"), name
         assert spec.module == f"tatr_core.merge.{'iso' if name.startswith('iso') else name}"
     assert resolve_params("dare") == {"lam": 0.3, "drop_rate": 0.5, "base": "task_arithmetic", "density": 0.2,
-                                      "seed": 0, "tau": 0.0}
+                                      "merge_func": "sum", "seed": 0, "tau": 0.0}
     assert resolve_params("magmax")["lam"] == 0.5 and resolve_params("pcb")["density"] == 0.1
     assert resolve_params("iso_cts", tau=0.01)["sensitivity"] == "gradient"
 
 
 @pytest.mark.parametrize("K", [1, 2, 4])
-@pytest.mark.parametrize("base", ["task_arithmetic", "ties"])
-def test_dare_matches_reference(K, base):
+@pytest.mark.parametrize("base,merge_func", [("task_arithmetic", "sum"), ("ties", "sum"), ("ties", "mean")])
+def test_dare_matches_reference(K, base, merge_func):
     pre, fts = models(K, seed=3)
     tv = TaskVectors.from_state_dicts(pre, fts)
-    res = merge(tv, "dare", drop_rate=0.3, base=base, density=0.4, lam=0.7, seed=5)
+    res = merge(tv, "dare", drop_rate=0.3, base=base, density=0.4, lam=0.7, seed=5, merge_func=merge_func)
     keeps = list(dare_keep_masks(K, tv.N, 0.3, 5))
-    assert_state_close(tv.to_state_dict(res.theta), ref.dare(pre, fts, 0.3, 0.7, base, 0.4, keeps))
+    assert_state_close(tv.to_state_dict(res.theta), ref.dare(pre, fts, 0.3, 0.7, base, 0.4, keeps, merge_func))
 
 
 def test_dare_draws_are_seeded_unbiased_and_p0_is_the_base_method():

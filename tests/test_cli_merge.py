@@ -73,7 +73,11 @@ def test_tatr_with_gradient_files(zoo, tmp_path, sensitivity, flag):
     aux = tv.flatten_aux([load_image_encoder(f) for f in files], [str(f) for f in files], "g")
     key = "grads" if flag == "--grads" else "signed_grads"
     res = merge(tv, "tatr", tau=0.05, sensitivity=sensitivity, **{key: aux})
-    assert f"excluded={res.excluded:,} " in r.stdout and res.excluded == int(0.05 * tv.N)
+    assert f"excluded={res.excluded:,} " in r.stdout
+    if sensitivity in ("gradient", "ntk"):
+        assert res.excluded == int(0.05 * tv.N)
+    else:  # Appendix C.4: merged where the signed Ω promotes it (about half of the dimensions), whatever τ is
+        assert 0.3 * tv.N < res.excluded < 0.7 * tv.N
     got = load_image_encoder(out)
     expected = tv.to_state_dict(res.theta)
     assert all(torch.equal(got[k], expected[k]) for k in expected)

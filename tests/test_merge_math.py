@@ -81,7 +81,10 @@ def test_trust_region_excludes_exactly_the_top_tau(tau, variant):
     expected = ref.excluded_set(omega, tau, SENSITIVITIES[variant].nonnegative)
     got = set() if tr.keep is None else set(torch.nonzero(~tr.keep).squeeze(1).tolist())
     assert got == expected
-    assert tr.excluded == len(expected) == int(round(tau * tv.N, 6) // 1)  # random Ω: all positive
+    if SENSITIVITIES[variant].nonnegative:
+        assert tr.excluded == len(expected) == int(round(tau * tv.N, 6) // 1)  # random Ω: all positive
+    else:  # the sign decides; random signed Ω: about half of it is ≤ 0
+        assert tr.excluded == len(expected) and (tau == 0 or 0.3 * tv.N < tr.excluded < 0.7 * tv.N)
 
 
 def test_ties_in_omega_are_broken_by_index_and_count_is_exact():
@@ -98,9 +101,26 @@ def test_zero_sensitivity_is_never_excluded():
     omega = torch.tensor([0.0, 0.0, 2.0, 0.0, 1.0])
     tr = trust_region(omega, 0.8, "zero-shot")  # ⌊0.8·5⌋ = 4 asked, only 2 dimensions conflict at all
     assert tr.excluded == 2 and tr.keep.tolist() == [True, True, False, True, False]
-    signed = torch.tensor([-3.0, -1.0, -2.0, -5.0, -4.0])
-    tr = trust_region(signed, 0.4, "positive")  # signed variants rank all values
-    assert tr.keep.tolist() == [True, False, False, True, True]
+    signed = torch.tensor([-3.0, 1.0, 0.0, -5.0, 4.0])
+    for tau in (0.01, 0.4, 0.99):  # signed variants keep what Ω promotes (Ω > 0), whatever τ > 0 is
+        tr = trust_region(signed, tau, "positive")
+        assert tr.keep.tolist() == [False, True, False, False, True] and tr.excluded == 3
+    assert trust_region(signed, 0.0, "negative").keep is None
+    assert trust_region(-signed, 0.2, "negative").keep.tolist() == [True, False, False, True, False]
+
+
+def test_signed_variants_merge_the_components_appendix_c4_names():
+    """positive merges exactly the dimensions where Σ_{i≠j} g_j ⊙ Δ_i > 0 (ascent), negative those where
+    it is < 0 (descent); together (with the zero-product dimensions) they make up Task Arithmetic."""
+    pre, fts = random_models(3, seed=23)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    g = grads_for(tv, signed=True)
+    pos = merge(tv, "tatr", lam=1.0, tau=0.01, sensitivity="positive", signed_grads=g).theta - tv.pretrained
+    neg = merge(tv, "tatr", lam=1.0, tau=0.01, sensitivity="negative", signed_grads=g).theta - tv.pretrained
+    cross = sum(g[j] * tv.deltas[i] for j in range(3) for i in range(3) if i != j)
+    total = tv.deltas.sum(0)
+    assert torch.equal(pos != 0, (cross > 0) & (total != 0)) and torch.equal(neg != 0, (cross < 0) & (total != 0))
+    assert torch.allclose(pos + neg, total)
 
 
 def test_top_k_mask_past_16m_elements_is_exact():
@@ -145,7 +165,7 @@ def test_parameters_that_do_not_apply_are_refused():
 def test_defaults():
     assert resolve_params("tatr") == {"lam": 0.3, "tau": 0.01, "sensitivity": "gradient"}
     assert resolve_params("tsv") == {"lam": 1.0, "tau": 0.0}
-    assert resolve_params("ties") == {"lam": 0.3, "density": 0.2, "tau": 0.0}
+    assert resolve_params("ties") == {"lam": 0.3, "density": 0.2, "merge_func": "sum", "tau": 0.0}
     assert resolve_params("average") == {"tau": 0.0}
 
 
@@ -171,7 +191,7 @@ def test_tatr_matches_reference(variant):
     keep[list(ref.excluded_set(omega, 0.1, SENSITIVITIES[variant].nonnegative))] = 0
     expected = ref.task_arithmetic(pre, fts, 0.3, keep=keep, keys=float_keys(pre))
     assert_state_close(tv.to_state_dict(res.theta), expected)
-    assert res.excluded == int(tv.N * 0.1)
+    assert res.excluded == (int(tv.N * 0.1) if SENSITIVITIES[variant].nonnegative else int((omega <= 0).sum()))
 
 
 @pytest.mark.parametrize("method", TV_METHODS)
@@ -199,14 +219,29 @@ def test_tatr_with_one_task_or_any_K_at_tau0(K):
         assert res.excluded == int(0.05 * tv.N)
 
 
+@pytest.mark.parametrize("merge_func", ["sum", "mean"])
 @pytest.mark.parametrize("K,density", [(1, 0.3), (3, 0.2), (4, 0.5), (3, 1.0)])
-def test_ties_matches_reference(K, density):
+def test_ties_matches_reference(K, density, merge_func):
     pre, fts = random_models(K, seed=13)
     keys = float_keys(pre)
     tv = TaskVectors.from_state_dicts(pre, fts)
-    got = tv.to_state_dict(merge(tv, "ties", lam=0.7, density=density).theta)
-    expected = ref.ties({k: pre[k] for k in keys}, [{k: f[k] for k in keys} for f in fts], density, 0.7)
+    got = tv.to_state_dict(merge(tv, "ties", lam=0.7, density=density, merge_func=merge_func).theta)
+    expected = ref.ties({k: pre[k] for k in keys}, [{k: f[k] for k in keys} for f in fts], density, 0.7, merge_func)
     assert_state_close(got, expected)
+
+
+def test_ties_sums_by_default_as_the_papers_ties_rows_do():
+    """The TATR paper's (and FusionBench's) TIES: density 0.2, the agreeing entries summed, λ 0.3.
+    With density 1 and every task vector positive, the sum is Task Arithmetic and the mean is the average."""
+    assert resolve_params("ties") == {"lam": 0.3, "density": 0.2, "merge_func": "sum", "tau": 0.0}
+    pre, fts = random_models(3, seed=19)
+    fts = [{k: pre[k] + (v - pre[k]).abs() if v.is_floating_point() else v for k, v in ft.items()} for ft in fts]
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    ta = merge(tv, "task_arithmetic", lam=0.3).theta
+    assert torch.allclose(merge(tv, "ties", lam=0.3, density=1.0).theta, ta)
+    assert torch.allclose(merge(tv, "ties", lam=0.9, density=1.0, merge_func="mean").theta, ta)
+    with pytest.raises(TatrError, match="merge_func of 'ties' must be one of sum, mean"):
+        merge(tv, "ties", merge_func="max")
 
 
 def test_ties_plugin_masks_after_trim_elect_merge():

@@ -53,7 +53,7 @@ def omega_histogram(omega: torch.Tensor, threshold: float | None, bins: int = 80
 def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, exemplars: int = 128, seed: int = 0,
                       progress: Progress = no_progress, use_cache: bool = True) -> dict:
     params = {"variant": variant, "tau": tau, "exemplars": exemplars, "seed": seed}
-    key = digest({"zoo": zoo.key, "params": params, "record": 2})
+    key = digest({"zoo": zoo.key, "params": params, "record": 3})
     path = cache_dir("results", zoo.key) / f"layers-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
@@ -63,7 +63,13 @@ def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, ex
     omega = sensitivity(tv.deltas, variant, grads=g.abs_mean if needs == "grads" else None,
                         signed_grads=g.mean if needs == "signed_grads" else None)
     region = compute_trust_region(tv, tau, variant, grads=g.abs_mean, signed_grads=g.mean)
-    hist = omega_histogram(omega, None if region.keep is None else omega[~region.keep].min().item())
+    if region.keep is None:
+        threshold = None
+    elif SENSITIVITIES[variant].nonnegative:
+        threshold = omega[~region.keep].min().item()
+    else:  # the signed variants keep Ω > 0: the cut is at zero (Appendix C.4)
+        threshold = 0.0
+    hist = omega_histogram(omega, threshold)
     abs_sum = tv.deltas.abs().sum(0)
     keys, sizes, blocks = [], [], []
     mean_omega, excluded, per_task = [], [], {t: [] for t in zoo.task_names}

@@ -4,7 +4,8 @@ Models as a Free Lunch"): Drop And REscale each task vector, then merge with a b
 Every entry of every task vector is dropped with probability p (a seeded Bernoulli draw: one
 generator seeded with ``seed``, task after task) and the survivors are multiplied by 1/(1−p), so
 each entry keeps its expectation.  The processed vectors are then merged by ``base``: Task
-Arithmetic (θ_pre + λ Σ_k Δ̃_k) or TIES (trim to ``density``, elect, disjoint mean, × λ).  Every
+Arithmetic (θ_pre + λ Σ_k Δ̃_k) or TIES (trim to ``density``, elect, sum or mean of the agreeing
+entries as ``merge_func`` says, × λ).  Every
 floating-point parameter is processed, biases and norms included (FusionBench's
 ``only_on_linear_weights: false``).  p = 0 draws nothing and is the base method bit for bit.
 
@@ -20,7 +21,7 @@ import torch
 
 from ..vectors import TaskVectors
 from .registry import DENSITY, LAM, SEED, Param, register
-from .ties import ties_merge
+from .ties import MERGE_FUNC, ties_merge
 
 DROP_RATE = Param("drop_rate", float, 0.5, "probability p of dropping each task-vector entry (survivors × 1/(1−p))",
                   low=0.0, high=1.0, high_open=True, grid=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9), label="drop rate p",
@@ -49,8 +50,9 @@ def dare_processed(deltas: torch.Tensor, p: float, seed: int) -> torch.Tensor:
 @register("dare", "DARE", "drop each task-vector entry with probability p, rescale the rest by 1/(1−p), then merge "
           "with Task Arithmetic or TIES (Yu et al., 2024)",
           params=(LAM, DROP_RATE, BASE, DENSITY.with_default(0.2, help="TIES base: fraction of each processed task "
-                                                             "vector kept by the trim"), SEED),
+                                                             "vector kept by the trim"),
+                  MERGE_FUNC.with_default("sum", help="TIES base: " + MERGE_FUNC.help), SEED),
           order=60, reference="Yu et al., 2024")
 def dare(tv: TaskVectors, p: dict) -> torch.Tensor:
     processed = dare_processed(tv.deltas, p["drop_rate"], p["seed"])
-    return ties_merge(processed, p["density"]) if p["base"] == "ties" else processed.sum(0)
+    return ties_merge(processed, p["density"], p["merge_func"]) if p["base"] == "ties" else processed.sum(0)
