@@ -124,10 +124,46 @@ def test_adamerging_lowers_the_entropy_and_keeps_coefficients_in_range(micro_zoo
         assert coef.min() >= 0 and coef.max() <= 1
         ent = learned["entropy"]
         assert sum(ent[-5:]) / 5 < sum(ent[:5]) / 5  # the objective went down
-    # a large step pushes coefficients onto the bounds: clamped, never outside
+    # a large step pushes coefficients past the bounds: the raw parameters leave [0, 1] (the clamp is in
+    # the forward pass, as in the reference, not applied to the parameters), the result is clamped
     params = {"granularity": "layer", "init": 0.3, "lr": 5.0, "steps": 3, "batch": 8, "seed": 0}
-    coef = torch.tensor(learn_coefficients(z, tv, tv.deltas, z.task_names, params, lambda f, m: None)["coefficients"])
+    learned = learn_coefficients(z, tv, tv.deltas, z.task_names, params, lambda f, m: None)
+    coef, raw = torch.tensor(learned["coefficients"]), torch.tensor(learned["raw_coefficients"])
     assert coef.min() >= 0 and coef.max() <= 1 and ((coef == 0) | (coef == 1)).any()
+    assert ((raw < 0) | (raw > 1)).any() and torch.equal(coef, raw.clamp(0, 1))
+
+
+def test_adamerging_draws_two_batches_per_task_per_step_and_sums_their_entropies(micro_zoo, monkeypatch):
+    """The reference's loader loop breaks after its second batch: per step and task, two seeded draws of
+    ``batch`` images, their mean entropies summed; the forward pass sees the clamped coefficients."""
+    import tatr_core.merge.adamerging as ada
+    from tatr_core.models import channel_stats, head_logits
+    from torch.func import functional_call
+
+    z, tv = micro_zoo, micro_zoo.task_vectors
+    draws, forwards = [], []
+    real_batch, real_merged = ada.unlabelled_batch, ada.merged_theta
+    monkeypatch.setattr(ada, "unlabelled_batch", lambda *a: draws.append(a[1]) or real_batch(*a))
+    monkeypatch.setattr(ada, "merged_theta", lambda pre, d, c, layout: forwards.append(c.detach().clone())
+                        or real_merged(pre, d, c, layout))
+    params = {"granularity": "task", "init": 1.0, "lr": 0.5, "steps": 2, "batch": 4, "seed": 3}
+    learned = ada.learn_coefficients(z, tv, tv.deltas, z.task_names, params, lambda f, m: None)
+    assert draws == [4] * (2 * tv.K * 2)  # default batches = 2, for every task, on each of the 2 steps
+    assert all(c.min() >= 0 and c.max() <= 1 for c in forwards)
+    # the first step's objective, recomputed from the same seeded draws with two separate forward passes
+    generator = torch.Generator().manual_seed(3)
+    mean, std = channel_stats(z.mean, z.std, torch.device("cpu"))
+    encoder = z.make_encoder().eval()
+    weights = tv.layout.unflatten(real_merged(tv.pretrained.float(), tv.deltas.float(),
+                                              torch.ones(tv.K, 1), tv.layout))
+    total = 0.0
+    with torch.no_grad():
+        for t in z.task_names:
+            for _ in range(2):
+                x = real_batch(z.tasks[t].split("test")[0], 4, generator, mean, std)
+                total += float(ada.entropy(head_logits(functional_call(encoder, weights, (x,), strict=False),
+                                                       z.tasks[t].head.float())))
+    assert abs(learned["entropy"][0] - total / (2 * tv.K)) < 1e-4
 
 
 def test_surgery_lowers_the_l1_gap_it_optimises(micro_zoo):
@@ -247,14 +283,16 @@ def test_ties_processed_vectors_are_the_trimmed_sign_agreeing_entries():
             v = float(trimmed[k, n])
             want = v if v != 0 and ((v > 0) - (v < 0)) == elected else 0.0
             assert float(got[k, n]) == want
-    # summed and divided by the number of agreeing entries, they give the TIES merge
+    # summed, they give the TIES merge (the protocol AdaMerging++ follows); divided by the number of
+    # agreeing entries, the TIES paper's mean
     from tatr_core.merge.ties import ties
     from tatr_core.vectors import TaskVectors
 
     tv = TaskVectors.from_state_dicts({"w": torch.zeros(40, dtype=torch.float64)},
                                       [{"w": deltas[k]} for k in range(3)])
     count = (got != 0).sum(0).clamp(min=1)
-    assert torch.allclose(ties(tv, {"density": 0.25}), got.sum(0) / count, atol=1e-12)
+    assert torch.allclose(ties(tv, {"density": 0.25, "merge_func": "sum"}), got.sum(0), atol=1e-12)
+    assert torch.allclose(ties(tv, {"density": 0.25, "merge_func": "mean"}), got.sum(0) / count, atol=1e-12)
 
 
 def test_training_loops_are_seeded_and_deterministic_on_cpu(micro_zoo):

@@ -3,8 +3,12 @@
 θ(λ) = θ_pre + Σ_k λ_k ⊙ Δ_k with one λ_k per task (``granularity="task"``) or one λ_{k,l} per
 task and parameter tensor (``"layer"``).  The coefficients start at ``init`` (0.3), are learned
 with Adam (``lr`` 1e-3, ``steps`` 500) on the Shannon entropy of the merged model's predictions
-on ``batch`` unlabelled test images of every task per step, and are clamped to [0, 1] after each
-step.  AdaMerging++ learns them for TIES-processed task vectors (trim to ``density``, keep the
+on unlabelled test images: each step draws ``batches`` (2) batches of ``batch`` (16) images per task
+and sums their mean entropies, as the reference code's loader loop does (it breaks after its
+second batch).  The coefficients are clamped to [0, 1] inside the forward pass, as in the
+reference (``torch.clamp`` of the raw parameters where the merged weights are built): the
+optimiser moves the raw values freely, and a coefficient past a bound stops receiving gradient
+from the entropy until Adam's momentum brings it back.  The clamped values are the result.  AdaMerging++ learns them for TIES-processed task vectors (trim to ``density``, keep the
 entries that agree with the elected sign).  With the TATR plug-in (τ > 0) the trust-region mask
 is applied to the task vectors before learning (Eq. 12): Δ_k ← Δ_k ⊙ m.
 
@@ -27,7 +31,10 @@ GRANULARITY = Param("granularity", str, "layer", "one coefficient per task, or o
                     source="layer-wise, AdaMerging's stronger variant (Yang et al., 2024)")
 INIT = Param("init", float, 0.3, "initial value of every coefficient", low=0.0, high=1.0, grid=(0.1, 0.2, 0.3, 0.4, 0.5),
              label="initial λ", source="AdaMerging's 0.3, Task Arithmetic's λ (Yang et al., 2024)")
-PARAMS = (GRANULARITY, INIT, LR, STEPS, BATCH)
+BATCHES = Param("batches", int, 2, "batches of unlabelled images per task per step (their mean entropies summed)",
+                low=1, grid=(1, 2, 4), label="batches per task per step",
+                source="the AdaMerging reference code's loader loop, which stops after its second batch")
+PARAMS = (GRANULARITY, INIT, LR, STEPS, BATCH, BATCHES)
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -46,7 +53,9 @@ def merged_theta(pretrained: torch.Tensor, deltas: torch.Tensor, coef: torch.Ten
 
 
 def learn_coefficients(zoo, tv, deltas: torch.Tensor, names: list[str], params: dict, progress, device=None) -> dict:
-    """Adam on the summed mean prediction entropy of every task; coefficients clamped to [0, 1]."""
+    """Adam on the summed mean prediction entropy of every task (``batches`` batches each per step);
+    the coefficients are clamped to [0, 1] in the forward pass.  Returns the clamped coefficients,
+    the raw ones and the entropy curve (mean entropy per batch)."""
     from ..models import channel_stats, head_logits
 
     device = device_of(device)
@@ -64,24 +73,26 @@ def learn_coefficients(zoo, tv, deltas: torch.Tensor, names: list[str], params: 
     generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
     opt = torch.optim.Adam([coef], lr=params["lr"])
     history = []
+    batches, batch = int(params.get("batches", BATCHES.default)), params["batch"]
     for step in range(params["steps"]):
-        theta = merged_theta(pre, D, coef, layout)
+        theta = merged_theta(pre, D, coef.clamp(0.0, 1.0), layout)
         weights = layout.unflatten(theta)
         loss = torch.zeros((), device=device)
         for t in names:
-            x = unlabelled_batch(images[t], params["batch"], generator, mean, std)
-            loss = loss + entropy(head_logits(functional_call(encoder, weights, (x,), strict=False), heads[t]))
+            # the task's batches in one forward pass (no batch statistics in a ViT), one mean entropy each
+            drawn = [unlabelled_batch(images[t], batch, generator, mean, std) for _ in range(batches)]
+            logits = head_logits(functional_call(encoder, weights, (torch.cat(drawn),), strict=False), heads[t])
+            loss = loss + sum(entropy(chunk) for chunk in logits.split([len(x) for x in drawn]))
         opt.zero_grad()
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            coef.clamp_(0.0, 1.0)
-        history.append(float(loss.detach()) / len(names))
+        history.append(float(loss.detach()) / (len(names) * batches))
         if step % 10 == 0 or step == params["steps"] - 1:
             progress((step + 1) / params["steps"], f"AdaMerging step {step + 1}/{params['steps']}: "
                                                    f"mean entropy {history[-1]:.3f}")
     return {"tasks": names, "tensors": list(layout.keys), "granularity": params["granularity"],
-            "coefficients": coef.detach().cpu().tolist(), "entropy": history}
+            "coefficients": coef.detach().clamp(0.0, 1.0).cpu().tolist(),
+            "raw_coefficients": coef.detach().cpu().tolist(), "entropy": history}
 
 
 def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, method: str):
