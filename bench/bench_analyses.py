@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tatr_core.cache as cache  # noqa: E402
-from tatr_core.analysis.components import component_accuracy, loss_landscape  # noqa: E402
+from tatr_core.analysis.components import component_accuracy, loss_landscape, merged_component_accuracy  # noqa: E402
 from tatr_core.analysis.conflict import conflict_matrix  # noqa: E402
 from tatr_core.analysis.layers import layer_sensitivity  # noqa: E402
 from tatr_core.analysis.sweeps import sweep  # noqa: E402
@@ -41,7 +41,8 @@ def main() -> None:
         ("τ sweep, TATR gradient (7 points, incl. gradients)", lambda: sweep(zoo, "tatr", "tau", evaluator=ev)),
         ("conflict matrix, Task Arithmetic (K+1 merges)", lambda: conflict_matrix(zoo, "task_arithmetic", evaluator=ev)),
         ("conflict matrix, TATR", lambda: conflict_matrix(zoo, "tatr", evaluator=ev)),
-        ("components Δ+/Δ-/Δ⊥ (Figure 2a)", lambda: component_accuracy(zoo, evaluator=ev)),
+        ("merged components θ^pos/θ^neg/θ^orth (Figure 2a)", lambda: merged_component_accuracy(zoo, evaluator=ev)),
+        ("components per task Δ+/Δ-/Δ⊥", lambda: component_accuracy(zoo, evaluator=ev)),
         ("layer sensitivity (Figure 4; gradients from the sweep)", lambda: layer_sensitivity(zoo)),
     ]
     if not args.skip_landscape:

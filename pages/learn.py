@@ -5,9 +5,10 @@ import streamlit as st
 from tatr_core.analysis.components import component_accuracy
 from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.analysis.geometry import task_vector_geometry
-from tatr_core.figures import accuracy_bars_figure, components_figure, conflict_figure, cosine_figure
+from tatr_core.figures import accuracy_bars_figure, conflict_figure, cosine_figure, per_task_components_figure
 from tatr_core.runs import evaluate_method
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, progress_bar
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, \
+    orthogonal_fraction_control, progress_bar
 
 st.title("Learn: merging in a trust region")
 st.caption("Five steps, each with a live example computed on the zoo in use. Every number below is computed "
@@ -82,12 +83,13 @@ st.markdown(
     "To first order, another task's vector changes task *j*'s loss by the product of *j*'s gradient and that "
     "vector. Split the vector by the sign of ∇L_j ⊙ Δ: Δ⁺ (raises *j*'s loss), Δ⁻ (lowers it) and Δ⊥ "
     "(products near zero). Adding only Δ⊥ leaves task *j* where it was; Δ⁺ is what causes the conflict.")
+fraction = orthogonal_fraction_control("learn-orthogonal")
 with friendly_errors(), progress_bar("splitting the task vectors by each task's gradient") as progress:
-    components = component_accuracy(zoo, evaluator=evaluator, progress=progress)
-fig = components_figure(components)
+    components = component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator, progress=progress)
+fig = per_task_components_figure(components)
 fig.update_layout(width=None)
 st.plotly_chart(fig, width="stretch", key="learn-components")
-figure_downloads(fig, "components")
+figure_downloads(fig, f"components-per-task-orth{100 * fraction:g}pct")
 
 # -- 5 -----------------------------------------------------------------------------------------
 st.header("5 · TATR merges inside a trust region")

@@ -1,10 +1,12 @@
-"""Loss Landscape (Figure 2b, Appendix B.1): per-task and total loss over the plane through
-θ_pre+Δ⊥, θ_pre+Δ⁺ and θ_pre+Δ⁻, with the three points and θ_pre's projection marked."""
+"""Loss Landscape (Figure 2, Appendix B.1): per-task and total loss over the plane through
+θ_pre+Δ⊥, θ_pre+Δ⁺ and θ_pre+Δ⁻, with the three points and θ_pre's projection marked (Figure 2b/c),
+and the merged models built from one component, θ^pos / θ^neg / θ^orth (Figure 2a)."""
 import streamlit as st
 
-from tatr_core.analysis.components import grid_axis, loss_landscape
-from tatr_core.figures import landscape_figure
-from tatr_core.ui import control, current_zoo, figure_downloads, friendly_errors, progress_bar
+from tatr_core.analysis.components import grid_axis, loss_landscape, merged_component_accuracy
+from tatr_core.figures import landscape_figure, merged_components_figure
+from tatr_core.ui import control, current_zoo, figure_downloads, friendly_errors, orthogonal_fraction_control, \
+    progress_bar
 
 st.title("Loss Landscape")
 st.latex(r"\theta(a, b) = \theta_{pre} + \Delta^{\perp} + a\,(\Delta^{+} - \Delta^{\perp}) + b\,(\Delta^{-} - \Delta^{\perp})")
@@ -25,14 +27,15 @@ with st.sidebar:
                             format_func=lambda s: f"{len(grid_axis(step=s))}×{len(grid_axis(step=s))}",
                             help="points per axis over [-0.2, 1.2]; 15×15 takes about a minute on the mini zoo "
                                  "on a laptop, 29×29 about four")
+    fraction = orthogonal_fraction_control("ls-orthogonal")
     default_task = zoo.task_names[0] if plane == "total" else plane
     shown = st.selectbox("task loss shown beside the total", zoo.task_names,
                          key=control("ls-task", default_task, zoo.task_names))
 
 n = len(grid_axis(step=step))
 with friendly_errors(), progress_bar(f"{n}×{n} merged models") as progress:
-    record = loss_landscape(zoo, None if plane == "total" else plane, step=step, evaluator=evaluator,
-                            progress=progress)
+    record = loss_landscape(zoo, None if plane == "total" else plane, step=step, orthogonal_fraction=fraction,
+                            evaluator=evaluator, progress=progress)
 
 left, right = st.columns(2)
 for col, task, name in ((left, None, "total"), (right, shown, shown)):
@@ -40,8 +43,19 @@ for col, task, name in ((left, None, "total"), (right, shown, shown)):
         fig = landscape_figure(record, task)
         fig.update_layout(width=None)
         st.plotly_chart(fig, width="stretch", key=f"ls-{name}")
-        figure_downloads(fig, f"landscape-{plane}-{name}-{n}x{n}")
+        figure_downloads(fig, f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
 pa, pb = record["points"]["pretrained"]
 st.caption(f"Norms: ‖Δ⊥‖ = {record['norms']['orthogonal']:.3g}, ‖Δ⁺‖ = {record['norms']['positive']:.3g}, "
            f"‖Δ⁻‖ = {record['norms']['negative']:.3g}. θ_pre lies off the plane; its least-squares projection is "
            f"at (a, b) = ({pa:.2f}, {pb:.2f}).")
+
+st.subheader("Merging one component (Figure 2a)")
+st.caption("θ^c = θ_pre + λ Σ_k Δ_k ⊙ 1_c: the summed task vectors restricted to one component, split by the cross-task "
+           "product s = Σ_(i≠j) ∇L_j ⊙ Δ_i (Table 6's signed sensitivity), evaluated on every task's test split. "
+           "The paper finds θ^neg collapsing (Δ⁻ overshoots the optimum it points to) and θ^orth the safe part.")
+with friendly_errors(), progress_bar("five merged models on every task") as progress:
+    merged = merged_component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator, progress=progress)
+fig = merged_components_figure(merged)
+fig.update_layout(width=None)
+st.plotly_chart(fig, width="stretch", key="ls-merged-components")
+figure_downloads(fig, f"components-merged-orth{100 * fraction:g}pct")

@@ -295,8 +295,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- figures, tables, report
-FIGURES = ("conflict", "components", "landscape", "layer-sensitivity", "tau-sweep", "lambda-sweep",
-           "exemplar-sweep", "sweep", "tsv-spectrum")
+FIGURES = ("conflict", "components", "components-per-task", "landscape", "layer-sensitivity", "tau-sweep",
+           "lambda-sweep", "exemplar-sweep", "sweep", "tsv-spectrum")
 TABLES = ("methods", "sensitivity-variants", "generalization")
 
 
@@ -361,6 +361,9 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--form", choices=["loss", "accuracy"], default="loss", help="conflict: loss or accuracy form")
     p.add_argument("--task", default=None, help="landscape: the task whose components span the plane (default: total loss)")
     p.add_argument("--step", type=float, default=0.1, help="landscape: grid step over [-0.2, 1.2]")
+    p.add_argument("--orthogonal-fraction", type=float, default=None, metavar="F",
+                   help="components, components-per-task, landscape: the share of the non-zero task-vector entries "
+                        "with the smallest |g ⊙ Δ| that form Δ⊥ (the paper's '≈ 0'), in [0, 1] (default 0.9)")
     p.add_argument("--values", type=float, nargs="+", default=None, help="sweeps: the values to evaluate")
     p.add_argument("--parameter", default=None,
                    help="sweep: the parameter swept (tau, lam, exemplars, or one the method declares: density, drop_rate, ...)")
@@ -387,13 +390,17 @@ def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=N
         rec = conflict.conflict_matrix(zoo, args.method or "task_arithmetic", seed=args.seed, **kw, **common)
         return figures.conflict_figure(rec, args.form)
     grad_kw = {"exemplars": args.exemplars or 128, "seed": args.seed}
-    if kind == "components":
+    fraction = getattr(args, "orthogonal_fraction", None)
+    band = {"orthogonal_fraction": components.check_orthogonal_fraction(
+        components.ORTHOGONAL_FRACTION if fraction is None else fraction)}
+    if kind in ("components", "components-per-task"):
         lam = getattr(args, "lam", None)
-        rec = components.component_accuracy(zoo, lam=0.3 if lam is None else lam, **grad_kw, **common)
-        return figures.components_figure(rec)
+        analysis = components.merged_component_accuracy if kind == "components" else components.component_accuracy
+        rec = analysis(zoo, lam=0.3 if lam is None else lam, **grad_kw, **band, **common)
+        return (figures.merged_components_figure if kind == "components" else figures.per_task_components_figure)(rec)
     if kind == "landscape":
         common["sample"] = args.sample or 200
-        rec = components.loss_landscape(zoo, args.task, step=args.step, **grad_kw, **common)
+        rec = components.loss_landscape(zoo, args.task, step=args.step, **grad_kw, **band, **common)
         return figures.landscape_figure(rec, args.task)
     if kind == "layer-sensitivity":
         rec = layers.layer_sensitivity(zoo, args.sensitivity or "gradient", args.tau if args.tau is not None else 0.01,
@@ -517,12 +524,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     evaluator = Evaluator(zoo)
     base = dict(method=None, tau=None, sensitivity=None, exemplars=None, seed=0,
                 split="test", sample=None, form="loss", task=None, step=0.1, values=None, parameter=None, per_task=False,
-                by="tensor", layer=None)
+                by="tensor", layer=None, orthogonal_fraction=None)
     jobs = [
         ("conflict-task_arithmetic", "conflict", {"method": "task_arithmetic"}, "Knowledge conflict C_{j|i}, Task Arithmetic (Eq. 3)"),
         ("conflict-tatr", "conflict", {"method": "tatr"}, "Knowledge conflict C_{j|i}, TATR"),
         ("conflict-accuracy-task_arithmetic", "conflict", {"method": "task_arithmetic", "form": "accuracy"}, "Knowledge conflict, accuracy form"),
-        ("components", "components", {}, "Components Δ⁺ / Δ⁻ / Δ⊥ (Figure 2a)"),
+        ("components", "components", {}, "Merging one component: θ^pos, θ^neg, θ^orth (Figure 2a)"),
+        ("components-per-task", "components-per-task", {}, "Components Δ⁺ / Δ⁻ / Δ⊥ of the other tasks' vector, per task"),
         ("landscape-total", "landscape", {}, "Total loss landscape (Figure 2c, Figure 6)"),
         (f"landscape-{zoo.task_names[0]}", "landscape", {"task": zoo.task_names[0]}, f"Loss landscape of {zoo.task_names[0]} (Figure 2b, Figure 5)"),
         ("layer-sensitivity", "layer-sensitivity", {}, "Sensitivity per layer (Figure 4)"),

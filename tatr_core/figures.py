@@ -34,7 +34,7 @@ def _layout(fig: go.Figure, title: str, width: int = 720, height: int = 460, sub
     text = title + (f"<br><span style='font-size:12px;color:#555'>{subtitle}</span>" if subtitle else "")
     kw.setdefault("legend", dict(font=dict(size=12)))
     fig.update_layout(template="simple_white", font=FONT, title=dict(text=text, x=0.01, font=dict(size=16)),
-                      width=width, height=height, margin=dict(l=70, r=30, t=80 if subtitle else 60, b=60), **kw)
+                      width=width, height=height, margin=dict(l=70, r=30, t=64 + 18 * (subtitle.count('<br>') + 1) if subtitle else 60, b=60), **kw)
     return fig
 
 
@@ -134,8 +134,37 @@ def accuracy_bars_figure(records: dict[str, dict], title: str, subtitle: str = "
     return _layout(fig, title, subtitle=subtitle, barmode="group", width=None, height=460)
 
 
-def components_figure(record: dict) -> go.Figure:
-    """Figure 2(a): accuracy of θ_pre + λ·component of the other tasks' vector, per task."""
+def orthogonal_caption(fraction: float) -> str:
+    """How Δ⊥ was drawn, for every component figure's caption."""
+    return f"Δ⊥ = the {100 * fraction:g}% of non-zero entries with the smallest |g ⊙ Δ|"
+
+
+MERGED_COMPONENT_LABELS = {"pretrained": "θ_pre (zero-shot)", "all": "Task Arithmetic", "positive": "θ^pos (Δ⁺ merged)",
+                           "negative": "θ^neg (Δ⁻ merged)", "orthogonal": "θ^orth (Δ⊥ merged)"}
+
+
+def merged_components_figure(record: dict) -> go.Figure:
+    """Figure 2(a) as the paper draws it: per task, the accuracy of merged models built from one
+    component of the task vectors (θ^c = θ_pre + λ Σ_k Δ_k ⊙ 1_c), beside zero-shot and Task Arithmetic."""
+    tasks = record["tasks"]
+    fig = go.Figure()
+    for name, label in MERGED_COMPONENT_LABELS.items():
+        row = record["models"][name]
+        share = f" · {100 * row['norm_share']:.0f}% of ‖Δ‖²" if "norm_share" in row else ""
+        fig.add_bar(name=f"{label}: {100 * row['average_accuracy']:.1f}{share}", x=[*tasks, "average"],
+                    marker_color=COMPONENT_COLOURS[name],
+                    y=[100 * row["tasks"][t]["accuracy"] for t in tasks] + [100 * row["average_accuracy"]])
+    fig.update_yaxes(title="test accuracy (%)", range=[0, 100])
+    fig.update_xaxes(title="task")
+    p = record["params"]
+    return _layout(fig, "Merging one component of the task vectors (Figure 2a)",
+                   subtitle=f"λ = {p['lam']:g}; split by s = Σ_(i≠j) ∇L_j ⊙ Δ_i over {p['exemplars']} exemplars; "
+                            f"{orthogonal_caption(p['orthogonal_fraction']).replace('g ⊙ Δ', 's')}",
+                   barmode="group", width=960, height=480, legend=dict(font=dict(size=12), title_text="model: average"))
+
+
+def per_task_components_figure(record: dict) -> go.Figure:
+    """Components per task: accuracy on task j of θ_pre + λ·component of the other tasks' vector."""
     tasks = record["tasks"]
     fig = go.Figure()
     for comp in ("pretrained", "all", "positive", "negative", "orthogonal"):
@@ -143,8 +172,9 @@ def components_figure(record: dict) -> go.Figure:
                     y=[100 * record["per_task"][t][comp]["accuracy"] for t in tasks])
     fig.update_yaxes(title="accuracy on task j (%)", range=[0, 100])
     fig.update_xaxes(title="task j")
-    return _layout(fig, f"Components of the other tasks' vector (λ = {record['params']['lam']}, "
-                        f"⊥ = {100 * record['params']['orthogonal_fraction']:.0f}% smallest |∇L_j ⊙ Δ|)",
+    return _layout(fig, "Components of the other tasks' vector, per task",
+                   subtitle=f"λ = {record['params']['lam']:g}; "
+                            f"{orthogonal_caption(record['params']['orthogonal_fraction']).replace('g', '∇L_j')}",
                    barmode="group", width=860)
 
 
@@ -168,7 +198,9 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
                         textfont=dict(color="white", size=13))
     fig.update_xaxes(title="a: toward θ_pre+Δ⁺", range=[axis[0], axis[-1]], constrain="domain")
     fig.update_yaxes(title="b: toward θ_pre+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x", constrain="domain")
-    return _layout(fig, f"{which} on the Δ⊥ / Δ⁺ / Δ⁻ plane", subtitle=f"plane of {plane}", width=640, height=620,
+    fraction = record["params"].get("orthogonal_fraction", 0.9)
+    return _layout(fig, f"{which} on the Δ⊥ / Δ⁺ / Δ⁻ plane",
+                   subtitle=f"plane of {plane}<br>{orthogonal_caption(fraction)}", width=640, height=640,
                    showlegend=False)
 
 

@@ -55,6 +55,19 @@ PAGES = [
 
 TAU_CHOICES = [0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]  #: τ in % offered by the pages
 EXEMPLAR_CHOICES = [1, 2, 4, 8, 16, 32, 64, 128]
+ORTHOGONAL_CHOICES = [0.0, 50.0, 80.0, 90.0, 95.0, 99.0]  #: Δ⊥ band in % of the non-zero entries offered by the pages
+
+
+def orthogonal_fraction_control(key: str) -> float:
+    """The Δ⊥ band (``--orthogonal-fraction``) as a select slider in %; returns the fraction."""
+    import streamlit as st
+
+    pct = st.select_slider("Δ⊥: share of the entries (%)", ORTHOGONAL_CHOICES,
+                           key=control(key, 90.0, ORTHOGONAL_CHOICES),
+                           help="Δ⊥ is the paper's 'near-zero inner product': this share of the non-zero task-vector "
+                                "entries with the smallest |g ⊙ Δ|. Δ⁺ and Δ⁻ are the rest, by sign. It largely sets "
+                                "every component figure and landscape.")
+    return pct / 100
 
 
 def default_zoo() -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tatr_core.analysis.components import (component_accuracy, grid_axis, loss_landscape, plane_projection,
-                                           split_components, task_components)
+from tatr_core.analysis.components import (component_accuracy, grid_axis, loss_landscape, merged_component_accuracy,
+                                           merged_components, plane_projection, split_components, task_components)
 from tatr_core.errors import TatrError
 from tatr_core.evaluate import Evaluator
 from tatr_core.gradients import compute_task_gradients
@@ -78,3 +78,49 @@ def test_grid_axis():
     assert grid_axis() == [round(-0.2 + 0.1 * i, 10) for i in range(15)] and grid_axis()[2] == 0.0
     with pytest.raises(TatrError):
         grid_axis(1.0, 0.0, 0.1)
+
+
+def test_figure_2a_merges_one_component_of_all_task_vectors(micro_zoo):
+    """θ^c = θ_pre + λ Σ_k Δ_k ⊙ 1_c, split by s = Σ_{i≠j} g_j ⊙ Δ_i written out pair by pair; with no Δ⊥
+    band θ^pos and θ^neg are exactly Table 6's TATR positive and negative merges."""
+    from tatr_core.merge import merge
+
+    z, tv = micro_zoo, micro_zoo.task_vectors
+    g = compute_task_gradients(z, 8, 0).mean
+    cross = sum(g[j] * tv.deltas[i] for j in range(tv.K) for i in range(tv.K) if i != j)
+    total = tv.deltas.sum(0)
+    parts = merged_components(z, exemplars=8, orthogonal_fraction=0.5)
+    torch.testing.assert_close(sum(parts.values()), total, rtol=0, atol=0)
+    orth = parts["orthogonal"] != 0
+    assert int(orth.sum()) == int(0.5 * int((total != 0).sum()))
+    assert float(cross[orth].abs().max()) <= float(cross[(parts["positive"] != 0) | (parts["negative"] != 0)].abs().min())
+    assert bool((cross[parts["positive"] != 0] > 0).all()) and bool((cross[parts["negative"] != 0] < 0).all())
+
+    no_band = merged_components(z, exemplars=8, orthogonal_fraction=0.0)
+    for name in ("positive", "negative"):
+        table6 = merge(tv, "tatr", lam=1.0, tau=0.01, sensitivity=name, signed_grads=g).theta - tv.pretrained
+        torch.testing.assert_close(no_band[name], table6, rtol=0, atol=1e-6)
+
+    res = merged_component_accuracy(z, lam=0.5, exemplars=8, orthogonal_fraction=0.5, sample=60, use_cache=False)
+    ev = Evaluator(z)
+    for name in ("positive", "negative", "orthogonal"):
+        got = ev.evaluate(tv.pretrained + 0.5 * parts[name], sample=60)
+        assert {t: r.accuracy for t, r in got.items()} == {t: r["accuracy"] for t, r in res["models"][name]["tasks"].items()}
+        assert res["models"][name]["average_accuracy"] == pytest.approx(sum(r.accuracy for r in got.values()) / tv.K)
+    ta = ev.evaluate(tv.pretrained + 0.5 * total, sample=60)
+    assert res["models"]["all"]["average_accuracy"] == pytest.approx(sum(r.accuracy for r in ta.values()) / tv.K)
+    assert sum(res["models"][n]["norm_share"] for n in ("positive", "negative", "orthogonal")) == pytest.approx(1.0)
+    assert res["params"]["orthogonal_fraction"] == 0.5
+    with pytest.raises(TatrError, match="orthogonal fraction must be in"):
+        merged_component_accuracy(z, orthogonal_fraction=1.5, use_cache=False)
+
+
+def test_every_component_figure_states_its_orthogonal_band(micro_zoo):
+    from tatr_core.figures import landscape_figure, merged_components_figure, per_task_components_figure
+
+    merged = merged_component_accuracy(micro_zoo, exemplars=8, orthogonal_fraction=0.8, sample=40)
+    per_task = component_accuracy(micro_zoo, exemplars=8, orthogonal_fraction=0.8, sample=40)
+    plane = loss_landscape(micro_zoo, None, start=0.0, stop=1.0, step=0.5, exemplars=8, sample=20,
+                           orthogonal_fraction=0.8)
+    for fig in (merged_components_figure(merged), per_task_components_figure(per_task), landscape_figure(plane)):
+        assert "the 80% of non-zero entries with the smallest" in fig.layout.title.text

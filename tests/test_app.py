@@ -129,13 +129,26 @@ def test_loss_landscape_page_shows_the_plane_it_computed(micro_zoo):
 
     at = open_page("pages/loss_landscape.py")
     total = loss_landscape(micro_zoo, None, step=0.2)
-    assert f"‖Δ⊥‖ = {total['norms']['orthogonal']:.3g}" in at.caption[-1].value
-    assert len(at.get("plotly_chart")) == 2
+    assert any(f"‖Δ⊥‖ = {total['norms']['orthogonal']:.3g}" in c.value for c in at.caption)
+    assert len(at.get("plotly_chart")) == 3  # the two landscapes and Figure 2(a)
     task = micro_zoo.task_names[1]
     at.selectbox(key="ls-plane").set_value(task).run()
     plane = loss_landscape(micro_zoo, task, step=0.2)
-    assert f"‖Δ⊥‖ = {plane['norms']['orthogonal']:.3g}" in at.caption[-1].value
+    assert any(f"‖Δ⊥‖ = {plane['norms']['orthogonal']:.3g}" in c.value for c in at.caption)
     assert plane["norms"] != total["norms"]
+
+
+def test_loss_landscape_page_draws_figure_2a_with_the_band_it_is_given(micro_zoo):
+    from tatr_core.analysis.components import loss_landscape, merged_component_accuracy
+
+    at = open_page("pages/loss_landscape.py", query={"ls-orthogonal": "50.0"})
+    assert len(at.get("plotly_chart")) == 3 and not at.exception
+    plane = loss_landscape(micro_zoo, None, step=0.2, orthogonal_fraction=0.5)
+    assert any(f"‖Δ⊥‖ = {plane['norms']['orthogonal']:.3g}" in c.value for c in at.caption)
+    merged = merged_component_accuracy(micro_zoo, orthogonal_fraction=0.5)
+    chart = at.get("plotly_chart")[2].proto.spec
+    assert "the 50% of non-zero entries" in chart
+    assert f"{100 * merged['models']['negative']['average_accuracy']:.1f}" in chart
 
 
 def test_sweeps_page_shows_the_best_points_of_each_method(micro_zoo):

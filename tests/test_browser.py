@@ -69,7 +69,7 @@ PAGES = [
     ("sweeps", lambda p: pick_radio(p, "λ (scaling)"), "sw-parameter=lam", 1),
     ("knowledge_conflicts", lambda p: pick_radio(p, "accuracy"), "conflict-form=accuracy", 2),
     ("trust_region", lambda p: move_slider(p, "τ", "ArrowRight"), "tr-tau=2.0", 3),
-    ("loss_landscape", lambda p: pick_select(p, "task loss shown beside the total", "shapes"), "ls-task=shapes", 2),
+    ("loss_landscape", lambda p: pick_select(p, "task loss shown beside the total", "shapes"), "ls-task=shapes", 3),
 ]
 
 

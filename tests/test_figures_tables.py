@@ -21,7 +21,7 @@ needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="chromium not inst
                                                                "(scripts/setup.sh installs it when run as root)")
 BASE = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=8, seed=0, split="test",
             sample=40, form="loss", task=None, step=0.5, values=None, per_task=True, by="tensor", layer=None,
-            parameter=None)
+            parameter=None, orthogonal_fraction=None)
 #: the generic sweep needs a method and a parameter
 OVERRIDES = {"sweep": dict(method="pcb", parameter="density", values=[0.1, 0.3])}
 
@@ -161,6 +161,13 @@ def test_cli_figure_table_report(micro_zoo, tmp_path):
     assert r.returncode == 2 and "needs --parameter" in r.stderr
     r = run_cli("figure", "conflict", "--zoo", "micro", "--out", tmp_path / "c.jpg")
     assert r.returncode == 2 and ".pdf, .svg, .png or .html" in r.stderr
+    r = run_cli("figure", "components", "--zoo", "micro", "--exemplars", "8", "--sample", "40",
+                "--orthogonal-fraction", "0.5", "--out", tmp_path / "fig2a.html")
+    assert r.returncode == 0, r.stderr
+    html = (tmp_path / "fig2a.html").read_text()
+    assert "Merging one component of the task vectors" in html and "the 50% of non-zero entries" in html
+    r = run_cli("figure", "landscape", "--zoo", "micro", "--orthogonal-fraction", "2", "--out", tmp_path / "l.html")
+    assert r.returncode == 2 and "orthogonal fraction must be in [0, 1]" in r.stderr and not (tmp_path / "l.html").exists()
     r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time")
     assert r.returncode == 0, r.stderr
     index = (tmp_path / "report" / "index.md").read_text()

@@ -1,7 +1,15 @@
 """Task-vector components and the loss landscape on their plane (Section 4, Figure 2, Appendix B).
 
-For a task j, the other tasks' summed task vector Δ = Σ_{i≠j} Δ_i is split by the sign of
-g_j ⊙ Δ, with g_j = E∇L_j at θ_pre (signed mean gradient over exemplars):
+Figure 2(a) as the paper draws it (:func:`merged_component_accuracy`): merged models built from one
+component of the task vectors, θ^c_TATR = θ_pre + λ Σ_k Δ_k ⊙ 1_c, evaluated on every task.  The
+dimensions are split by the cross-task product s = Σ_{i≠j} g_j ⊙ Δ_i (the signed sensitivity of
+Table 6): Δ⊥ the ``orthogonal_fraction`` of the non-zero entries of Σ_k Δ_k with the smallest |s|,
+Δ⁺ the rest with s > 0, Δ⁻ the rest with s < 0.  With ``orthogonal_fraction`` 0, θ^pos and θ^neg are
+Table 6's TATR positive and TATR negative merges.
+
+The per-task view (:func:`component_accuracy`, "components per task"): for a task j, the other
+tasks' summed task vector Δ = Σ_{i≠j} Δ_i is split by the sign of g_j ⊙ Δ, with g_j = E∇L_j at
+θ_pre (signed mean gradient over exemplars), and θ_pre + λ·component is evaluated on task j alone:
 
 * Δ⊥ — the entries with the smallest |g_j ⊙ Δ|: a fraction ``orthogonal_fraction`` of the
   entries where Δ ≠ 0 (the paper's "≈ 0", made a parameter);
@@ -23,17 +31,35 @@ from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json
 from ..errors import TatrError
 from ..evaluate import Evaluator
 from ..gradients import compute_task_gradients
-from ..trust_region import count_for_fraction, top_k_mask
+from ..trust_region import count_for_fraction, sensitivity, top_k_mask
 from ..zoo import Progress, Zoo, no_progress
 
 COMPONENTS = ("positive", "negative", "orthogonal")
+#: The paper's "≈ 0" made a number: the share of the non-zero entries that form Δ⊥.
+ORTHOGONAL_FRACTION = 0.9
+
+
+def check_orthogonal_fraction(fraction: float) -> float:
+    try:
+        fraction = float(fraction)
+    except (TypeError, ValueError):
+        raise TatrError(f"the orthogonal fraction must be a number in [0, 1], got {fraction!r}") from None
+    if not 0.0 <= fraction <= 1.0:
+        raise TatrError(f"the orthogonal fraction must be in [0, 1] (the share of the non-zero entries with the "
+                        f"smallest |g ⊙ Δ| that form Δ⊥; default {ORTHOGONAL_FRACTION}), got {fraction}")
+    return fraction
 
 
 def split_components(delta: torch.Tensor, grad: torch.Tensor, orthogonal_fraction: float) -> dict[str, torch.Tensor]:
-    """``{"positive", "negative", "orthogonal"}`` parts of ``delta`` (disjoint supports, sum = delta)."""
-    if not 0.0 <= orthogonal_fraction <= 1.0:
-        raise TatrError(f"orthogonal_fraction must be in [0, 1], got {orthogonal_fraction}")
-    product = grad * delta
+    """``{"positive", "negative", "orthogonal"}`` parts of ``delta`` by the sign of ``grad ⊙ delta``
+    (disjoint supports, sum = delta)."""
+    return split_by_product(delta, grad * delta, orthogonal_fraction)
+
+
+def split_by_product(delta: torch.Tensor, product: torch.Tensor, orthogonal_fraction: float) -> dict[str, torch.Tensor]:
+    """The parts of ``delta`` where ``product`` is positive, negative, or among the
+    ``orthogonal_fraction`` smallest in magnitude over the entries where delta ≠ 0."""
+    orthogonal_fraction = check_orthogonal_fraction(orthogonal_fraction)
     nonzero = delta != 0
     k = count_for_fraction(orthogonal_fraction, int(nonzero.sum()))
     # smallest |g ⊙ Δ| among the non-zero entries (zeros of Δ contribute nothing either way)
@@ -59,8 +85,55 @@ def _target(zoo: Zoo, task: str | None, grads) -> tuple[torch.Tensor, torch.Tens
     return tv.deltas[others].sum(0), grads.mean[j]
 
 
+def merged_components(zoo: Zoo, exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = ORTHOGONAL_FRACTION,
+                      progress: Progress = no_progress) -> dict[str, torch.Tensor]:
+    """Figure 2(a)'s split of the summed task vectors Σ_k Δ_k by s = Σ_{i≠j} g_j ⊙ Δ_i, flat (N,)."""
+    grads = compute_task_gradients(zoo, exemplars, seed, progress=progress)
+    deltas = zoo.task_vectors.deltas
+    cross = sensitivity(deltas, "positive", signed_grads=grads.mean)
+    return split_by_product(deltas.sum(0), cross, orthogonal_fraction)
+
+
+@honours_no_cache
+def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0,
+                              orthogonal_fraction: float = ORTHOGONAL_FRACTION, split: str = "test",
+                              sample: int | None = None, evaluator: Evaluator | None = None,
+                              progress: Progress = no_progress, use_cache: bool = True) -> dict:
+    """Figure 2(a): every task's accuracy and loss under θ_pre, Task Arithmetic (θ_pre + λ Σ_k Δ_k) and
+    the merged models θ^pos / θ^neg / θ^orth_TATR = θ_pre + λ Σ_k Δ_k ⊙ 1_c, with each component's
+    share of the entries and of the squared norm."""
+    orthogonal_fraction = check_orthogonal_fraction(orthogonal_fraction)
+    params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
+    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
+    path = cache_dir("results", zoo.key) / f"merged-components-{key}.json"
+    if use_cache and (cached := lookup_json(path)) is not None:
+        return cached
+    evaluator = evaluator or Evaluator(zoo)
+    parts = merged_components(zoo, exemplars, seed, orthogonal_fraction, progress=progress)
+    total = sum(parts.values())
+    norm2 = float(total.pow(2).sum()) or 1.0
+    pre = zoo.task_vectors.pretrained
+    models = {"pretrained": None, "all": pre + lam * total, **{n: pre + lam * p for n, p in parts.items()}}
+    out: dict = {"tasks": zoo.task_names, "params": params, "split": split, "sample": sample, "models": {}}
+    for n, (name, theta) in enumerate(models.items()):
+        progress(n / len(models), f"Figure 2(a): evaluating {name}")
+        results = evaluator.evaluate(theta, zoo.task_names, split, sample, seed)
+        row = {"tasks": {t: r.as_dict() for t, r in results.items()},
+               "average_accuracy": sum(r.accuracy for r in results.values()) / len(results),
+               "average_loss": sum(r.loss for r in results.values()) / len(results)}
+        if name in parts:
+            row["entries"] = int((parts[name] != 0).sum())
+            row["norm_share"] = float(parts[name].pow(2).sum()) / norm2
+        out["models"][name] = row
+    if use_cache:
+        write_json_atomic(path, out)
+    progress(1.0, "Figure 2(a) done")
+    return out
+
+
 def task_components(zoo: Zoo, task: str | None, exemplars: int = 128, seed: int = 0,
-                    orthogonal_fraction: float = 0.9, progress: Progress = no_progress) -> dict[str, torch.Tensor]:
+                    orthogonal_fraction: float = ORTHOGONAL_FRACTION, progress: Progress = no_progress
+                    ) -> dict[str, torch.Tensor]:
     """The three components for ``task`` (or the total loss when ``task`` is None), flat (N,)."""
     grads = compute_task_gradients(zoo, exemplars, seed, progress=progress)
     delta, g = _target(zoo, task, grads)
@@ -68,10 +141,12 @@ def task_components(zoo: Zoo, task: str | None, exemplars: int = 128, seed: int 
 
 
 @honours_no_cache
-def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = 0.9,
+def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0,
+                       orthogonal_fraction: float = ORTHOGONAL_FRACTION,
                        split: str = "test", sample: int | None = None, evaluator: Evaluator | None = None,
                        progress: Progress = no_progress, use_cache: bool = True) -> dict:
-    """Figure 2(a): per task j, accuracy and loss of θ_pre + λ·C for each component C of the others' Δ.
+    """Components per task (the per-task view beside Figure 2(a)): per task j, accuracy and loss of
+    θ_pre + λ·C for each component C of the others' Δ, on task j.
 
     Also the zero-shot baseline, θ_pre + λ·Δ (all of the others' vector), and each component's
     share of the entries and of the squared norm.
@@ -121,7 +196,8 @@ def plane_projection(theta_pre_offset: torch.Tensor, u: torch.Tensor, v: torch.T
 
 @honours_no_cache
 def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, stop: float = 1.2, step: float = 0.1,
-                   exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = 0.9, split: str = "test",
+                   exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = ORTHOGONAL_FRACTION,
+                   split: str = "test",
                    sample: int | None = 200, evaluator: Evaluator | None = None, progress: Progress = no_progress,
                    use_cache: bool = True) -> dict:
     """Loss of every task (and their sum) over the Δ⊥ / Δ⁺ / Δ⁻ plane of ``task`` (None: the total loss).
