@@ -294,6 +294,61 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_tune(sub: argparse._SubParsersAction) -> None:
+    from .merge import REGISTRY
+    from .trust_region import SENSITIVITIES
+
+    p = sub.add_parser("tune", help="choose a method's λ (and TATR's τ) on the validation split, then report test "
+                                    "accuracy at the chosen values")
+    p.add_argument("--zoo", required=True, help="mini, micro or a manifest path")
+    p.add_argument("--method", required=True, choices=list(REGISTRY))
+    p.add_argument("--tau", type=float, default=None,
+                   help="TATR plug-in on (τ > 0: τ is chosen too) or off (0); default: the method's")
+    p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None)
+    p.add_argument("--exemplars", type=int, default=None, help="exemplars per task for the gradients (default 128)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample", type=int, default=None, help="evaluate on a fixed seeded subsample of this size per task")
+    p.add_argument("--lam-grid", type=float, nargs="+", default=None, metavar="L", help="λ values (default 0.1 … 1.0)")
+    p.add_argument("--tau-grid", type=float, nargs="+", default=None, metavar="T",
+                   help="τ values, fractions (default 0.001 0.002 0.005 0.01 0.02 0.05)")
+    add_parameter_flags(p, REGISTRY.values())
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_tune)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from .analysis.tuning import tunable, tune
+    from .runs import evaluate_method, method_params
+    from .trust_region import check_tau
+
+    own = method_kwargs(args)
+    given = {k: v for k, v in {"tau": args.tau, "sensitivity": args.sensitivity, "exemplars": args.exemplars}.items()
+             if v is not None}
+    method_params(args.method, seed=args.seed, **given, **own)  # fail fast on bad options, before loading the zoo
+    for value in args.tau_grid or []:
+        check_tau(value)
+    if not tunable(args.method, {**given, **own}):
+        raise TatrError(f"'{args.method}' has nothing to choose on validation here: no λ, and no TATR τ to choose "
+                        "(use a training-free method, or --tau > 0 with a non-negative sensitivity)")
+    zoo = _load_zoo(args.zoo)
+    bar = BarProgress(f"tune {args.method}")
+    try:
+        tuned = tune(zoo, args.method, sample=args.sample, progress=bar, lam_grid=args.lam_grid,
+                     tau_grid=args.tau_grid, seed=args.seed, **given, **own)
+        test = evaluate_method(zoo, args.method, sample=args.sample, seed=args.seed, progress=bar,
+                               **{**given, **own, **tuned["chosen"]})
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({**tuned, "test": {k: test[k] for k in ("params", "tasks", "average_accuracy")}}))
+        return 0
+    chosen = ", ".join(f"{k} = {v:g}" for k, v in tuned["chosen"].items())
+    print(f"{args.method} on zoo {zoo.name}: chosen on val {chosen} ({len(tuned['trace'])} points, "
+          f"val accuracy {100 * tuned['val_accuracy']:.1f}%)")
+    print(f"test accuracy at the chosen values: {100 * test['average_accuracy']:.1f}%")
+    return 0
+
+
 # ---------------------------------------------------------------------------- figures, tables, report
 FIGURES = ("conflict", "components", "components-per-task", "landscape", "layer-sensitivity", "tau-sweep",
            "lambda-sweep", "exemplar-sweep", "sweep", "tsv-spectrum")
@@ -452,7 +507,14 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", type=int, default=None)
     p.add_argument("--out", default=None, metavar="FILE", help="write here instead of printing")
     _add_test_time_option(p)
+    _add_fixed_option(p)
     p.set_defaults(func=_cmd_table)
+
+
+def _add_fixed_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fixed", action="store_true",
+                   help="methods, sensitivity-variants: every row at its method's fixed defaults (λ 0.3, τ 1%%) instead of "
+                        "λ and τ chosen per row on the validation split (the papers' protocol, the default)")
 
 
 def _add_test_time_option(p: argparse.ArgumentParser) -> None:
@@ -462,15 +524,16 @@ def _add_test_time_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_table(kind: str, zoo, progress, held_out=None, split="test", sample=None, evaluator=None,
-                test_time: bool = True) -> dict:
+                test_time: bool = True, tune: bool = True) -> dict:
     from .analysis import tables
 
     if kind == "methods":
         return tables.method_table(zoo, tables.METHOD_ROWS, split=split, sample=sample, evaluator=evaluator,
-                                   progress=progress, test_time=test_time)
+                                   progress=progress, test_time=test_time, tune=tune)
     if kind == "sensitivity-variants":
         return tables.method_table(zoo, tables.SENSITIVITY_ROWS, split=split, sample=sample, evaluator=evaluator,
-                                   progress=progress, title=f"TATR with each sensitivity (Table 6) on zoo {zoo.name}")
+                                   progress=progress, title=f"TATR with each sensitivity (Table 6) on zoo {zoo.name}",
+                                   tune=tune)
     return tables.generalization_table(zoo, held_out, split=split, sample=sample, evaluator=evaluator, progress=progress)
 
 
@@ -489,7 +552,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
     zoo = _load_zoo(args.zoo)
     bar = BarProgress(f"table {args.kind}")
     try:
-        table = build_table(args.kind, zoo, bar, args.held_out, args.split, args.sample, test_time=args.test_time)
+        table = build_table(args.kind, zoo, bar, args.held_out, args.split, args.sample, test_time=args.test_time,
+                            tune=not args.fixed)
     finally:
         bar.close()
     text = RENDERERS[args.format](table)
@@ -508,6 +572,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"], choices=["png", "pdf", "svg", "html"])
     _add_test_time_option(p)
+    _add_fixed_option(p)
     p.set_defaults(func=_cmd_report)
 
 
@@ -552,7 +617,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         try:
             for n, (kind, title) in enumerate(tables):
                 bar(n / total, f"table {kind}")
-                table = build_table(kind, zoo, lambda f, m: None, evaluator=evaluator, test_time=args.test_time)
+                table = build_table(kind, zoo, lambda f, m: None, evaluator=evaluator, test_time=args.test_time,
+                                    tune=not args.fixed)
                 for fmt, suffix in (("latex", "tex"), ("csv", "csv"), ("markdown", "md")):
                     _write_text(out / f"table-{kind}.{suffix}", RENDERERS[fmt](table))
                 index += [f"### {title}", "", RENDERERS["markdown"](table),
@@ -582,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_zoo(sub)
     _add_grads(sub)
     _add_eval(sub)
+    _add_tune(sub)
     _add_figure(sub)
     _add_table(sub)
     _add_report(sub)

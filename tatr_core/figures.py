@@ -281,19 +281,30 @@ def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figur
     parameter = records[0]["parameter"]
     title, scale = SWEEP_AXES.get(parameter) or (_declared_label(records[0]["method"], parameter), 1.0)
     fig = go.Figure()
-    for n, rec in enumerate(records):
-        xs = [scale * p["value"] for p in rec["points"]]
+    splits = {rec["fixed"].get("split") or "test" for rec in records}
+    curves: list[tuple] = []  # one colour per method and setting; its validation curve dashed beside the test one
+    for rec in records:
         shown = {k: v for k, v in rec["fixed"].items() if v is not None and k not in ("split", "sample", "seed")}
+        curve = (rec["method"], tuple(sorted(shown.items())))
+        if curve not in curves:
+            curves.append(curve)
+        split = rec["fixed"].get("split") or "test"
+        colour = PALETTE[curves.index(curve) % len(PALETTE)]
+        xs = [scale * p["value"] for p in rec["points"]]
         label = rec["method"] + ("" if not shown else " (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")")
         fig.add_scatter(x=xs, y=[100 * p["average_accuracy"] for p in rec["points"]], mode="lines+markers",
-                        name=f"{label}: average", line=dict(width=3, color=PALETTE[n % len(PALETTE)]))
-        if per_task:
+                        name=f"{label}: average" + (f", {'validation' if split == 'val' else split}" if len(splits) > 1
+                                                    else ""),
+                        line=dict(width=3 if split == "test" else 2, color=colour, dash="solid" if split == "test" else "dash"),
+                        marker=dict(symbol="circle" if split == "test" else "circle-open"))
+        if per_task and split == "test":
             tasks = list(rec["points"][0]["tasks"])
             for t in tasks:
                 fig.add_scatter(x=xs, y=[100 * p["tasks"][t]["accuracy"] for p in rec["points"]], mode="lines",
                                 name=t, line=dict(width=1.5, dash="dot", color=task_colour(tasks, t)))
     fig.update_xaxes(title=title, type="log" if parameter == "exemplars" else "linear")
-    fig.update_yaxes(title="test accuracy (%)")
+    fig.update_yaxes(title="accuracy (%): test solid, validation dashed" if len(splits) > 1
+                     else f"{'validation' if splits == {'val'} else 'test'} accuracy (%)")
     name = {"tau": "τ", "lam": "λ", "exemplars": "the exemplar count"}.get(parameter, title)
     return _layout(fig, f"Accuracy against {name}", width=860)
 

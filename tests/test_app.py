@@ -157,14 +157,22 @@ def test_sweeps_page_shows_the_best_points_of_each_method(micro_zoo):
     at = open_page("pages/sweeps.py")
     table = at.dataframe[0].value
     expected = [sweep(micro_zoo, m, "tau", sensitivity="gradient") for m in ("tatr", "ties")]
-    assert list(table["best average %"]) == [round(100 * max(p["average_accuracy"] for p in r["points"]), 2)
-                                             for r in expected]
+    assert list(table["best test %"]) == [round(100 * max(p["average_accuracy"] for p in r["points"]), 2)
+                                          for r in expected]
+    # the validation curve beside the test one, and the test accuracy at the value validation picks
+    val = [sweep(micro_zoo, m, "tau", sensitivity="gradient", split="val") for m in ("tatr", "ties")]
+    picks = [max(range(len(v["points"])), key=lambda i: v["points"][i]["average_accuracy"]) for v in val]
+    assert list(table["τ (%) chosen on val"]) == [100 * v["points"][i]["value"] for v, i in zip(val, picks)]
+    assert list(table["test % at that value"]) == [round(100 * e["points"][i]["average_accuracy"], 2)
+                                                   for e, i in zip(expected, picks)]
+    spec = at.get("plotly_chart")[0].proto.spec
+    assert "validation" in spec and '"dash":"dash"' in spec.replace(" ", "")
     at.radio(key="sw-parameter").set_value("lam").run()
     assert not at.exception
     table = at.dataframe[0].value
     expected = [sweep(micro_zoo, m, "lam") for m in ("task_arithmetic", "tatr")]  # each at its default τ
-    assert list(table["best average %"]) == [round(100 * max(p["average_accuracy"] for p in r["points"]), 2)
-                                             for r in expected]
+    assert list(table["best test %"]) == [round(100 * max(p["average_accuracy"] for p in r["points"]), 2)
+                                          for r in expected]
     assert expected[1]["points"][0]["params"]["tau"] == 0.01
     at.multiselect(key="sw-methods-lam").set_value([]).run()
     assert at.info and "at least one method" in at.info[0].value
@@ -276,7 +284,7 @@ def test_lambda_sweep_best_point_equals_explicit_models(micro_zoo):
 
     at = open_page("pages/sweeps.py", query={"sw-parameter": "lam", "sw-methods-lam": "task_arithmetic"})
     best = max(_average(_direct(micro_zoo, _explicit_ta(micro_zoo, lam))) for lam in DEFAULT_GRIDS["lam"])
-    assert list(at.dataframe[0].value["best average %"]) == [round(100 * best, 2)]
+    assert list(at.dataframe[0].value["best test %"]) == [round(100 * best, 2)]
 
 
 def test_merge_lab_widgets_come_from_the_declarations(micro_zoo):
@@ -299,5 +307,5 @@ def test_sweeps_page_sweeps_a_declared_parameter(micro_zoo):
     at = open_page("pages/sweeps.py", query={"sw-parameter": "drop_rate"})
     assert at.multiselect(key="sw-methods-drop_rate").value == ["dare"]
     expected = sweep(micro_zoo, "dare", "drop_rate")
-    assert list(at.dataframe[0].value["best average %"]) == [
+    assert list(at.dataframe[0].value["best test %"]) == [
         round(100 * max(p["average_accuracy"] for p in expected["points"]), 2)]

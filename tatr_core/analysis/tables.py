@@ -85,29 +85,65 @@ def trains_at_test_time(method: str) -> bool:
 
 def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = "test", sample: int | None = None,
                  evaluator: Evaluator | None = None, progress: Progress = no_progress, title: str = "",
-                 test_time: bool = True) -> dict:
+                 test_time: bool = True, tune: bool = False) -> dict:
     """Accuracy (%) of each row's method on every task, with the average; best / second marked.
 
     ``test_time=False`` leaves out the rows whose method trains at test time (seconds instead of
     minutes per row on a laptop); the table's ``"test_time"`` says which it holds.
+    ``tune=True`` chooses each row's λ (and τ for the TATR rows) on the validation split first
+    (:mod:`tatr_core.analysis.tuning`) and reports ``split`` accuracy at the chosen values, which each
+    row carries in ``"chosen"``; otherwise every row uses its method's fixed defaults.
     """
+    from .tuning import check_validation_split, tunable
+    from .tuning import tune as tune_row
+
     rows = [r for r in rows if test_time or not trains_at_test_time(r[2])]
     evaluator = evaluator or Evaluator(zoo)
+    if tune:
+        check_validation_split(zoo)
     names = zoo.task_names
     out_rows = []
     for n, (label, group, method, kw) in enumerate(rows):
         progress(n / len(rows), f"table: {label}")
+        searched = bool(tune and tunable(method, kw))  # the validation search takes most of the row's time
+
+        def row_progress(start: float, share: float, n=n, label=label) -> Progress:
+            return lambda f, m: progress((n + start + share * f) / len(rows), f"{label}: {m}")
+
+        chosen: dict = {}
+        if searched:
+            chosen = tune_row(zoo, method, evaluator=evaluator, sample=sample, progress=row_progress(0.0, 0.8),
+                              **kw)["chosen"]
         rec = evaluate_method(zoo, method, split=split, sample=sample, evaluator=evaluator,
-                              progress=lambda f, m, n=n, label=label: progress((n + f) / len(rows), f"{label}: {m}"),
-                              **kw)
+                              progress=row_progress(0.8, 0.2) if searched else row_progress(0.0, 1.0),
+                              **{**kw, **chosen})
         values = {t: 100 * rec["tasks"][t]["accuracy"] for t in names}
         values["Avg"] = 100 * rec["average_accuracy"]
-        out_rows.append({"label": label, "group": group, "method": method, "params": rec["params"], "values": values})
+        out_rows.append({"label": label, "group": group, "method": method, "params": rec["params"], "values": values,
+                         "chosen": chosen})
     columns = names + ["Avg"]
     _mark(out_rows, columns)
     progress(1.0, "table done")
     return {"title": title or f"Test accuracy (%) on zoo {zoo.name}", "columns": columns, "rows": out_rows,
-            "split": split, "sample": sample, "test_time": test_time}
+            "split": split, "sample": sample, "test_time": test_time, "tuned": tune}
+
+
+def chosen_text(row: dict) -> str:
+    """A row's values chosen on validation, as the tables print them ("λ 0.4, τ 0.5%"; "" when none)."""
+    chosen = row.get("chosen") or {}
+    parts = []
+    if "lam" in chosen:
+        parts.append(f"λ {chosen['lam']:g}")
+    if "tau" in chosen:
+        parts.append(f"τ {100 * chosen['tau']:g}%")
+    return ", ".join(parts)
+
+
+def _tuned(table: dict) -> bool:
+    return bool(table.get("tuned")) and any(row.get("chosen") for row in table["rows"])
+
+
+CHOSEN_COLUMN = "chosen on val"
 
 
 def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, methods: Sequence[tuple] | None = None,
@@ -154,9 +190,11 @@ def latex_escape(text: str) -> str:
 def to_latex(table: dict) -> str:
     """A booktabs ``table`` environment: best bold, second underlined, groups as \\midrule sections."""
     cols = table["columns"]
+    tuned = _tuned(table)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + latex_escape(table["title"]) + "}",
-             r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule",
-             "Method & " + " & ".join(latex_escape(c) for c in cols) + r" \\", r"\midrule"]
+             r"\begin{tabular}{l" + "r" * len(cols) + ("l" if tuned else "") + "}", r"\toprule",
+             "Method & " + " & ".join(latex_escape(c) for c in cols)
+             + (r" & $\lambda$, $\tau$ (val)" if tuned else "") + r" \\", r"\midrule"]
     group = None
     for n, row in enumerate(table["rows"]):
         if row["group"] != group and n > 0 and row["group"]:
@@ -167,6 +205,8 @@ def to_latex(table: dict) -> str:
             v = f"{row['values'][c]:.1f}"
             rank = row["rank"].get(c)
             cells.append(r"\textbf{" + v + "}" if rank == 1 else r"\underline{" + v + "}" if rank == 2 else v)
+        if tuned:
+            cells.append(chosen_text(row).replace("λ", "$\\lambda$").replace("τ", "$\\tau$").replace("%", r"\%"))
         lines.append(latex_escape(row["label"]) + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
@@ -174,13 +214,17 @@ def to_latex(table: dict) -> str:
 
 def to_markdown(table: dict) -> str:
     cols = table["columns"]
-    lines = [f"**{table['title']}**", "", "| Method | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    tuned = _tuned(table)
+    lines = [f"**{table['title']}**", "", "| Method | " + " | ".join(cols) + (f" | {CHOSEN_COLUMN}" if tuned else "") + " |",
+             "|---|" + "---:|" * len(cols) + ("---|" if tuned else "")]
     for row in table["rows"]:
         cells = []
         for c in cols:
             v = f"{row['values'][c]:.1f}"
             rank = row["rank"].get(c)
             cells.append(f"**{v}**" if rank == 1 else f"<u>{v}</u>" if rank == 2 else v)
+        if tuned:
+            cells.append(chosen_text(row))
         lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -188,9 +232,12 @@ def to_markdown(table: dict) -> str:
 def to_csv(table: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method", "group", *table["columns"]])
+    tuned = _tuned(table)
+    w.writerow(["method", "group", *table["columns"], *(["lam (val)", "tau (val)"] if tuned else [])])
     for row in table["rows"]:
-        w.writerow([row["label"], row["group"], *(f"{row['values'][c]:.2f}" for c in table["columns"])])
+        chosen = row.get("chosen") or {}
+        w.writerow([row["label"], row["group"], *(f"{row['values'][c]:.2f}" for c in table["columns"]),
+                    *([chosen.get("lam", ""), chosen.get("tau", "")] if tuned else [])])
     return buf.getvalue()
 
 
