@@ -1,15 +1,13 @@
 """Compare Methods: the paper's tables on this zoo — Table 1 (methods), Table 6 (sensitivity
 variants), Table 4 (generalization to held-out tasks) — best bold, second underlined; LaTeX / CSV."""
-import pandas as pd
 import streamlit as st
 
-from tatr_core.analysis.tables import CHOSEN_COLUMN, RENDERERS, SENSITIVITY_ROWS, chosen_text, generalization_table, \
-    method_table
+from tatr_core.analysis.tables import RENDERERS, SENSITIVITY_ROWS, generalization_table, method_table, to_html
 from tatr_core.ui import control, current_zoo, friendly_errors, progress_bar
 
 st.title("Compare Methods")
 st.caption("Test accuracy (%) of every row's method on each task, computed on this zoo (cached after the first "
-           "run). Among the merge methods, the best entry of each column is **bold** and the second underlined.")
+           "run), in the layout of the paper's tables.")
 
 with friendly_errors():
     zoo, evaluator = current_zoo()
@@ -50,27 +48,12 @@ if which == "methods" and not test_time:
 if table.get("tuned"):
     st.caption("λ (and τ for the TATR rows) chosen per row on the validation split; the last column gives the values. "
                "Accuracies are on the test split at those values.")
-columns = table["columns"]
-extra = [CHOSEN_COLUMN] if table.get("tuned") else []
-frame = pd.DataFrame([[row["group"]] + [row["values"][c] for c in columns] + ([chosen_text(row)] if extra else [])
-                      for row in table["rows"]],
-                     columns=["group"] + columns + extra, index=[row["label"] for row in table["rows"]])
-ranks = {(row["label"], c): row["rank"].get(c) for row in table["rows"] for c in columns}
-
-
-def style(values: pd.DataFrame) -> pd.DataFrame:
-    css = {1: "font-weight: bold", 2: "text-decoration: underline"}
-    return pd.DataFrame([[css.get(ranks[(label, c)], "") for c in values.columns] for label in values.index],
-                        index=values.index, columns=values.columns)
-
-
-st.dataframe(frame.style.apply(style, axis=None, subset=columns).format("{:.1f}", subset=columns), width="stretch",
-             height=35 * (len(frame) + 1) + 3,
-             column_config={"_index": st.column_config.TextColumn("method", width=220),
-                            "group": st.column_config.TextColumn("group", width=170)})
-groups = [row["group"] for row in table["rows"]]
-if any(groups):
-    st.caption("Groups: " + " · ".join(dict.fromkeys(g for g in groups if g)))
+st.html(to_html(table))
+notes = ["best of each column **bold**, second underlined, within each group (the training-free merges and the "
+         "test-time ones are compared among themselves, as in the paper)"]
+if any(row.get("gain") is not None for row in table["rows"]):
+    notes.append("indented rows add TATR to the method above them; *gain* is the change in its average accuracy")
+st.caption("; ".join(notes) + ".")
 
 cols = st.columns(6)
 for col, (fmt, ext, mime) in zip(cols, [("latex", "tex", "text/x-tex"), ("csv", "csv", "text/csv"),

@@ -5,7 +5,7 @@ import streamlit as st
 from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.figures import conflict_extent, conflict_figure
 from tatr_core.merge import REGISTRY
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, progress_bar
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, friendly_errors, progress_bar, show_figure
 
 st.title("Knowledge Conflicts")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^K)\big) - L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
@@ -40,6 +40,4 @@ for col, (side, method, record) in zip(columns, records):
         total = record["total_loss"] if form == "loss" else 100 * record["total_accuracy"]
         st.metric(f"{REGISTRY[method].label}: total C ({form})", f"{total:+.2f}")
         fig = conflict_figure(record, form, bound)
-        fig.update_layout(width=None)
-        st.plotly_chart(fig, width="stretch", key=f"conflict-fig-{side}")
-        figure_downloads(fig, f"conflict-{side}-{method}-{form}")
+        show_figure(fig, f"conflict-fig-{side}", f"conflict-{side}-{method}-{form}")

@@ -7,8 +7,8 @@ from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.analysis.geometry import task_vector_geometry
 from tatr_core.figures import accuracy_bars_figure, conflict_figure, cosine_figure, per_task_components_figure
 from tatr_core.runs import evaluate_method
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, \
-    orthogonal_fraction_control, progress_bar
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, friendly_errors, orthogonal_fraction_control, \
+    progress_bar, show_figure
 
 st.title("Learn: merging in a trust region")
 st.caption("Five steps, each with a live example computed on the zoo in use. Every number below is computed "
@@ -34,8 +34,7 @@ with left:
 with right:
     fig = cosine_figure(geometry)
     fig.update_layout(width=None, height=460)
-    st.plotly_chart(fig, width="stretch", key="learn-cosine")
-    figure_downloads(fig, "task-vector-cosines")
+    show_figure(fig, "learn-cosine", "task-vector-cosines")
 
 # -- 2 -----------------------------------------------------------------------------------------
 st.header("2 · Task Arithmetic adds them")
@@ -49,8 +48,7 @@ st.metric("Task Arithmetic: average accuracy", f"{100 * ta['average_accuracy']:.
           f"{100 * (ta['average_accuracy'] - ind['average_accuracy']):+.1f} vs the fine-tuned models")
 fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, f"Task Arithmetic (λ = {lam:g})": ta},
                            "One merged model against zero-shot and the individual models")
-st.plotly_chart(fig, width="stretch", key="learn-ta")
-figure_downloads(fig, f"task-arithmetic-lam-{lam:g}")
+show_figure(fig, "learn-ta", f"task-arithmetic-lam-{lam:g}")
 
 # -- 3 -----------------------------------------------------------------------------------------
 st.header("3 · Knowledge conflict: adding one task hurts another")
@@ -73,8 +71,7 @@ with left:
 with right:
     fig = conflict_figure(conflict, "accuracy")
     fig.update_layout(width=None, height=480)
-    st.plotly_chart(fig, width="stretch", key="learn-conflict")
-    figure_downloads(fig, "conflict-task_arithmetic-accuracy")
+    show_figure(fig, "learn-conflict", "conflict-task_arithmetic-accuracy")
 
 # -- 4 -----------------------------------------------------------------------------------------
 st.header("4 · Why the orthogonal component is safe")
@@ -87,9 +84,7 @@ fraction = orthogonal_fraction_control("learn-orthogonal")
 with friendly_errors(), progress_bar("splitting the task vectors by each task's gradient") as progress:
     components = component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator, progress=progress)
 fig = per_task_components_figure(components)
-fig.update_layout(width=None)
-st.plotly_chart(fig, width="stretch", key="learn-components")
-figure_downloads(fig, f"components-per-task-orth{100 * fraction:g}pct")
+show_figure(fig, "learn-components", f"components-per-task-orth{100 * fraction:g}pct")
 
 # -- 5 -----------------------------------------------------------------------------------------
 st.header("5 · TATR merges inside a trust region")

@@ -5,8 +5,7 @@ import streamlit as st
 
 from tatr_core.analysis.components import grid_axis, loss_landscape, merged_component_accuracy
 from tatr_core.figures import landscape_figure, merged_components_figure
-from tatr_core.ui import control, current_zoo, figure_downloads, friendly_errors, orthogonal_fraction_control, \
-    progress_bar
+from tatr_core.ui import control, current_zoo, friendly_errors, orthogonal_fraction_control, progress_bar, show_figure
 
 st.title("Loss Landscape")
 st.latex(r"\theta(a, b) = \theta_{pre} + \Delta^{\perp} + a\,(\Delta^{+} - \Delta^{\perp}) + b\,(\Delta^{-} - \Delta^{\perp})")
@@ -41,9 +40,7 @@ left, right = st.columns(2)
 for col, task, name in ((left, None, "total"), (right, shown, shown)):
     with col:
         fig = landscape_figure(record, task)
-        fig.update_layout(width=None)
-        st.plotly_chart(fig, width="stretch", key=f"ls-{name}")
-        figure_downloads(fig, f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
+        show_figure(fig, f"ls-{name}", f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
 pa, pb = record["points"]["pretrained"]
 st.caption(f"Norms: ‖Δ⊥‖ = {record['norms']['orthogonal']:.3g}, ‖Δ⁺‖ = {record['norms']['positive']:.3g}, "
            f"‖Δ⁻‖ = {record['norms']['negative']:.3g}. θ_pre lies off the plane; its least-squares projection is "
@@ -56,6 +53,4 @@ st.caption("θ^c = θ_pre + λ Σ_k Δ_k ⊙ 1_c: the summed task vectors restri
 with friendly_errors(), progress_bar("five merged models on every task") as progress:
     merged = merged_component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator, progress=progress)
 fig = merged_components_figure(merged)
-fig.update_layout(width=None)
-st.plotly_chart(fig, width="stretch", key="ls-merged-components")
-figure_downloads(fig, f"components-merged-orth{100 * fraction:g}pct")
+show_figure(fig, "ls-merged-components", f"components-merged-orth{100 * fraction:g}pct")

@@ -12,8 +12,7 @@ from tatr_core.figures import accuracy_bars_figure, coefficients_figure, surgery
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import eval_command, evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, method_controls, \
-    progress_bar
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, friendly_errors, method_controls, progress_bar, show_figure
 
 st.title("Merge Lab")
 
@@ -54,19 +53,14 @@ c3.metric(f"excluded dimensions (of {zoo.task_vectors.N:,})", f"{record.get('exc
 params = ", ".join(f"{k} = {v}" for k, v in record["params"].items())
 fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, REGISTRY[method].label: record},
                            f"{REGISTRY[method].label}: per-task accuracy", params)
-st.plotly_chart(fig, width="stretch")
-figure_downloads(fig, f"merge-lab-{method}")
+show_figure(fig, f"merge-lab-{method}", f"merge-lab-{method}")
 
 if "learned" in record:  # AdaMerging: what it learned
     fig = coefficients_figure(record["learned"])
-    fig.update_layout(width=None)
-    st.plotly_chart(fig, width="stretch", key="ml-coefficients")
-    figure_downloads(fig, f"adamerging-coefficients-{record['params']['granularity']}")
+    show_figure(fig, "ml-coefficients", f"adamerging-coefficients-{record['params']['granularity']}")
 if "surgery" in record:
     fig = surgery_gap_figure(record["surgery"])
-    fig.update_layout(width=None)
-    st.plotly_chart(fig, width="stretch", key="ml-surgery")
-    figure_downloads(fig, "surgery-l1-gap")
+    show_figure(fig, "ml-surgery", "surgery-l1-gap")
 
 st.subheader("Take it with you")
 recipe = {"zoo": zoo.info.get("manifest") or zoo.name, "method": method, "params": record["params"],

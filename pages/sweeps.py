@@ -8,7 +8,8 @@ from tatr_core.analysis.sweeps import declared_sweeps, sweep, sweepable
 from tatr_core.figures import sweep_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, progress_bar
+from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, progress_bar, \
+    show_figure
 
 st.title("Sweeps")
 st.caption("Each point merges the zoo with the method at that value and evaluates every task on its test split. "
@@ -52,9 +53,7 @@ updates = [0]
 
 def draw(records: list[dict], live: bool) -> None:
     updates[0] += 1
-    fig = sweep_figure(records, per_task)
-    fig.update_layout(width=None)
-    chart.plotly_chart(fig, width="stretch", key=f"sweep-{'live' if live else 'final'}-{updates[0]}")
+    show_figure(sweep_figure(records, per_task), f"sweep-{'live' if live else 'final'}-{updates[0]}", container=chart)
 
 
 splits = ["test", "val"] if with_val else ["test"]

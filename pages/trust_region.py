@@ -5,8 +5,7 @@ import streamlit as st
 from tatr_core.analysis.layers import layer_sensitivity
 from tatr_core.figures import excluded_figure, layer_sensitivity_figure, omega_histogram_figure
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, \
-    progress_bar
+from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, friendly_errors, progress_bar, show_figure
 
 st.title("Trust Region")
 st.latex(r"\Omega = \sum_{i}\sum_{j\neq i} \big|\mathbb{E}\,\nabla_\theta L_j(\theta_{pre})\big| \odot |\Delta_i|"
@@ -42,18 +41,12 @@ c3.metric("most excluded block", most, f"{100 * record['block_excluded'][most]:.
           delta_arrow="off")
 
 fig = layer_sensitivity_figure(record, by)
-fig.update_layout(width=None)
-st.plotly_chart(fig, width="stretch", key="tr-heatmap")
-figure_downloads(fig, f"layer-sensitivity-{by}")
+show_figure(fig, "tr-heatmap", f"layer-sensitivity-{by}")
 
 left, right = st.columns(2)
 with left:
     fig = excluded_figure(record, by)
-    fig.update_layout(width=None)
-    st.plotly_chart(fig, width="stretch", key="tr-excluded")
-    figure_downloads(fig, f"excluded-{variant}-{tau_pct:g}pct-{by}")
+    show_figure(fig, "tr-excluded", f"excluded-{variant}-{tau_pct:g}pct-{by}")
 with right:
     fig = omega_histogram_figure(record)
-    fig.update_layout(width=None)
-    st.plotly_chart(fig, width="stretch", key="tr-histogram")
-    figure_downloads(fig, f"omega-histogram-{variant}")
+    show_figure(fig, "tr-histogram", f"omega-histogram-{variant}")

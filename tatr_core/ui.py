@@ -240,6 +240,20 @@ def progress_bar(text: str):
         bar.empty()
 
 
+def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:
+    """A figure on the page exactly as it exports, full width, with its Download menu (``stem``: the
+    file name; None: no menu).  ``theme=None`` turns Streamlit's plotly theme off: with it on,
+    Streamlit replaces the figure's colour scales and fonts on screen only (a Magma heatmap started
+    at pink), so the page and the exported file disagreed."""
+    import plotly.graph_objects as go
+
+    screen = go.Figure(fig)
+    screen.update_layout(width=None)  # the column's width on screen; the export keeps the figure's own
+    (container or st).plotly_chart(screen, width="stretch", key=key, theme=None)
+    if stem is not None:
+        figure_downloads(fig, stem)
+
+
 def figure_downloads(fig, stem: str) -> None:
     """A "Download" menu under a figure: PNG / SVG / PDF (the CLI's exporter, built on click) and HTML."""
     from .figures import _chromium, figure_bytes

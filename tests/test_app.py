@@ -179,7 +179,7 @@ def test_sweeps_page_shows_the_best_points_of_each_method(micro_zoo):
 
 
 def test_compare_methods_page_shows_the_table_and_its_marks(micro_zoo):
-    from tatr_core.analysis.tables import SENSITIVITY_ROWS, method_table, to_latex
+    from tatr_core.analysis.tables import SENSITIVITY_ROWS, base_label, method_table, to_html, to_latex
 
     from tatr_core.analysis.tables import trains_at_test_time
 
@@ -187,12 +187,24 @@ def test_compare_methods_page_shows_the_table_and_its_marks(micro_zoo):
     table = method_table(micro_zoo, test_time=False)  # training-free rows first: seconds, not minutes
     assert table["rows"] and not any(trains_at_test_time(r["method"]) for r in table["rows"])
     assert any("test-time training rows" in c.value for c in at.caption)
-    frame = at.dataframe[0].value
-    assert list(frame.index) == [r["label"] for r in table["rows"]]
-    assert [round(v, 6) for v in frame["Avg"]] == [round(r["values"]["Avg"], 6) for r in table["rows"]]
-    assert at.code[0].value.strip() == to_latex(table).strip()
+    shown = at.get("html")[0].proto.body
+    assert shown == to_html(table)
+    # the paper's layout: labelled groups, every "& TATR" row right under its base with its gain, marks
+    # within a group, method names in the text colour (no grey index column), scrolling instead of clipping
+    labels = [r["label"] for r in table["rows"]]
+    for row in table["rows"]:
+        if row["base"]:
+            between = labels[labels.index(row["base"]) + 1: labels.index(row["label"])]
+            assert all(base_label(b) == row["base"] for b in between), (row["label"], between)
+            assert row["gain"] == pytest.approx(row["values"]["Avg"] - table["rows"][labels.index(row["base"])]["values"]["Avg"])
+    assert "Training-free methods" in shown and "Basic baseline methods" in shown and "overflow-x:auto" in shown
+    assert "TATR positive" not in labels  # Table 6 is its own table
+    for group in {r["group"] for r in table["rows"]} - {"Basic baseline methods"}:
+        in_group = [r for r in table["rows"] if r["group"] == group]
+        assert sum(1 for r in in_group if r["rank"].get("Avg") == 1) >= 1
+    assert "<u>" in shown and at.code[0].value.strip() == to_latex(table).strip()
     at.radio(key="cm-table").set_value("sensitivity").run()
-    assert list(at.dataframe[0].value.index) == [r[0] for r in SENSITIVITY_ROWS]
+    assert all(f"<th>{label}</th>" in at.get("html")[0].proto.body for label, *_ in SENSITIVITY_ROWS[1:])
     at.radio(key="cm-table").set_value("generalization").run()
     assert not at.exception and not at.error
     at.multiselect(key="cm-held-out").set_value([]).run()

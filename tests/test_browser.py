@@ -87,3 +87,26 @@ def test_page_in_a_real_browser(server, browser, path, move, expect, plots):
         screenshot(page, ARTIFACTS / f"{path or 'home'}.png")
     finally:
         page.close()
+
+
+def test_a_heatmap_on_screen_has_the_colour_scale_it_exports(server, browser, micro_zoo):
+    """Screen = export: the Trust Region heatmap drawn in the browser uses the figure's own colour scale
+    (Magma, from near-black), not one a Streamlit theme substituted, and the same scale the PNG/PDF export
+    is drawn from."""
+    from tatr_core.analysis.layers import layer_sensitivity
+    from tatr_core.figures import layer_sensitivity_figure
+
+    exported = layer_sensitivity_figure(layer_sensitivity(micro_zoo, "gradient", 0.01), "block").to_plotly_json()
+    want = [[float(s), c] for s, c in exported["data"][0]["colorscale"]]
+    page = browser.new_page(viewport={"width": 1440, "height": 1800})
+    try:
+        page.goto(f"{server}/trust_region", wait_until="domcontentloaded")
+        settle(page, 3)
+        drawn = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')]
+            .map(el => el._fullData && el._fullData[0]).filter(d => d && d.type === 'heatmap')
+            .map(d => d.colorscale)""")
+        assert drawn, "no heatmap drawn"
+        assert [[float(s), c] for s, c in drawn[0]] == want
+        assert want[0][1].lower() in ("#000004", "rgb(0, 0, 4)")  # Magma starts near black
+    finally:
+        page.close()

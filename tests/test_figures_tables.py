@@ -104,12 +104,14 @@ def check_latex(tex: str, labels: list[str]) -> None:
         assert tex.count(r"\begin{" + env) == tex.count(r"\end{" + env) == 1
     assert r"\toprule" in tex and r"\bottomrule" in tex
     body = tex.split(r"\midrule", 1)[1]
-    for label in labels:
-        assert re.search(r"^" + re.escape(label.replace("&", r"\&")) + " & ", body, re.M), label
+    for label in labels:  # a "& TATR" row is indented under its base
+        assert re.search(r"^(\\quad )?" + re.escape(label.replace("&", r"\&")) + " & ", body, re.M), label
     n_cols = tex.split(r"\begin{tabular}{", 1)[1].split("}", 1)[0]
     for line in body.splitlines():
-        if line.endswith(r"\\"):
+        if line.endswith(r"\\") and not line.startswith(r"\multicolumn"):
             assert line.count(" & ") == len(n_cols) - 1
+        elif line.startswith(r"\multicolumn"):  # a group's label spans the table
+            assert line.startswith(r"\multicolumn{" + str(len(n_cols)) + "}{l}{\\textit{")
 
 
 def test_method_tables_render(micro_zoo):
@@ -119,11 +121,15 @@ def test_method_tables_render(micro_zoo):
     table = method_table(micro_zoo, rows, sample=40)
     labels = [r[0] for r in METHOD_ROWS]
     check_latex(to_latex(table), labels)
-    for col in table["columns"]:  # every column has a best entry among the merge methods
-        assert any(r["rank"].get(col) == 1 for r in table["rows"])
+    groups = {r["group"] for r in table["rows"]} - {"Basic baseline methods"}
+    assert groups == {"Training-free methods", "Test-time training based methods"}
+    for col in table["columns"]:  # every column has a best entry within each group of merge methods
+        for group in groups:
+            assert any(r["rank"].get(col) == 1 for r in table["rows"] if r["group"] == group), (col, group)
         assert not any(r["rank"] for r in table["rows"] if r["method"] in ("pretrained", "individual"))
+    assert r"\multicolumn{" in to_latex(table) and r"\textit{Test-time training based methods}" in to_latex(table)
     md = to_markdown(table)
-    assert md.count("\n| ") == len(labels) + 1 and "**" in md
+    assert md.count("\n| ") == len(labels) + 3 + 1 and "**" in md  # rows, 3 group labels, the header
     assert to_csv(table).count("\n") == len(labels) + 1
     variants = method_table(micro_zoo, SENSITIVITY_ROWS, sample=40)
     check_latex(to_latex(variants), [r[0] for r in SENSITIVITY_ROWS])

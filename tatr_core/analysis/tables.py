@@ -21,39 +21,56 @@ ZERO_SHOT_PLUGIN_ROWS = ("ties",)
 #: methods with no "& TATR" row: TATR itself, Task Arithmetic (with TATR it is the TATR row) and Weight
 #: Averaging (not among the paper's plug-in rows)
 NO_PLUGIN_ROW = ("tatr", "task_arithmetic", "average")
+#: the row groups, labelled as the paper's Table 1 labels them (registry group -> label)
+BASIC = "Basic baseline methods"
+GROUP_LABELS = {"Training-free methods": "Training-free methods",
+                "Test-time training methods": "Test-time training based methods"}
 
 
 def method_rows() -> list[tuple[str, str, str, dict]]:
     """Table 1's rows from the registry: (label, group, method, parameters).
 
-    The baselines; every method's own rows in registry order (its declared ``rows``), grouped as
-    the paper groups them; TATR and every method with the TATR plug-in at τ = 1%; the Table 6
-    sensitivity variants not already among them.  A newly registered method appears here, plain
-    and with TATR, without this module changing.
+    The basic baselines; then every method's own rows in registry order (its declared ``rows``),
+    grouped as the paper groups them, each followed by its "& TATR" rows (τ = 1%; TATR and TATR
+    zero-shot follow Task Arithmetic, of which they are the plug-in).  A newly registered method
+    appears here, plain and with TATR, without this module changing.  The sensitivity variants are
+    Table 6 (:data:`SENSITIVITY_ROWS`).
     """
     from ..merge import REGISTRY
 
-    rows = [("Pre-trained", "Basic baselines", "pretrained", {}), ("Individual", "Basic baselines", "individual", {})]
+    rows = [("Pre-trained", BASIC, "pretrained", {}), ("Individual", BASIC, "individual", {})]
     for spec in REGISTRY.values():
-        if spec.name != "tatr":
-            rows += [(label, spec.group, spec.name, kw) for label, kw in spec.rows]
-    rows += [("TATR zero-shot", "TATR", "tatr", {"sensitivity": "zero-shot"}), ("TATR", "TATR", "tatr", {})]
-    for spec in REGISTRY.values():
-        if spec.plugin and spec.name not in NO_PLUGIN_ROW:
-            for label, kw in spec.rows:
+        if spec.name == "tatr":
+            continue
+        group = GROUP_LABELS.get(spec.group, spec.group)
+        for label, kw in spec.rows:
+            rows.append((label, group, spec.name, kw))
+            if spec.name == "task_arithmetic":
+                rows += [("TATR zero-shot", group, "tatr", {"sensitivity": "zero-shot"}), ("TATR", group, "tatr", {})]
+            elif spec.plugin and spec.name not in NO_PLUGIN_ROW:
                 if spec.name in ZERO_SHOT_PLUGIN_ROWS:
-                    rows.append((f"{label} & TATR zero-shot", "TATR", spec.name,
+                    rows.append((f"{label} & TATR zero-shot", group, spec.name,
                                  {**kw, "tau": 0.01, "sensitivity": "zero-shot"}))
-                rows.append((f"{label} & TATR", "TATR", spec.name, {**kw, "tau": 0.01}))
-    rows += [(f"TATR {v}", "Sensitivity variants", "tatr", {"sensitivity": v}) for v in ("positive", "negative", "ntk")]
+                rows.append((f"{label} & TATR", group, spec.name, {**kw, "tau": 0.01}))
     return rows
+
+
+def base_label(label: str) -> str | None:
+    """The row a TATR row improves on ("Ties-Merging & TATR" → "Ties-Merging"; "TATR" → "Task
+    Arithmetic"), or None for a row that is no plug-in."""
+    if label in ("TATR", "TATR zero-shot"):
+        return "Task Arithmetic"
+    for suffix in (" & TATR zero-shot", " & TATR"):
+        if label.endswith(suffix):
+            return label[: -len(suffix)]
+    return None
 
 
 #: (label, group, method, parameters) — Table 1's rows as the registry stands at import
 METHOD_ROWS = method_rows()
 #: Table 6: TATR with each sensitivity.
 SENSITIVITY_ROWS = [
-    ("Pre-trained", "Basic baselines", "pretrained", {}),
+    ("Pre-trained", BASIC, "pretrained", {}),
     ("TATR positive", "Sensitivity", "tatr", {"sensitivity": "positive"}),
     ("TATR negative", "Sensitivity", "tatr", {"sensitivity": "negative"}),
     ("TATR ntk", "Sensitivity", "tatr", {"sensitivity": "ntk"}),
@@ -63,17 +80,31 @@ SENSITIVITY_ROWS = [
 
 
 def _mark(rows: list[dict], columns: list[str]) -> None:
-    """Add ``rank`` {column: 1 (best) | 2 (second)} to each merge-method row."""
+    """Add ``rank`` {column: 1 (best) | 2 (second)} to each merge-method row, ranked among the rows of
+    its own group (the training-free merges apart from the test-time ones, as the paper compares them)."""
     for row in rows:
         row["rank"] = {}
-    candidates = [r for r in rows if r["method"] not in BASELINES]
-    for col in columns:
-        values = sorted({r["values"][col] for r in candidates}, reverse=True)
-        for r in candidates:
-            if values and r["values"][col] == values[0]:
-                r["rank"][col] = 1
-            elif len(values) > 1 and r["values"][col] == values[1]:
-                r["rank"][col] = 2
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["method"] not in BASELINES:
+            groups.setdefault(r["group"], []).append(r)
+    for candidates in groups.values():
+        for col in columns:
+            values = sorted({r["values"][col] for r in candidates}, reverse=True)
+            for r in candidates:
+                if values and r["values"][col] == values[0]:
+                    r["rank"][col] = 1
+                elif len(values) > 1 and r["values"][col] == values[1]:
+                    r["rank"][col] = 2
+
+
+def _add_gains(rows: list[dict]) -> None:
+    """``gain``: a TATR row's average minus its base row's (None when the base is not in the table)."""
+    avg = {r["label"]: r["values"].get("Avg") for r in rows}
+    for r in rows:
+        base = base_label(r["label"])
+        r["base"] = base if base in avg else None
+        r["gain"] = None if r["base"] is None or r["values"].get("Avg") is None else r["values"]["Avg"] - avg[base]
 
 
 def trains_at_test_time(method: str) -> bool:
@@ -123,6 +154,7 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
                          "chosen": chosen})
     columns = names + ["Avg"]
     _mark(out_rows, columns)
+    _add_gains(out_rows)
     progress(1.0, "table done")
     return {"title": title or f"Test accuracy (%) on zoo {zoo.name}", "columns": columns, "rows": out_rows,
             "split": split, "sample": sample, "test_time": test_time, "tuned": tune}
@@ -174,6 +206,7 @@ def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, met
         rows.append({"label": label, "group": "", "method": method, "params": params, "values": values})
     columns = seen + ["Avg (merged)"] + held_out + ["Avg (held out)"]
     _mark(rows, columns)
+    _add_gains(rows)
     return {"title": f"Generalization to held-out tasks ({', '.join(held_out)}) on zoo {zoo.name}",
             "columns": columns, "rows": rows, "held_out": held_out, "split": split, "sample": sample}
 
@@ -187,58 +220,131 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_ESCAPES.get(c, c) for c in str(text))
 
 
+def _cell(row: dict, col: str) -> str:
+    return f"{row['values'][col]:.1f}"
+
+
+def _gain_text(row: dict) -> str:
+    return "" if row.get("gain") is None else f"{round(row['gain'], 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+
+def _has_gains(table: dict) -> bool:
+    return any(row.get("gain") is not None for row in table["rows"])
+
+
+def _groups(table: dict):
+    """(group label or None, rows): consecutive rows of one group together."""
+    out: list[tuple[str | None, list[dict]]] = []
+    for row in table["rows"]:
+        if not out or out[-1][0] != (row["group"] or None):
+            out.append((row["group"] or None, []))
+        out[-1][1].append(row)
+    return out
+
+
 def to_latex(table: dict) -> str:
-    """A booktabs ``table`` environment: best bold, second underlined, groups as \\midrule sections."""
+    """A booktabs ``table`` environment in the paper's layout: labelled row groups, each "& TATR" row
+    under its base with its gain, best bold and second underlined within a group."""
     cols = table["columns"]
-    tuned = _tuned(table)
+    tuned, gains = _tuned(table), _has_gains(table)
+    extra = (["gain"] if gains else []) + ([r"$\lambda$, $\tau$ (val)"] if tuned else [])
+    width = 1 + len(cols) + len(extra)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + latex_escape(table["title"]) + "}",
-             r"\begin{tabular}{l" + "r" * len(cols) + ("l" if tuned else "") + "}", r"\toprule",
-             "Method & " + " & ".join(latex_escape(c) for c in cols)
-             + (r" & $\lambda$, $\tau$ (val)" if tuned else "") + r" \\", r"\midrule"]
-    group = None
-    for n, row in enumerate(table["rows"]):
-        if row["group"] != group and n > 0 and row["group"]:
-            lines.append(r"\midrule")
-        group = row["group"]
-        cells = []
-        for c in cols:
-            v = f"{row['values'][c]:.1f}"
-            rank = row["rank"].get(c)
-            cells.append(r"\textbf{" + v + "}" if rank == 1 else r"\underline{" + v + "}" if rank == 2 else v)
-        if tuned:
-            cells.append(chosen_text(row).replace("λ", "$\\lambda$").replace("τ", "$\\tau$").replace("%", r"\%"))
-        lines.append(latex_escape(row["label"]) + " & " + " & ".join(cells) + r" \\")
+             r"\begin{tabular}{l" + "r" * len(cols) + "r" * gains + "l" * tuned + "}", r"\toprule",
+             "Method & " + " & ".join([latex_escape(c) for c in cols] + extra) + r" \\"]
+    for group, rows in _groups(table):
+        lines.append(r"\midrule")
+        if group:
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\")
+        for row in rows:
+            cells = []
+            for c in cols:
+                v, rank = _cell(row, c), row["rank"].get(c)
+                cells.append(r"\textbf{" + v + "}" if rank == 1 else r"\underline{" + v + "}" if rank == 2 else v)
+            if gains:
+                cells.append(_gain_text(row))
+            if tuned:
+                cells.append(chosen_text(row).replace("λ", "$\\lambda$").replace("τ", "$\\tau$").replace("%", r"\%"))
+            label = latex_escape(row["label"])
+            lines.append((r"\quad " if row.get("base") else "") + label + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
 def to_markdown(table: dict) -> str:
     cols = table["columns"]
-    tuned = _tuned(table)
-    lines = [f"**{table['title']}**", "", "| Method | " + " | ".join(cols) + (f" | {CHOSEN_COLUMN}" if tuned else "") + " |",
-             "|---|" + "---:|" * len(cols) + ("---|" if tuned else "")]
-    for row in table["rows"]:
-        cells = []
-        for c in cols:
-            v = f"{row['values'][c]:.1f}"
-            rank = row["rank"].get(c)
-            cells.append(f"**{v}**" if rank == 1 else f"<u>{v}</u>" if rank == 2 else v)
-        if tuned:
-            cells.append(chosen_text(row))
-        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    tuned, gains = _tuned(table), _has_gains(table)
+    extra = (["gain"] if gains else []) + ([CHOSEN_COLUMN] if tuned else [])
+    lines = [f"**{table['title']}**", "", "| Method | " + " | ".join(cols + extra) + " |",
+             "|---|" + "---:|" * (len(cols) + gains) + "---|" * tuned]
+    for group, rows in _groups(table):
+        if group:
+            lines.append(f"| *{group}* |" + " |" * (len(cols) + len(extra)))
+        for row in rows:
+            cells = []
+            for c in cols:
+                v, rank = _cell(row, c), row["rank"].get(c)
+                cells.append(f"**{v}**" if rank == 1 else f"<u>{v}</u>" if rank == 2 else v)
+            cells += ([_gain_text(row)] if gains else []) + ([chosen_text(row)] if tuned else [])
+            label = ("&nbsp;&nbsp;" if row.get("base") else "") + row["label"]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def to_csv(table: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    tuned = _tuned(table)
-    w.writerow(["method", "group", *table["columns"], *(["lam (val)", "tau (val)"] if tuned else [])])
+    tuned, gains = _tuned(table), _has_gains(table)
+    w.writerow(["method", "group", *table["columns"], *(["gain", "base"] if gains else []),
+                *(["lam (val)", "tau (val)"] if tuned else [])])
     for row in table["rows"]:
         chosen = row.get("chosen") or {}
         w.writerow([row["label"], row["group"], *(f"{row['values'][c]:.2f}" for c in table["columns"]),
+                    *([f"{row['gain']:.2f}" if row.get("gain") is not None else "", row.get("base") or ""]
+                      if gains else []),
                     *([chosen.get("lam", ""), chosen.get("tau", "")] if tuned else [])])
     return buf.getvalue()
 
 
-RENDERERS = {"latex": to_latex, "markdown": to_markdown, "csv": to_csv}
+def to_html(table: dict) -> str:
+    """The table as the dashboard shows it: the paper's layout in HTML (labelled groups, "& TATR" rows
+    indented under their base with the gain, best bold and second underlined within a group), in a
+    horizontally scrolling box so that no column is cut off."""
+    from html import escape
+
+    cols = table["columns"]
+    tuned, gains = _tuned(table), _has_gains(table)
+    extra = (["gain"] if gains else []) + ([CHOSEN_COLUMN] if tuned else [])
+    width = 1 + len(cols) + len(extra)
+    head = "".join(f"<th>{escape(c)}</th>" for c in ["Method", *cols, *extra])
+    body = []
+    for group, rows in _groups(table):
+        if group:
+            body.append(f'<tr class="group"><td colspan="{width}">{escape(group)}</td></tr>')
+        for row in rows:
+            cells = []
+            for c in cols:
+                v, rank = _cell(row, c), row["rank"].get(c)
+                cells.append(f"<td><b>{v}</b></td>" if rank == 1 else f"<td><u>{v}</u></td>" if rank == 2
+                             else f"<td>{v}</td>")
+            if gains:
+                gain = row.get("gain")
+                colour = "" if gain is None else ' style="color:#1a7f37"' if gain > 0 else ' style="color:#b42318"' \
+                    if gain < 0 else ""
+                cells.append(f"<td{colour}>{_gain_text(row)}</td>")
+            if tuned:
+                cells.append(f'<td class="text">{escape(chosen_text(row))}</td>')
+            indent = ' class="plugin"' if row.get("base") else ""
+            body.append(f"<tr><th{indent}>{escape(row['label'])}</th>{''.join(cells)}</tr>")
+    style = ("<style>.tatr-table{overflow-x:auto}.tatr-table table{border-collapse:collapse;font-size:14px;"
+             "color:inherit;white-space:nowrap}.tatr-table th,.tatr-table td{padding:3px 10px;text-align:right;"
+             "border:none}.tatr-table thead th{border-top:2px solid currentColor;border-bottom:1px solid currentColor}"
+             ".tatr-table tbody th{text-align:left;font-weight:normal}.tatr-table th.plugin{padding-left:26px}"
+             ".tatr-table td.text{text-align:left}.tatr-table tr.group td{text-align:left;font-style:italic;"
+             "border-top:1px solid currentColor;padding-top:6px}.tatr-table tbody tr:last-child>*"
+             "{border-bottom:2px solid currentColor}</style>")
+    return (f'{style}<div class="tatr-table"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+RENDERERS = {"latex": to_latex, "markdown": to_markdown, "csv": to_csv, "html": to_html}
