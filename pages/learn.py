@@ -2,7 +2,7 @@
 the orthogonal component is safe, and the trust region — each with a live example on the zoo."""
 import streamlit as st
 
-from tatr_core.analysis.components import component_accuracy
+from tatr_core.analysis.components import component_accuracy, component_summary
 from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.analysis.geometry import task_vector_geometry
 from tatr_core.figures import accuracy_bars_figure, conflict_figure, cosine_figure, per_task_components_figure
@@ -74,31 +74,55 @@ with right:
     show_figure(fig, "learn-conflict", "conflict-task_arithmetic-accuracy")
 
 # -- 4 -----------------------------------------------------------------------------------------
-st.header("4 · Why the orthogonal component is safe")
+st.header("4 · Which parts of a task vector conflict")
 st.latex(r"L_j(\theta_{pre} + \lambda\Delta) \approx L_j(\theta_{pre}) + \lambda\,\nabla L_j(\theta_{pre})^{\top}\Delta")
 st.markdown(
     "To first order, another task's vector changes task *j*'s loss by the product of *j*'s gradient and that "
-    "vector. Split the vector by the sign of ∇L_j ⊙ Δ: Δ⁺ (raises *j*'s loss), Δ⁻ (lowers it) and Δ⊥ "
-    "(products near zero). Adding only Δ⊥ leaves task *j* where it was; Δ⁺ is what causes the conflict.")
+    "vector. Split the others' summed vector by the sign of ∇L_j ⊙ Δ: Δ⁺ (raises *j*'s loss to first order), "
+    "Δ⁻ (lowers it to first order) and Δ⊥ (the products nearest zero). Below, θ_pre plus each part is evaluated "
+    "on task *j*.")
 fraction = orthogonal_fraction_control("learn-orthogonal")
 with friendly_errors(), progress_bar("splitting the task vectors by each task's gradient") as progress:
     components = component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator, progress=progress)
-fig = per_task_components_figure(components)
-show_figure(fig, "learn-components", f"components-per-task-orth{100 * fraction:g}pct")
+summary = component_summary(components)
+K = len(summary["tasks"])
+worst = summary["negative_worst"]
+neg, pos, orth = summary["negative"], summary["positive"], summary["orthogonal"]
+st.markdown(
+    f"On this zoo: Δ⁺ raised task *j*'s loss on **{len(pos['raised_loss'])} of {K}** tasks "
+    f"(mean {pos['mean_loss_change']:+.2f} nats, {pos['mean_accuracy_change']:+.1f} accuracy points). "
+    f"Δ⁻, which the first-order picture says should lower it, raised it on **{len(neg['raised_loss'])} of {K}** "
+    f"(mean {neg['mean_loss_change']:+.2f} nats; {worst['task']}: {worst['before']:.2f} → {worst['after']:.2f} nats). "
+    "The task vectors are large, so the step along a descent direction overshoots the minimum it points to: this is "
+    "the paper's observation (Section 4), and why TATR does not simply keep Δ⁻. "
+    f"Δ⊥ changed the loss by {orth['mean_abs_loss_change']:.2f} nats on average in either direction "
+    f"({orth['mean_accuracy_change']:+.1f} points), against {neg['mean_abs_loss_change']:.2f} for Δ⁻ and "
+    f"{pos['mean_abs_loss_change']:.2f} for Δ⁺.")
+left, right = st.columns(2)
+with left:
+    show_figure(per_task_components_figure(components, "accuracy"), "learn-components",
+                f"components-per-task-accuracy-orth{100 * fraction:g}pct")
+with right:
+    show_figure(per_task_components_figure(components, "loss"), "learn-components-loss",
+                f"components-per-task-loss-orth{100 * fraction:g}pct")
 
 # -- 5 -----------------------------------------------------------------------------------------
 st.header("5 · TATR merges inside a trust region")
 st.latex(r"\Omega = \sum_i\sum_{j\neq i} \big|\mathbb{E}\nabla L_j(\theta_{pre})\big| \odot |\Delta_i|, \qquad "
          r"\theta_{MTL} = \theta_{pre} + \lambda \sum_k \Delta_k \odot m, \quad m = \mathbb{1}[\Omega \text{ not in the top } \tau]")
-st.markdown("Dimensions where some task vector is large **and** another task's loss is steep are the likely Δ⁺: "
-            "TATR leaves out the top τ of them and adds everything else.")
+st.markdown("Ω is large where some task vector is large **and** another task's loss is steep: the dimensions where "
+            "a step is most likely to move another task's loss, in either direction. TATR leaves out the top τ "
+            "of them and adds everything else.")
 tau_pct = st.select_slider("τ (%)", TAU_CHOICES[1:], key=control("learn-tau", 1.0, TAU_CHOICES[1:]))
 with friendly_errors(), progress_bar("TATR merge") as progress:
     tatr = evaluate_method(zoo, "tatr", lam=lam, tau=tau_pct / 100, evaluator=evaluator, progress=progress)
 c1, c2, c3 = st.columns(3)
-c1.metric("Task Arithmetic", f"{100 * ta['average_accuracy']:.1f}%")
+c1.metric(f"Task Arithmetic (λ = {lam:g})", f"{100 * ta['average_accuracy']:.1f}%")
 c2.metric(f"TATR (τ = {tau_pct:g}%)", f"{100 * tatr['average_accuracy']:.1f}%",
           f"{100 * (tatr['average_accuracy'] - ta['average_accuracy']):+.1f} points")
 c3.metric("dimensions left out", f"{tatr['excluded']:,}", f"of {zoo.task_vectors.N:,}", delta_color="off",
           delta_arrow="off")
+fig = accuracy_bars_figure({f"Task Arithmetic (λ = {lam:g})": ta, f"TATR (λ = {lam:g}, τ = {tau_pct:g}%)": tatr},
+                           "Task Arithmetic and TATR, task by task")
+show_figure(fig, "learn-tatr", f"task-arithmetic-vs-tatr-tau-{tau_pct:g}pct")
 st.page_link("pages/trust_region.py", label="See where the trust region cuts", icon=":material/shield:")

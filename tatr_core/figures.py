@@ -163,16 +163,23 @@ def merged_components_figure(record: dict) -> go.Figure:
                    barmode="group", width=960, height=480, legend=dict(font=dict(size=12), title_text="model: average"))
 
 
-def per_task_components_figure(record: dict) -> go.Figure:
-    """Components per task: accuracy on task j of θ_pre + λ·component of the other tasks' vector."""
+def per_task_components_figure(record: dict, metric: str = "accuracy") -> go.Figure:
+    """Components per task: accuracy (or loss, ``metric="loss"``) on task j of θ_pre + λ·component of
+    the other tasks' vector."""
+    if metric not in ("accuracy", "loss"):
+        raise TatrError(f"metric must be 'accuracy' or 'loss', got '{metric}'")
     tasks = record["tasks"]
+    scale = 100.0 if metric == "accuracy" else 1.0
     fig = go.Figure()
     for comp in ("pretrained", "all", "positive", "negative", "orthogonal"):
         fig.add_bar(name=COMPONENT_LABELS[comp], x=tasks, marker_color=COMPONENT_COLOURS[comp],
-                    y=[100 * record["per_task"][t][comp]["accuracy"] for t in tasks])
-    fig.update_yaxes(title="accuracy on task j (%)", range=[0, 100])
+                    y=[scale * record["per_task"][t][comp][metric] for t in tasks])
+    if metric == "accuracy":
+        fig.update_yaxes(title="accuracy on task j (%)", range=[0, 100])
+    else:
+        fig.update_yaxes(title="loss of task j (nats)", rangemode="tozero")
     fig.update_xaxes(title="task j")
-    return _layout(fig, "Components of the other tasks' vector, per task",
+    return _layout(fig, f"Components of the other tasks' vector, per task: {metric}",
                    subtitle=f"λ = {record['params']['lam']:g}; "
                             f"{orthogonal_caption(record['params']['orthogonal_fraction']).replace('g', '∇L_j')}",
                    barmode="group", width=860)

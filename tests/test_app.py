@@ -222,6 +222,25 @@ def test_learn_page_examples_follow_lambda(micro_zoo):
     assert len(at.latex) >= 5
 
 
+def test_learn_page_states_what_its_numbers_show(micro_zoo):
+    from tatr_core.analysis.components import component_accuracy, component_summary
+
+    at = open_page("pages/learn.py")
+    summary = component_summary(component_accuracy(micro_zoo))
+    text = " ".join(m.value for m in at.markdown)
+    K = len(micro_zoo.task_names)
+    assert f"Δ⁻, which the first-order picture says should lower it, raised it on **{len(summary['negative']['raised_loss'])} of {K}**" in text
+    assert f"Δ⁺ raised task *j*'s loss on **{len(summary['positive']['raised_loss'])} of {K}**" in text
+    assert "overshoots" in text and "Adding only Δ⊥ leaves task *j* where it was" not in text
+    # step 4: accuracy and loss side by side; step 5: Task Arithmetic against TATR per task, live in τ
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("per task: loss" in spec for spec in specs) and any("task by task" in spec for spec in specs)
+    at.select_slider(key="learn-tau").set_value(5.0).run()
+    tatr = evaluate_method(micro_zoo, "tatr", lam=0.3, tau=0.05)
+    spec = next(c.proto.spec for c in at.get("plotly_chart") if "task by task" in c.proto.spec)
+    assert "\\u03c4 = 5%" in spec and at.metric[-2].value == f"{100 * tatr['average_accuracy']:.1f}%"
+
+
 def test_merge_lab_runs_the_data_methods_and_shows_what_they_learned(micro_zoo):
     at = open_page("pages/merge_lab.py", query={"method": "adamerging", "steps-adamerging": "50"})
     record = evaluate_method(micro_zoo, "adamerging", steps=50)

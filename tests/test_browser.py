@@ -63,7 +63,7 @@ def bad_zoo_then_fix(page):
 # page (url path), what to move, what the URL query must then say, plots expected
 PAGES = [
     ("", bad_zoo_then_fix, "zoo=micro", 0),
-    ("learn", lambda p: move_slider(p, "λ"), "learn-lam=0.35", 4),
+    ("learn", lambda p: move_slider(p, "λ"), "learn-lam=0.35", 6),
     ("merge_lab", lambda p: move_slider(p, "τ", "ArrowLeft"), "tau-tatr=0.5", 1),
     ("compare_methods", lambda p: pick_radio(p, "Table 6"), "cm-table=sensitivity", 0),
     ("sweeps", lambda p: pick_radio(p, "λ (scaling)"), "sw-parameter=lam", 1),

@@ -177,6 +177,25 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
     return out
 
 
+def component_summary(record: dict) -> dict:
+    """What a per-task components record shows, for text that states only that: per component, the
+    tasks whose loss it raised above θ_pre's, its mean change of loss (nats) and of accuracy (points),
+    and the task where Δ⁻ raised the loss most (the overshoot the paper describes)."""
+    tasks = record["tasks"]
+    out: dict = {"tasks": tasks}
+    for name in COMPONENTS + ("all",):
+        d_loss = {t: record["per_task"][t][name]["loss"] - record["per_task"][t]["pretrained"]["loss"] for t in tasks}
+        d_acc = {t: 100 * (record["per_task"][t][name]["accuracy"] - record["per_task"][t]["pretrained"]["accuracy"])
+                 for t in tasks}
+        out[name] = {"raised_loss": [t for t in tasks if d_loss[t] > 0], "mean_loss_change": sum(d_loss.values()) / len(tasks),
+                     "mean_accuracy_change": sum(d_acc.values()) / len(tasks),
+                     "mean_abs_loss_change": sum(abs(v) for v in d_loss.values()) / len(tasks)}
+    worst = max(tasks, key=lambda t: record["per_task"][t]["negative"]["loss"] - record["per_task"][t]["pretrained"]["loss"])
+    out["negative_worst"] = {"task": worst, "before": record["per_task"][worst]["pretrained"]["loss"],
+                             "after": record["per_task"][worst]["negative"]["loss"]}
+    return out
+
+
 def grid_axis(start: float = -0.2, stop: float = 1.2, step: float = 0.1) -> list[float]:
     """Coordinates start, start+step, ..., stop (exact decimals, both ends included)."""
     if step <= 0 or stop < start:
