@@ -25,7 +25,8 @@ with st.sidebar:
                                 format_func=lambda m: REGISTRY[m].label)
     tau_pct = st.select_slider("τ for TATR (%)", TAU_CHOICES, key=control("conflict-tau", 1.0, TAU_CHOICES))
 
-columns = st.columns(2)
+# side by side only while the heatmaps stay legible at half width; stacked at full width beyond 5 tasks
+columns = st.columns(2) if len(zoo.task_names) <= 5 else [st.container(), st.container()]
 records = []
 for col, side, method in zip(columns, ("left", "right"), (left_method, right_method)):
     if REGISTRY[method].uses_data:

@@ -4,7 +4,7 @@ Points appear as they finish; each is cached, so an interrupted sweep (change an
 cancel it) resumes where it stopped."""
 import streamlit as st
 
-from tatr_core.analysis.sweeps import declared_sweeps, sweep, sweepable
+from tatr_core.analysis.sweeps import declared_sweeps, extended_grid, sweep, sweepable
 from tatr_core.figures import sweep_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.trust_region import SENSITIVITIES
@@ -35,6 +35,9 @@ with st.sidebar:
         needs = [s for s in SENSITIVITIES if parameter != "exemplars" or SENSITIVITIES[s].needs]
         fixed["sensitivity"] = st.selectbox("sensitivity Ω", needs, key=control(f"sw-sensitivity-{parameter}",
                                                                                 "gradient", needs))
+    extend = st.checkbox("extend the grid past its last value", key=control(f"sw-extend-{parameter}", False),
+                         help="adds two, four and eight times the last value (within the parameter's range): for "
+                              "when the best point sits at the grid's edge")
     per_task = st.checkbox("show each task", key=control("sw-per-task", False))
     has_val = all("val" in task.splits for task in zoo.tasks.values())
     with_val = has_val and st.checkbox("validation curve beside the test curve", key=control("sw-val", True),
@@ -58,10 +61,10 @@ def draw(records: list[dict], live: bool) -> None:
 
 splits = ["test", "val"] if with_val else ["test"]
 for n, method in enumerate(methods):
+    values = extended_grid(method, parameter, zoo) if extend else sweepable(method)[parameter]
     for split in splits:
-        with friendly_errors(), progress_bar(f"{REGISTRY[method].label}, {split} split: "
-                                             f"{len(sweepable(method)[parameter])} points") as progress:
-            record = sweep(zoo, method, parameter, evaluator=evaluator, progress=progress,
+        with friendly_errors(), progress_bar(f"{REGISTRY[method].label}, {split} split: {len(values)} points") as progress:
+            record = sweep(zoo, method, parameter, values, evaluator=evaluator, progress=progress,
                            on_update=lambda partial: draw(done + [partial], live=True), split=split, **fixed)
         done.append(record)
 draw(done, live=False)

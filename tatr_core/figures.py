@@ -22,8 +22,10 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 FONT = dict(family="Helvetica, Arial, sans-serif", size=14, color="#222")
 COMPONENT_COLOURS = {"pretrained": "#999999", "all": "#000000", "positive": "#D55E00", "negative": "#0072B2",
                      "orthogonal": "#009E73"}
-COMPONENT_LABELS = {"pretrained": "θ_pre", "all": "θ_pre + λΔ", "positive": "θ_pre + λΔ⁺",
-                    "negative": "θ_pre + λΔ⁻", "orthogonal": "θ_pre + λΔ⊥"}
+#: Mathematical names as plotly draws them (HTML sub- and superscripts, on screen and in every export).
+PRE = "θ<sub>pre</sub>"
+COMPONENT_LABELS = {"pretrained": PRE, "all": f"{PRE} + λΔ", "positive": f"{PRE} + λΔ⁺",
+                    "negative": f"{PRE} + λΔ⁻", "orthogonal": f"{PRE} + λΔ<sup>⊥</sup>"}
 
 
 def task_colour(tasks: list[str], task: str) -> str:
@@ -94,7 +96,7 @@ def coefficients_figure(learned: dict) -> go.Figure:
     tasks, coef = learned["tasks"], learned["coefficients"]
     if learned["granularity"] == "task" or len(coef[0]) == 1:
         fig = go.Figure(go.Bar(x=tasks, y=[row[0] for row in coef], marker_color=[task_colour(tasks, t) for t in tasks]))
-        fig.update_yaxes(title="learned λ_k", range=[0, 1])
+        fig.update_yaxes(title="learned λ<sub>k</sub>", range=[0, 1])
         fig.update_xaxes(title="task")
         return _layout(fig, "AdaMerging: learned task-wise coefficients", width=760, height=420)
     fig = go.Figure(go.Heatmap(z=coef, x=learned["tensors"], y=tasks, colorscale="Viridis", zmin=0, zmax=1,
@@ -113,7 +115,7 @@ def surgery_gap_figure(report: dict) -> go.Figure:
     fig = go.Figure()
     fig.add_bar(name="merged encoder", x=tasks, y=[report["l1_before"][t] for t in tasks], marker_color="#999999")
     fig.add_bar(name="after surgery", x=tasks, y=[report["l1_after"][t] for t in tasks], marker_color=PALETTE[2])
-    fig.update_yaxes(title="mean |ẑ − z_individual|")
+    fig.update_yaxes(title="mean |ẑ − z<sub>individual</sub>|")
     fig.update_xaxes(title="task")
     return _layout(fig, "Representation Surgery: distance to the individual models' representations",
                    barmode="group", width=860, height=420)
@@ -134,13 +136,14 @@ def accuracy_bars_figure(records: dict[str, dict], title: str, subtitle: str = "
     return _layout(fig, title, subtitle=subtitle, barmode="group", width=None, height=460)
 
 
-def orthogonal_caption(fraction: float) -> str:
+def orthogonal_caption(fraction: float, product: str = "g ⊙ Δ") -> str:
     """How Δ⊥ was drawn, for every component figure's caption."""
-    return f"Δ⊥ = the {100 * fraction:g}% of non-zero entries with the smallest |g ⊙ Δ|"
+    return f"Δ<sup>⊥</sup> = the {100 * fraction:g}% of non-zero entries with the smallest |{product}|"
 
 
-MERGED_COMPONENT_LABELS = {"pretrained": "θ_pre (zero-shot)", "all": "Task Arithmetic", "positive": "θ^pos (Δ⁺ merged)",
-                           "negative": "θ^neg (Δ⁻ merged)", "orthogonal": "θ^orth (Δ⊥ merged)"}
+MERGED_COMPONENT_LABELS = {"pretrained": f"{PRE} (zero-shot)", "all": "Task Arithmetic",
+                           "positive": "θ<sup>pos</sup> (Δ⁺ merged)", "negative": "θ<sup>neg</sup> (Δ⁻ merged)",
+                           "orthogonal": "θ<sup>orth</sup> (Δ<sup>⊥</sup> merged)"}
 
 
 def merged_components_figure(record: dict) -> go.Figure:
@@ -158,8 +161,8 @@ def merged_components_figure(record: dict) -> go.Figure:
     fig.update_xaxes(title="task")
     p = record["params"]
     return _layout(fig, "Merging one component of the task vectors (Figure 2a)",
-                   subtitle=f"λ = {p['lam']:g}; split by s = Σ_(i≠j) ∇L_j ⊙ Δ_i over {p['exemplars']} exemplars; "
-                            f"{orthogonal_caption(p['orthogonal_fraction']).replace('g ⊙ Δ', 's')}",
+                   subtitle=f"λ = {p['lam']:g}; split by s = Σ<sub>i≠j</sub> ∇L<sub>j</sub> ⊙ Δ<sub>i</sub> over "
+                            f"{p['exemplars']} exemplars; {orthogonal_caption(p['orthogonal_fraction'], 's')}",
                    barmode="group", width=960, height=480, legend=dict(font=dict(size=12), title_text="model: average"))
 
 
@@ -181,7 +184,7 @@ def per_task_components_figure(record: dict, metric: str = "accuracy") -> go.Fig
     fig.update_xaxes(title="task j")
     return _layout(fig, f"Components of the other tasks' vector, per task: {metric}",
                    subtitle=f"λ = {record['params']['lam']:g}; "
-                            f"{orthogonal_caption(record['params']['orthogonal_fraction']).replace('g', '∇L_j')}",
+                            f"{orthogonal_caption(record['params']['orthogonal_fraction'], '∇L<sub>j</sub> ⊙ Δ')}",
                    barmode="group", width=860)
 
 
@@ -195,20 +198,20 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     fig = go.Figure(go.Contour(x=axis, y=axis, z=z, colorscale="Viridis", ncontours=20,
                                colorbar=dict(title=dict(text="loss (nats)", side="right")),
                                hovertemplate="a=%{x:.2f}, b=%{y:.2f}<br>loss %{z:.3f}<extra></extra>"))
-    marks = {"orthogonal": ("θ_pre+Δ⊥", "circle", "top center"), "positive": ("θ_pre+Δ⁺", "triangle-up", "top center"),
-             "negative": ("θ_pre+Δ⁻", "triangle-down", "top center"),
-             "pretrained": ("θ_pre (projected)", "star", "bottom center")}
-    for key, (label, symbol, where) in marks.items():
+    # the four points in a legend under the plot: labels drawn at the points collide (θ_pre's projection
+    # often lies next to θ_pre+Δ⁺)
+    marks = {"orthogonal": (f"{PRE}+Δ<sup>⊥</sup> (0, 0)", "circle"), "positive": (f"{PRE}+Δ⁺ (1, 0)", "triangle-up"),
+             "negative": (f"{PRE}+Δ⁻ (0, 1)", "triangle-down"), "pretrained": (f"{PRE}, projected", "star")}
+    for key, (label, symbol) in marks.items():
         x, y = record["points"][key]
-        fig.add_scatter(x=[x], y=[y], mode="markers+text", text=[label], textposition=where, name=label,
-                        marker=dict(symbol=symbol, size=13, color="white", line=dict(color="black", width=1.5)),
-                        textfont=dict(color="white", size=13))
-    fig.update_xaxes(title="a: toward θ_pre+Δ⁺", range=[axis[0], axis[-1]], constrain="domain")
-    fig.update_yaxes(title="b: toward θ_pre+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x", constrain="domain")
+        fig.add_scatter(x=[x], y=[y], mode="markers", name=label if key != "pretrained" else f"{label} ({x:.2f}, {y:.2f})",
+                        marker=dict(symbol=symbol, size=13, color="white", line=dict(color="black", width=1.5)))
+    fig.update_xaxes(title=f"a: toward {PRE}+Δ⁺", range=[axis[0], axis[-1]], constrain="domain")
+    fig.update_yaxes(title=f"b: toward {PRE}+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x", constrain="domain")
     fraction = record["params"].get("orthogonal_fraction", 0.9)
-    return _layout(fig, f"{which} on the Δ⊥ / Δ⁺ / Δ⁻ plane",
-                   subtitle=f"plane of {plane}<br>{orthogonal_caption(fraction)}", width=640, height=640,
-                   showlegend=False)
+    return _layout(fig, f"{which} on the Δ<sup>⊥</sup> / Δ⁺ / Δ⁻ plane",
+                   subtitle=f"plane of {plane}<br>{orthogonal_caption(fraction)}", width=640, height=720,
+                   legend=dict(orientation="h", x=0.0, y=-0.14, font=dict(size=12)))
 
 
 def layer_sensitivity_figure(record: dict, by: str = "tensor") -> go.Figure:
@@ -282,8 +285,36 @@ def _declared_label(method: str, parameter: str) -> str:
     return param.label or param.name
 
 
+METHOD_DASHES = ["dot", "dash", "dashdot", "longdash", "longdashdot"]  #: per-task lines: one dash style per method
+
+
+def setting_text(method: str, params: dict, swept: str) -> str:
+    """The parameters that matter for a curve, as a reader wants them: "λ = 0.3, τ = 1%"."""
+    from .merge import REGISTRY
+
+    spec = REGISTRY.get(method)
+    parts = []
+    if swept != "lam" and params.get("lam") is not None and spec is not None and spec.default_lam is not None:
+        parts.append(f"λ = {params['lam']:g}")
+    if swept != "tau" and params.get("tau"):
+        parts.append(f"τ = {100 * params['tau']:g}%")
+    if params.get("tau") or swept == "tau":
+        if params.get("sensitivity") not in (None, "gradient"):
+            parts.append(f"{params['sensitivity']} Ω")
+    if swept != "exemplars" and params.get("exemplars") and (params.get("tau") or swept == "tau") \
+            and params.get("sensitivity") not in ("zero-shot",):
+        parts.append(f"{params['exemplars']} exemplars")
+    return ", ".join(parts)
+
+
 def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figure:
-    """Average accuracy (and optionally each task's) against the swept parameter; several methods overlaid."""
+    """Average accuracy (and optionally each task's) against the swept parameter; several methods overlaid.
+
+    Legends use the methods' display names and the parameters each curve was run at (λ, τ, ...);
+    a validation curve is dashed beside its test curve; per-task lines take the task's colour and
+    one dash style per method."""
+    from .merge import REGISTRY
+
     records = [records] if isinstance(records, dict) else records
     parameter = records[0]["parameter"]
     title, scale = SWEEP_AXES.get(parameter) or (_declared_label(records[0]["method"], parameter), 1.0)
@@ -295,25 +326,32 @@ def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figur
         curve = (rec["method"], tuple(sorted(shown.items())))
         if curve not in curves:
             curves.append(curve)
+        n = curves.index(curve)
         split = rec["fixed"].get("split") or "test"
-        colour = PALETTE[curves.index(curve) % len(PALETTE)]
+        colour = PALETTE[n % len(PALETTE)]
         xs = [scale * p["value"] for p in rec["points"]]
-        label = rec["method"] + ("" if not shown else " (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")")
+        name = REGISTRY[rec["method"]].label if rec["method"] in REGISTRY else rec["method"]
+        setting = setting_text(rec["method"], rec["points"][0].get("params", {}) if rec["points"] else shown, parameter)
+        label = name + (f" ({setting})" if setting else "")
         fig.add_scatter(x=xs, y=[100 * p["average_accuracy"] for p in rec["points"]], mode="lines+markers",
-                        name=f"{label}: average" + (f", {'validation' if split == 'val' else split}" if len(splits) > 1
-                                                    else ""),
+                        name=label + (f": {'validation' if split == 'val' else 'test'}" if len(splits) > 1 else ""),
                         line=dict(width=3 if split == "test" else 2, color=colour, dash="solid" if split == "test" else "dash"),
                         marker=dict(symbol="circle" if split == "test" else "circle-open"))
         if per_task and split == "test":
-            tasks = list(rec["points"][0]["tasks"])
+            tasks = list(rec["points"][0]["tasks"]) if rec["points"] else []
             for t in tasks:
                 fig.add_scatter(x=xs, y=[100 * p["tasks"][t]["accuracy"] for p in rec["points"]], mode="lines",
-                                name=t, line=dict(width=1.5, dash="dot", color=task_colour(tasks, t)))
+                                name=f"{name}: {t}", legendgroup=f"tasks-{n}",
+                                line=dict(width=1.5, dash=METHOD_DASHES[n % len(METHOD_DASHES)],
+                                          color=task_colour(tasks, t)))
     fig.update_xaxes(title=title, type="log" if parameter == "exemplars" else "linear")
     fig.update_yaxes(title="accuracy (%): test solid, validation dashed" if len(splits) > 1
                      else f"{'validation' if splits == {'val'} else 'test'} accuracy (%)")
-    name = {"tau": "τ", "lam": "λ", "exemplars": "the exemplar count"}.get(parameter, title)
-    return _layout(fig, f"Accuracy against {name}", width=860)
+    what = {"tau": "τ", "lam": "λ", "exemplars": "the exemplar count"}.get(parameter, title)
+    # the legend under the plot, where long names and many per-task lines fit (to the right they were clipped)
+    many = per_task or sum(len(d.name or "") for d in fig.data) > 160
+    return _layout(fig, f"Accuracy against {what}", width=860, height=460 + (22 * ((len(fig.data) + 1) // 2) if many else 0),
+                   legend=dict(orientation="h", x=0.0, y=-0.18, font=dict(size=12)) if many else dict(font=dict(size=12)))
 
 
 def tsv_spectrum_figure(record: dict, layer: str | None = None) -> go.Figure:

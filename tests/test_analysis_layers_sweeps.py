@@ -106,3 +106,12 @@ def test_any_declared_numeric_parameter_can_be_swept(micro_zoo):
     assert fig.layout.xaxis.title.text == "drop rate p"
     with pytest.raises(TatrError, match="'ties' can sweep"):
         sweep(micro_zoo, "ties", "drop_rate", [0.1])
+
+
+def test_a_grid_extends_past_its_edge_within_the_parameters_range(micro_zoo):
+    from tatr_core.analysis.sweeps import extended_grid
+
+    assert extended_grid("tatr", "tau")[-3:] == [0.1, 0.2, 0.4]
+    assert extended_grid("tatr", "lam")[-3:] == [2.0, 4.0, 8.0]
+    assert extended_grid("dare", "drop_rate")[-1] == 0.9  # 1.8 is no probability
+    assert extended_grid("tatr", "exemplars", micro_zoo)[-1] <= 300  # the micro zoo's 300 training images per task

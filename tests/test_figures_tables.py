@@ -1,6 +1,7 @@
 """Figures render (HTML always; PDF/SVG/PNG through chromium), tables are compile-ready, the CLI works."""
 from __future__ import annotations
 
+import json
 import re
 from argparse import Namespace
 from pathlib import Path
@@ -41,8 +42,15 @@ def test_every_figure_builds_with_labelled_axes(micro_figures, micro_zoo):
     sweep = micro_figures["tau-sweep"]
     assert sweep.layout.xaxis.title.text.startswith("τ") and sweep.layout.yaxis.title.text == "test accuracy (%)"
     # the same task keeps the same colour across figures
-    lines = {d.name: d.line.color for d in sweep.data if d.name in micro_zoo.task_names}
+    lines = {d.name.split(": ")[-1]: d.line.color for d in sweep.data
+             if d.name.split(": ")[-1] in micro_zoo.task_names}
     assert lines == {t: figures.task_colour(micro_zoo.task_names, t) for t in micro_zoo.task_names}
+    assert sweep.data[0].name.startswith("TATR (")  # display names and the setting, not raw ids
+    # mathematical names are sub- and superscripts in every export, never literal underscores
+    for kind, fig in micro_figures.items():
+        text = json.dumps(fig.to_plotly_json(), ensure_ascii=False)
+        assert "θ_pre" not in text and "L_j" not in text and "Δ_i" not in text, kind
+    assert "θ<sub>pre</sub>" in json.dumps(micro_figures["landscape"].to_plotly_json(), ensure_ascii=False)
 
 
 @needs_chromium

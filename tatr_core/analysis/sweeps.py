@@ -37,6 +37,32 @@ def sweepable(method: str) -> dict[str, list]:
     return out
 
 
+def extended_grid(method: str, parameter: str, zoo: Zoo | None = None) -> list:
+    """The default grid of ``parameter`` for ``method`` with 2×, 4× and 8× its last value added, as far
+    as the parameter's range allows (τ < 1; a declared parameter's bounds; for the exemplar count, the
+    smallest training split of ``zoo``): for a best point at the edge."""
+    from ..merge import REGISTRY
+
+    grid = list(sweepable(method)[parameter])
+    last = grid[-1]
+    param = REGISTRY[method].declared.get(parameter)
+    for factor in (2, 4, 8):
+        value = last * factor
+        value = int(value) if isinstance(last, int) else round(value, 10)
+        if parameter == "tau" and value >= 1:
+            break
+        if parameter == "exemplars" and zoo is not None and value > min(len(t.split("train")[1])
+                                                                         for t in zoo.tasks.values()):
+            break
+        if param is not None and param.kind is not str:
+            try:
+                param.check(method, value)
+            except TatrError:
+                break
+        grid.append(value)
+    return grid
+
+
 def declared_sweeps() -> dict[str, str]:
     """{parameter: label} of the numeric parameters the training-free methods declare with a grid."""
     from ..merge import REGISTRY
