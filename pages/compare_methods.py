@@ -3,7 +3,7 @@ variants), Table 4 (generalization to held-out tasks) — best bold, second unde
 import streamlit as st
 
 from tatr_core.analysis.tables import RENDERERS, SENSITIVITY_ROWS, generalization_table, method_table, to_html
-from tatr_core.ui import control, current_zoo, friendly_errors, progress_bar
+from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key
 
 st.title("Compare Methods")
 st.caption("Test accuracy (%) of every row's method on each task, computed on this zoo (cached after the first "
@@ -32,14 +32,33 @@ with st.sidebar:
         held_out = st.multiselect("held-out tasks", zoo.task_names,
                                   key=control("cm-held-out", zoo.task_names[-2:], zoo.task_names))
 
-with friendly_errors(), progress_bar("computing the table") as progress:
+def compute(job):
     if which == "methods":
-        table = method_table(zoo, evaluator=evaluator, progress=progress, test_time=test_time, tune=choose == "val")
-    elif which == "sensitivity":
-        table = method_table(zoo, SENSITIVITY_ROWS, evaluator=evaluator, progress=progress, tune=choose == "val",
-                             title=f"TATR with each sensitivity: test accuracy (%) on zoo {zoo.name}")
-    else:
-        table = generalization_table(zoo, held_out, evaluator=evaluator, progress=progress)
+        return method_table(zoo, evaluator=evaluator, progress=job.progress, test_time=test_time, tune=choose == "val",
+                            on_update=job.publish)
+    if which == "sensitivity":
+        return method_table(zoo, SENSITIVITY_ROWS, evaluator=evaluator, progress=job.progress, tune=choose == "val",
+                            title=f"TATR with each sensitivity: test accuracy (%) on zoo {zoo.name}",
+                            on_update=job.publish)
+    return generalization_table(zoo, held_out, evaluator=evaluator, progress=job.progress)
+
+
+def partial(table: dict) -> None:
+    """The rows finished so far, in place of the table while the rest is computed."""
+    st.subheader(table["title"])
+    st.caption(f"{len(table['rows'])} of {table['total_rows']} rows so far; the rest fill in as they finish "
+               "(marks are among the rows shown).")
+    st.html(to_html(table))
+
+
+options = (test_time, choose) if which == "methods" else (choose,) if which == "sensitivity" else tuple(held_out)
+with friendly_errors():
+    if which == "generalization" and not held_out:
+        generalization_table(zoo, held_out)  # the message that says what to choose
+    table = background(job_key(zoo.key, "table", which, options), f"{TABLES[which]}", compute,
+                       show_partial=partial)
+if table is None:
+    st.stop()
 
 st.subheader(table["title"])
 if which == "methods" and not test_time:

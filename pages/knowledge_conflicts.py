@@ -5,7 +5,7 @@ import streamlit as st
 from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.figures import conflict_extent, conflict_figure
 from tatr_core.merge import REGISTRY
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, friendly_errors, progress_bar, show_figure
+from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_figure
 
 st.title("Knowledge Conflicts")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^K)\big) - L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
@@ -32,11 +32,17 @@ for col, side, method in zip(columns, ("left", "right"), (left_method, right_met
     if REGISTRY[method].uses_data:
         col.caption(f"{REGISTRY[method].label} learns from the tasks' images, once per merge: K + 1 fits "
                     "(cached afterwards).")
-    with col, friendly_errors(), progress_bar(f"{REGISTRY[method].label}: K + 1 merges") as progress:
-        kw = {"tau": tau_pct / 100} if method == "tatr" else {}
-        records.append((side, method, conflict_matrix(zoo, method, evaluator=evaluator, progress=progress, **kw)))
-bound = max(conflict_extent(r, form) for _, _, r in records)  # one colour scale for both sides
-for col, (side, method, record) in zip(columns, records):
+    kw = {"tau": tau_pct / 100} if method == "tatr" else {}
+    with col, friendly_errors():
+        record = background(job_key(zoo.key, "conflict", method, kw), f"{REGISTRY[method].label}: K + 1 merges",
+                            lambda job, method=method, kw=kw: conflict_matrix(zoo, method, evaluator=evaluator,
+                                                                              progress=job.progress, **kw))
+    records.append((col, side, method, record))
+ready = [r for _, _, _, r in records if r is not None]
+bound = max(conflict_extent(r, form) for r in ready) if ready else None  # one colour scale for both sides
+for col, side, method, record in records:
+    if record is None:
+        continue
     with col:
         total = record["total_loss"] if form == "loss" else 100 * record["total_accuracy"]
         st.metric(f"{REGISTRY[method].label}: total C ({form})", f"{total:+.2f}")

@@ -7,8 +7,8 @@ from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.analysis.geometry import task_vector_geometry
 from tatr_core.figures import accuracy_bars_figure, conflict_figure, cosine_figure, per_task_components_figure
 from tatr_core.runs import evaluate_method
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, friendly_errors, orthogonal_fraction_control, \
-    progress_bar, show_figure
+from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, progress_bar, \
+    orthogonal_fraction_control, show_figure
 
 st.title("Learn: merging in a trust region")
 st.caption("Five steps, each with a live example computed on the zoo in use. Every number below is computed "
@@ -54,24 +54,26 @@ show_figure(fig, "learn-ta", f"task-arithmetic-lam-{lam:g}")
 st.header("3 · Knowledge conflict: adding one task hurts another")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^{K})\big) "
          r"- L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
-with friendly_errors(), progress_bar("K + 1 merges") as progress:
-    conflict = conflict_matrix(zoo, "task_arithmetic", evaluator=evaluator, progress=progress)
-worst = max(((conflict["accuracy"][j][i], ti, tj) for j, tj in enumerate(conflict["tasks"])
-             for i, ti in enumerate(conflict["tasks"]) if i != j and conflict["accuracy"][j][i] is not None))
-left, right = st.columns([2, 3])
-with left:
-    st.markdown(
-        "Merge all tasks, then merge all but task *i*: the difference in task *j*'s loss (or accuracy) is the "
-        f"conflict of *i* on *j*. On this zoo, with Task Arithmetic, the largest is **{worst[1]} → {worst[2]}**: "
-        f"adding {worst[1]}'s vector costs {worst[2]} **{100 * worst[0]:.1f} points** of accuracy. "
-        f"The total conflict C, the sum of all K(K−1) entries in loss (negative ones, where adding a task "
-        f"helps, included), is **{conflict['total_loss']:+.2f}** nats.")
-    st.page_link("pages/knowledge_conflicts.py", label="Compare methods on Knowledge Conflicts",
-                 icon=":material/compare_arrows:")
-with right:
-    fig = conflict_figure(conflict, "accuracy")
-    fig.update_layout(width=None, height=480)
-    show_figure(fig, "learn-conflict", "conflict-task_arithmetic-accuracy")
+with friendly_errors():
+    conflict = background(job_key(zoo.key, "conflict", "task_arithmetic"), "knowledge conflict: K + 1 merges",
+                          lambda job: conflict_matrix(zoo, "task_arithmetic", evaluator=evaluator, progress=job.progress))
+if conflict is not None:
+    worst = max(((conflict["accuracy"][j][i], ti, tj) for j, tj in enumerate(conflict["tasks"])
+                 for i, ti in enumerate(conflict["tasks"]) if i != j and conflict["accuracy"][j][i] is not None))
+    left, right = st.columns([2, 3])
+    with left:
+        st.markdown(
+            "Merge all tasks, then merge all but task *i*: the difference in task *j*'s loss (or accuracy) is the "
+            f"conflict of *i* on *j*. On this zoo, with Task Arithmetic, the largest is **{worst[1]} → {worst[2]}**: "
+            f"adding {worst[1]}'s vector costs {worst[2]} **{100 * worst[0]:.1f} points** of accuracy. "
+            f"The total conflict C, the sum of all K(K−1) entries in loss (negative ones, where adding a task "
+            f"helps, included), is **{conflict['total_loss']:+.2f}** nats.")
+        st.page_link("pages/knowledge_conflicts.py", label="Compare methods on Knowledge Conflicts",
+                     icon=":material/compare_arrows:")
+    with right:
+        fig = conflict_figure(conflict, "accuracy")
+        fig.update_layout(width=None, height=480)
+        show_figure(fig, "learn-conflict", "conflict-task_arithmetic-accuracy")
 
 # -- 4 -----------------------------------------------------------------------------------------
 st.header("4 · Which parts of a task vector conflict")
@@ -82,29 +84,33 @@ st.markdown(
     "Δ⁻ (lowers it to first order) and Δ⊥ (the products nearest zero). Below, θ_pre plus each part is evaluated "
     "on task *j*.")
 fraction = orthogonal_fraction_control("learn-orthogonal")
-with friendly_errors(), progress_bar("splitting the task vectors by each task's gradient") as progress:
-    components = component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator, progress=progress)
-summary = component_summary(components)
-K = len(summary["tasks"])
-worst = summary["negative_worst"]
-neg, pos, orth = summary["negative"], summary["positive"], summary["orthogonal"]
-st.markdown(
-    f"On this zoo: Δ⁺ raised task *j*'s loss on **{len(pos['raised_loss'])} of {K}** tasks "
-    f"(mean {pos['mean_loss_change']:+.2f} nats, {pos['mean_accuracy_change']:+.1f} accuracy points). "
-    f"Δ⁻, which the first-order picture says should lower it, raised it on **{len(neg['raised_loss'])} of {K}** "
-    f"(mean {neg['mean_loss_change']:+.2f} nats; {worst['task']}: {worst['before']:.2f} → {worst['after']:.2f} nats). "
-    "The task vectors are large, so the step along a descent direction overshoots the minimum it points to: this is "
-    "the paper's observation (Section 4), and why TATR does not simply keep Δ⁻. "
-    f"Δ⊥ changed the loss by {orth['mean_abs_loss_change']:.2f} nats on average in either direction "
-    f"({orth['mean_accuracy_change']:+.1f} points), against {neg['mean_abs_loss_change']:.2f} for Δ⁻ and "
-    f"{pos['mean_abs_loss_change']:.2f} for Δ⁺.")
-left, right = st.columns(2)
-with left:
-    show_figure(per_task_components_figure(components, "accuracy"), "learn-components",
-                f"components-per-task-accuracy-orth{100 * fraction:g}pct")
-with right:
-    show_figure(per_task_components_figure(components, "loss"), "learn-components-loss",
-                f"components-per-task-loss-orth{100 * fraction:g}pct")
+with friendly_errors():
+    components = background(job_key(zoo.key, "components-per-task", fraction),
+                            "splitting the task vectors by each task's gradient",
+                            lambda job: component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator,
+                                                           progress=job.progress))
+if components is not None:
+    summary = component_summary(components)
+    K = len(summary["tasks"])
+    worst = summary["negative_worst"]
+    neg, pos, orth = summary["negative"], summary["positive"], summary["orthogonal"]
+    st.markdown(
+        f"On this zoo: Δ⁺ raised task *j*'s loss on **{len(pos['raised_loss'])} of {K}** tasks "
+        f"(mean {pos['mean_loss_change']:+.2f} nats, {pos['mean_accuracy_change']:+.1f} accuracy points). "
+        f"Δ⁻, which the first-order picture says should lower it, raised it on **{len(neg['raised_loss'])} of {K}** "
+        f"(mean {neg['mean_loss_change']:+.2f} nats; {worst['task']}: {worst['before']:.2f} → {worst['after']:.2f} "
+        "nats). The task vectors are large, so the step along a descent direction overshoots the minimum it points "
+        "to: this is the paper's observation (Section 4), and why TATR does not simply keep Δ⁻. "
+        f"Δ⊥ changed the loss by {orth['mean_abs_loss_change']:.2f} nats on average in either direction "
+        f"({orth['mean_accuracy_change']:+.1f} points), against {neg['mean_abs_loss_change']:.2f} for Δ⁻ and "
+        f"{pos['mean_abs_loss_change']:.2f} for Δ⁺.")
+    left, right = st.columns(2)
+    with left:
+        show_figure(per_task_components_figure(components, "accuracy"), "learn-components",
+                    f"components-per-task-accuracy-orth{100 * fraction:g}pct")
+    with right:
+        show_figure(per_task_components_figure(components, "loss"), "learn-components-loss",
+                    f"components-per-task-loss-orth{100 * fraction:g}pct")
 
 # -- 5 -----------------------------------------------------------------------------------------
 st.header("5 · TATR merges inside a trust region")
@@ -114,15 +120,18 @@ st.markdown("Ω is large where some task vector is large **and** another task's 
             "a step is most likely to move another task's loss, in either direction. TATR leaves out the top τ "
             "of them and adds everything else.")
 tau_pct = st.select_slider("τ (%)", TAU_CHOICES[1:], key=control("learn-tau", 1.0, TAU_CHOICES[1:]))
-with friendly_errors(), progress_bar("TATR merge") as progress:
-    tatr = evaluate_method(zoo, "tatr", lam=lam, tau=tau_pct / 100, evaluator=evaluator, progress=progress)
-c1, c2, c3 = st.columns(3)
-c1.metric(f"Task Arithmetic (λ = {lam:g})", f"{100 * ta['average_accuracy']:.1f}%")
-c2.metric(f"TATR (τ = {tau_pct:g}%)", f"{100 * tatr['average_accuracy']:.1f}%",
-          f"{100 * (tatr['average_accuracy'] - ta['average_accuracy']):+.1f} points")
-c3.metric("dimensions left out", f"{tatr['excluded']:,}", f"of {zoo.task_vectors.N:,}", delta_color="off",
-          delta_arrow="off")
-fig = accuracy_bars_figure({f"Task Arithmetic (λ = {lam:g})": ta, f"TATR (λ = {lam:g}, τ = {tau_pct:g}%)": tatr},
-                           "Task Arithmetic and TATR, task by task")
-show_figure(fig, "learn-tatr", f"task-arithmetic-vs-tatr-tau-{tau_pct:g}pct")
+with friendly_errors():
+    tatr = background(job_key(zoo.key, "tatr", lam, tau_pct), f"TATR merge (τ = {tau_pct:g}%)",
+                      lambda job: evaluate_method(zoo, "tatr", lam=lam, tau=tau_pct / 100, evaluator=evaluator,
+                                                  progress=job.progress))
+if tatr is not None:
+    c1, c2, c3 = st.columns(3)
+    c1.metric(f"Task Arithmetic (λ = {lam:g})", f"{100 * ta['average_accuracy']:.1f}%")
+    c2.metric(f"TATR (τ = {tau_pct:g}%)", f"{100 * tatr['average_accuracy']:.1f}%",
+              f"{100 * (tatr['average_accuracy'] - ta['average_accuracy']):+.1f} points")
+    c3.metric("dimensions left out", f"{tatr['excluded']:,}", f"of {zoo.task_vectors.N:,}", delta_color="off",
+              delta_arrow="off")
+    fig = accuracy_bars_figure({f"Task Arithmetic (λ = {lam:g})": ta, f"TATR (λ = {lam:g}, τ = {tau_pct:g}%)": tatr},
+                               "Task Arithmetic and TATR, task by task")
+    show_figure(fig, "learn-tatr", f"task-arithmetic-vs-tatr-tau-{tau_pct:g}pct")
 st.page_link("pages/trust_region.py", label="See where the trust region cuts", icon=":material/shield:")

@@ -5,7 +5,8 @@ import streamlit as st
 
 from tatr_core.analysis.components import grid_axis, loss_landscape, merged_component_accuracy
 from tatr_core.figures import landscape_figure, merged_components_figure
-from tatr_core.ui import control, current_zoo, friendly_errors, orthogonal_fraction_control, progress_bar, show_figure
+from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key, orthogonal_fraction_control, \
+    show_figure
 
 st.title("Loss Landscape")
 st.latex(r"\theta(a, b) = \theta_{pre} + \Delta^{\perp} + a\,(\Delta^{+} - \Delta^{\perp}) + b\,(\Delta^{-} - \Delta^{\perp})")
@@ -24,33 +25,43 @@ with st.sidebar:
                          else f"other tasks' vectors, split by {p}'s gradient")
     step = st.select_slider("grid resolution", STEPS, key=control("ls-step", 0.2, STEPS),
                             format_func=lambda s: f"{len(grid_axis(step=s))}×{len(grid_axis(step=s))}",
-                            help="points per axis over [-0.2, 1.2]; 15×15 takes about a minute on the mini zoo "
-                                 "on a laptop, 29×29 about four")
+                            help="points per axis over [-0.2, 1.2]; 15×15 takes about 1.5 minutes on the mini zoo "
+                                 "on 2 CPU cores, 29×29 about five (in the background, with a time estimate)")
     fraction = orthogonal_fraction_control("ls-orthogonal")
     default_task = zoo.task_names[0] if plane == "total" else plane
     shown = st.selectbox("task loss shown beside the total", zoo.task_names,
                          key=control("ls-task", default_task, zoo.task_names))
 
 n = len(grid_axis(step=step))
-with friendly_errors(), progress_bar(f"{n}×{n} merged models") as progress:
-    record = loss_landscape(zoo, None if plane == "total" else plane, step=step, orthogonal_fraction=fraction,
-                            evaluator=evaluator, progress=progress)
+top, bottom = st.container(), st.container()  # drawn in this order; the quick Figure 2(a) is asked for first
+task_plane = None if plane == "total" else plane
 
-left, right = st.columns(2)
-for col, task, name in ((left, None, "total"), (right, shown, shown)):
-    with col:
-        fig = landscape_figure(record, task)
-        show_figure(fig, f"ls-{name}", f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
-pa, pb = record["points"]["pretrained"]
-st.caption(f"Norms: ‖Δ⊥‖ = {record['norms']['orthogonal']:.3g}, ‖Δ⁺‖ = {record['norms']['positive']:.3g}, "
-           f"‖Δ⁻‖ = {record['norms']['negative']:.3g}. θ_pre lies off the plane; its least-squares projection is "
-           f"at (a, b) = ({pa:.2f}, {pb:.2f}).")
+with bottom:
+    st.subheader("Merging one component (Figure 2a)")
+    st.caption("θ^c = θ_pre + λ Σ_k Δ_k ⊙ 1_c: the summed task vectors restricted to one component, split by the "
+               "cross-task product s = Σ_(i≠j) ∇L_j ⊙ Δ_i (Table 6's signed sensitivity), evaluated on every task's "
+               "test split. The paper finds θ^neg collapsing (Δ⁻ overshoots the optimum it points to) and θ^orth "
+               "the safe part.")
+    with friendly_errors():
+        merged = background(job_key(zoo.key, "merged-components", fraction), "Figure 2(a): five merged models",
+                            lambda job: merged_component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator,
+                                                                  progress=job.progress))
+    if merged is not None:
+        show_figure(merged_components_figure(merged), "ls-merged-components",
+                    f"components-merged-orth{100 * fraction:g}pct")
 
-st.subheader("Merging one component (Figure 2a)")
-st.caption("θ^c = θ_pre + λ Σ_k Δ_k ⊙ 1_c: the summed task vectors restricted to one component, split by the cross-task "
-           "product s = Σ_(i≠j) ∇L_j ⊙ Δ_i (Table 6's signed sensitivity), evaluated on every task's test split. "
-           "The paper finds θ^neg collapsing (Δ⁻ overshoots the optimum it points to) and θ^orth the safe part.")
-with friendly_errors(), progress_bar("five merged models on every task") as progress:
-    merged = merged_component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator, progress=progress)
-fig = merged_components_figure(merged)
-show_figure(fig, "ls-merged-components", f"components-merged-orth{100 * fraction:g}pct")
+with top:
+    with friendly_errors():
+        record = background(job_key(zoo.key, "landscape", task_plane, step, fraction), f"{n}×{n} merged models",
+                            lambda job: loss_landscape(zoo, task_plane, step=step, orthogonal_fraction=fraction,
+                                                       evaluator=evaluator, progress=job.progress))
+    if record is not None:
+        left, right = st.columns(2)
+        for col, task, name in ((left, None, "total"), (right, shown, shown)):
+            with col:
+                fig = landscape_figure(record, task)
+                show_figure(fig, f"ls-{name}", f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
+        pa, pb = record["points"]["pretrained"]
+        st.caption(f"Norms: ‖Δ⊥‖ = {record['norms']['orthogonal']:.3g}, ‖Δ⁺‖ = {record['norms']['positive']:.3g}, "
+                   f"‖Δ⁻‖ = {record['norms']['negative']:.3g}. θ_pre lies off the plane; its least-squares projection "
+                   f"is at (a, b) = ({pa:.2f}, {pb:.2f}).")

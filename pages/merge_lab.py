@@ -12,7 +12,8 @@ from tatr_core.figures import accuracy_bars_figure, coefficients_figure, surgery
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import eval_command, evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, friendly_errors, method_controls, progress_bar, show_figure
+from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, method_controls, \
+    progress_bar, show_figure
 
 st.title("Merge Lab")
 
@@ -35,11 +36,19 @@ with st.sidebar:
     if sensitivity:
         kw["sensitivity"] = sensitivity
     if spec.uses_data:
-        st.caption("This method learns from the tasks' images: the first run trains (progress above the "
-                   "results), later runs reuse the cached result.")
+        st.caption("This method learns from the tasks' images: the first run trains in the background (progress "
+                   "and a time estimate on the page; it goes on if you visit other pages), later runs reuse the "
+                   "cached result.")
 
-with friendly_errors(), progress_bar("merging") as progress:
-    record = evaluate_method(zoo, method, evaluator=evaluator, progress=progress, **kw)
+with friendly_errors():
+    if spec.uses_data:  # a fit: minutes the first time, in the background (it goes on on other pages)
+        record = background(job_key(zoo.key, "eval", method, kw), f"{spec.label}: learning and evaluating",
+                            lambda job: evaluate_method(zoo, method, evaluator=evaluator, progress=job.progress, **kw))
+        if record is None:
+            st.stop()
+    else:
+        with progress_bar("merging") as progress:
+            record = evaluate_method(zoo, method, evaluator=evaluator, progress=progress, **kw)
 with friendly_errors():
     zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
     ind = evaluate_method(zoo, "individual", evaluator=evaluator)

@@ -1,19 +1,19 @@
 """Sweeps (Figure 3, Table 5): accuracy against τ, λ or the exemplar count, several methods overlaid.
 
-Points appear as they finish; each is cached, so an interrupted sweep (change any control to
-cancel it) resumes where it stopped."""
+Points appear as they finish, computed in the background (the sweep goes on if the user visits
+other pages); each point is cached, so a sweep that was stopped resumes where it stopped."""
 import streamlit as st
 
 from tatr_core.analysis.sweeps import declared_sweeps, extended_grid, sweep, sweepable
 from tatr_core.figures import sweep_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import TAU_CHOICES, control, current_zoo, figure_downloads, friendly_errors, progress_bar, \
-    show_figure
+from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_figure
 
 st.title("Sweeps")
-st.caption("Each point merges the zoo with the method at that value and evaluates every task on its test split. "
-           "Changing a control cancels a running sweep; finished points are kept.")
+st.caption("Each point merges the zoo with the method at that value and evaluates every task on its test split "
+           "(and, dashed, its validation split). Sweeps run in the background: the curves fill in as points finish, "
+           "and a sweep goes on while you visit other pages.")
 
 with friendly_errors():
     zoo, evaluator = current_zoo()
@@ -49,26 +49,33 @@ if not methods:
     st.info("Pick at least one method in the sidebar.")
     st.stop()
 
-chart = st.empty()
-done: list[dict] = []
-updates = [0]
-
-
-def draw(records: list[dict], live: bool) -> None:
-    updates[0] += 1
-    show_figure(sweep_figure(records, per_task), f"sweep-{'live' if live else 'final'}-{updates[0]}", container=chart)
-
-
 splits = ["test", "val"] if with_val else ["test"]
-for n, method in enumerate(methods):
-    values = extended_grid(method, parameter, zoo) if extend else sweepable(method)[parameter]
-    for split in splits:
-        with friendly_errors(), progress_bar(f"{REGISTRY[method].label}, {split} split: {len(values)} points") as progress:
-            record = sweep(zoo, method, parameter, values, evaluator=evaluator, progress=progress,
-                           on_update=lambda partial: draw(done + [partial], live=True), split=split, **fixed)
+grids = {m: extended_grid(m, parameter, zoo) if extend else sweepable(m)[parameter] for m in methods}
+
+
+def compute(job) -> list[dict]:
+    """Every curve, one after another; the curves so far are published as each point finishes."""
+    done: list[dict] = []
+    runs = [(m, split) for m in methods for split in splits]
+    for n, (method, split) in enumerate(runs):
+        record = sweep(zoo, method, parameter, grids[method], evaluator=evaluator, split=split,
+                       progress=lambda f, m, n=n: job.progress((n + f) / len(runs), m),
+                       on_update=lambda partial: job.publish(done + [partial]), **fixed)
         done.append(record)
-draw(done, live=False)
-figure_downloads(sweep_figure(done, per_task), f"sweep-{parameter}-{'-'.join(methods)}")
+    return done
+
+
+def live(records: list[dict]) -> None:
+    show_figure(sweep_figure(records, per_task), "sweep-live")
+
+
+with friendly_errors():
+    done = background(job_key(zoo.key, "sweeps", parameter, methods, splits, grids, fixed),
+                      f"{len(methods) * len(splits)} curves, {sum(map(len, grids.values())) * len(splits)} points",
+                      compute, show_partial=live)
+if done is None:
+    st.stop()
+show_figure(sweep_figure(done, per_task), "sweep-final", f"sweep-{parameter}-{'-'.join(methods)}")
 
 rows = []
 scale = 100 if parameter == "tau" else 1

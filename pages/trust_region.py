@@ -5,7 +5,7 @@ import streamlit as st
 from tatr_core.analysis.layers import layer_sensitivity
 from tatr_core.figures import excluded_figure, layer_sensitivity_figure, omega_histogram_figure
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, friendly_errors, progress_bar, show_figure
+from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, friendly_errors, background, job_key, show_figure
 
 st.title("Trust Region")
 st.latex(r"\Omega = \sum_{i}\sum_{j\neq i} \big|\mathbb{E}\,\nabla_\theta L_j(\theta_{pre})\big| \odot |\Delta_i|"
@@ -28,8 +28,11 @@ with st.sidebar:
     by = st.radio("layers", ["block", "tensor"], horizontal=True, key=control("tr-by", "block", ["block", "tensor"]),
                   help="block: embeddings, each transformer block, the head; tensor: every parameter tensor")
 
-with friendly_errors(), progress_bar("per-task gradients and Ω") as progress:
-    record = layer_sensitivity(zoo, variant, tau_pct / 100, exemplars, progress=progress)
+with friendly_errors():
+    record = background(job_key(zoo.key, "layers", variant, tau_pct, exemplars), "per-task gradients and Ω",
+                        lambda job: layer_sensitivity(zoo, variant, tau_pct / 100, exemplars, progress=job.progress))
+if record is None:
+    st.stop()  # the job fills the page when it is done
 
 h = record["histogram"]
 c1, c2, c3 = st.columns(3)

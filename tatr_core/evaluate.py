@@ -9,6 +9,8 @@ off if the two disagree.
 """
 from __future__ import annotations
 
+import threading
+
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -55,6 +57,9 @@ class Evaluator:
         self.mean, self.std = channel_stats(zoo.mean, zoo.std, self.device)
         self.heads = {name: t.head.to(self.device, torch.float32) for name, t in zoo.tasks.items()}
         self._data: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        # one encoder serves every evaluation with swapped parameters: the dashboard's sessions and its
+        # background jobs share it, so one evaluation at a time holds it
+        self._lock = threading.RLock()
         self.autocast = False
         if self.device.type == "cuda":
             self.autocast = self._bf16_agrees()
@@ -97,6 +102,10 @@ class Evaluator:
         ``feature_maps[task]``, when given, transforms that task's representations before its head
         (Representation Surgery's per-task modules).
         """
+        with self._lock:
+            return self._evaluate(params, tasks, split, sample, seed, feature_maps)
+
+    def _evaluate(self, params, tasks, split, sample, seed, feature_maps) -> dict[str, TaskResult]:
         p = self.as_params(params)
         out = {}
         for task in self.zoo.check_tasks(tasks):

@@ -32,7 +32,19 @@ def task_colour(tasks: list[str], task: str) -> str:
     return PALETTE[tasks.index(task) % len(PALETTE)]
 
 
+def _rgb(colour: str) -> str:
+    """'#rrggbb' as 'rgb(r, g, b)': the same colour, in a spelling Streamlit leaves alone (its chart code
+    replaces the strings '#000001' … '#000010' with its own palette, and Magma starts at '#000004')."""
+    if isinstance(colour, str) and len(colour) == 7 and colour.startswith("#"):
+        return f"rgb({int(colour[1:3], 16)}, {int(colour[3:5], 16)}, {int(colour[5:7], 16)})"
+    return colour
+
+
 def _layout(fig: go.Figure, title: str, width: int = 720, height: int = 460, subtitle: str = "", **kw) -> go.Figure:
+    for trace in fig.data:  # every colour scale spelled out in rgb(): drawn the same on screen and in exports
+        scale = getattr(trace, "colorscale", None)
+        if scale:
+            trace.colorscale = [[stop, _rgb(colour)] for stop, colour in scale]
     text = title + (f"<br><span style='font-size:12px;color:#555'>{subtitle}</span>" if subtitle else "")
     kw.setdefault("legend", dict(font=dict(size=12)))
     fig.update_layout(template="simple_white", font=FONT, title=dict(text=text, x=0.01, font=dict(size=16)),

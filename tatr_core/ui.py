@@ -240,6 +240,67 @@ def progress_bar(text: str):
         bar.empty()
 
 
+def jobs_inline() -> bool:
+    """``TATR_JOBS=inline`` computes on the page itself instead of in a background job (scripted page tests)."""
+    return os.environ.get("TATR_JOBS", "") == "inline"
+
+
+def background(key: str, label: str, fn: Callable, *, show_partial: Callable | None = None) -> Any:
+    """The result of ``fn(job)`` run as a background job (:mod:`tatr_core.jobs`), or None while it runs.
+
+    While it runs, the page shows ``show_partial(job.partial)`` when the job has published something,
+    and a progress bar with a time estimate that refreshes itself every second; when the job is done,
+    the page reruns and gets the result.  The job goes on if the user moves to another page, and the
+    result is there on return (the same ``key`` finds the same job).  A failed job raises its error
+    here, for :func:`friendly_errors`.
+    """
+    from .jobs import RUNNER
+
+    if jobs_inline():
+        from .jobs import Job
+
+        job = Job(key, label)
+        with progress_bar(label) as progress:
+            job.progress = progress  # type: ignore[method-assign]
+            return fn(job)
+    job = RUNNER.submit(key, label, fn)
+    if job.done:
+        if job.error is not None:
+            raise job.error
+        return job.result
+    _watch_job(key, show_partial)
+    return None
+
+
+@st.fragment(run_every=1.0)
+def _watch_job(key: str, show_partial: Callable | None = None) -> None:
+    """Refreshed every second on its own: the job's progress and what it has published so far."""
+    from .jobs import RUNNER, format_seconds
+
+    job = RUNNER.get(key)
+    if job is None or job.done:
+        st.rerun()  # the whole page, which now finds the result
+        return
+    if show_partial is not None and job.partial is not None:
+        show_partial(job.partial)
+    if job.started is None:
+        ahead = [j.label for j in RUNNER.pending() if j.started is not None]
+        text = f"{job.label}: queued" + (f" behind {ahead[0]}" if ahead else "")
+    else:
+        eta = job.eta()
+        text = (f"{job.label}: {job.message} · {format_seconds(job.elapsed())} so far"
+                + (f", about {format_seconds(eta)} left" if eta is not None else ""))
+    st.progress(job.fraction, text=text + " · runs in the background: other pages stay usable")
+
+
+def job_key(*parts: Any) -> str:
+    """A background job's key from what it computes (zoo key, analysis, parameters)."""
+    from .cache import digest
+
+    return digest([str(p) if not isinstance(p, (dict, list, tuple, int, float, str, type(None))) else p
+                   for p in parts])
+
+
 def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:
     """A figure on the page exactly as it exports, full width, with its Download menu (``stem``: the
     file name; None: no menu).  ``theme=None`` turns Streamlit's plotly theme off: with it on,

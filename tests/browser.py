@@ -32,7 +32,8 @@ def dashboard(zoo: str, log_path: Path, start_timeout: float = 60):
         proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
                                  "--server.address", "127.0.0.1", "--server.headless", "true",
                                  "--browser.gatherUsageStats", "false"],
-                                cwd=ROOT, env=dict(os.environ, TATR_ZOO=zoo), stdout=log, stderr=log)
+                                cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k != "TATR_JOBS"},
+                                               "TATR_ZOO": zoo}, stdout=log, stderr=log)
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.time() + start_timeout

@@ -13,6 +13,9 @@ import pytest
 _PRIVATE = not os.environ.get("TATR_TEST_CACHE")
 _CACHE = tempfile.mkdtemp(prefix="tatr-test-cache-") if _PRIVATE else os.environ["TATR_TEST_CACHE"]
 os.environ["TATR_CACHE"] = _CACHE  # before tatr_core is imported: cache.CACHE_ROOT is read once, at import
+# Scripted page tests (AppTest) compute on the page; test_app.py tests the background jobs themselves, and
+# the browser tests serve the dashboard as users get it, with background jobs.
+os.environ["TATR_JOBS"] = "inline"
 
 
 def pytest_report_header(config):

@@ -340,3 +340,57 @@ def test_sweeps_page_sweeps_a_declared_parameter(micro_zoo):
     expected = sweep(micro_zoo, "dare", "drop_rate")
     assert list(at.dataframe[0].value["best test %"]) == [
         round(100 * max(p["average_accuracy"] for p in expected["points"]), 2)]
+
+
+def test_long_computations_run_in_the_background_and_survive_a_page_change(micro_zoo, monkeypatch):
+    """With background jobs (the dashboard's default): the page shows a progress bar with a time estimate
+    at once instead of blocking, the job goes on while the user is on another page, and the result is
+    there on return."""
+    from tatr_core.analysis.layers import layer_sensitivity
+    from tatr_core.jobs import RUNNER
+
+    monkeypatch.setenv("TATR_JOBS", "background")
+    at = open_page("pages/trust_region.py", query={"tr-exemplars": "4", "tr-tau": "0.5"})
+    if RUNNER.pending():  # (on a fast machine it may be done already: then it is shown below all the same)
+        texts = [p.proto.text for p in at.get("progress")]
+        assert any("per-task gradients and Ω" in t and "runs in the background" in t for t in texts), texts
+        assert not at.get("plotly_chart")  # nothing drawn from a result that is not there yet
+    at.switch_page("pages/home.py").run()  # away: the job goes on
+    assert not at.exception
+    assert RUNNER.wait(300)
+    at.switch_page("pages/trust_region.py").run()
+    record = layer_sensitivity(micro_zoo, "gradient", 0.005, 4)
+    assert at.metric[0].value == f"{record['excluded_total']:,}"
+    assert len(at.get("plotly_chart")) == 3 and not at.exception
+
+
+def test_a_background_job_reports_progress_a_time_estimate_and_its_partial_result():
+    import threading
+
+    from tatr_core.jobs import JobRunner
+
+    runner, release = JobRunner(), threading.Event()
+
+    def work(job):
+        job.progress(0.5, "half way")
+        job.publish(["first row"])
+        release.wait(30)
+        return "all rows"
+
+    job = runner.submit("k", "a table", work)
+    for _ in range(200):
+        if job.partial:
+            break
+        threading.Event().wait(0.01)
+    assert job.partial == ["first row"] and job.fraction == 0.5 and not job.done
+    assert runner.submit("k", "a table", work) is job  # a second request finds the same job
+    release.set()
+    assert runner.wait(30) and job.result == "all rows" and job.eta() is None
+
+    def broken(job):
+        raise ValueError("bad input")
+
+    failed = runner.submit("b", "broken", broken)
+    assert runner.wait(30) and isinstance(failed.error, ValueError)
+    assert runner.submit("b", "broken", lambda job: "fixed") is not failed  # a failed job runs again when asked
+    assert runner.wait(30) and runner.get("b").result == "fixed"

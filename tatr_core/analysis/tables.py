@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
@@ -116,7 +116,7 @@ def trains_at_test_time(method: str) -> bool:
 
 def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = "test", sample: int | None = None,
                  evaluator: Evaluator | None = None, progress: Progress = no_progress, title: str = "",
-                 test_time: bool = True, tune: bool = False) -> dict:
+                 test_time: bool = True, tune: bool = False, on_update: Callable[[dict], None] | None = None) -> dict:
     """Accuracy (%) of each row's method on every task, with the average; best / second marked.
 
     ``test_time=False`` leaves out the rows whose method trains at test time (seconds instead of
@@ -124,6 +124,8 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
     ``tune=True`` chooses each row's λ (and τ for the TATR rows) on the validation split first
     (:mod:`tatr_core.analysis.tuning`) and reports ``split`` accuracy at the chosen values, which each
     row carries in ``"chosen"``; otherwise every row uses its method's fixed defaults.
+    ``on_update(table_so_far)`` is called as each row finishes (the rows so far, marked), for pages
+    that fill the table in as it is computed.
     """
     from .tuning import check_validation_split, tunable
     from .tuning import tune as tune_row
@@ -152,12 +154,19 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
         values["Avg"] = 100 * rec["average_accuracy"]
         out_rows.append({"label": label, "group": group, "method": method, "params": rec["params"], "values": values,
                          "chosen": chosen})
-    columns = names + ["Avg"]
-    _mark(out_rows, columns)
-    _add_gains(out_rows)
+        if on_update is not None and n + 1 < len(rows):
+            on_update(_table(zoo, [dict(r) for r in out_rows], title, split, sample, test_time, tune, len(rows)))
     progress(1.0, "table done")
-    return {"title": title or f"Test accuracy (%) on zoo {zoo.name}", "columns": columns, "rows": out_rows,
-            "split": split, "sample": sample, "test_time": test_time, "tuned": tune}
+    return _table(zoo, out_rows, title, split, sample, test_time, tune, len(rows))
+
+
+def _table(zoo: Zoo, rows: list[dict], title: str, split: str, sample, test_time: bool, tune: bool, total: int) -> dict:
+    columns = zoo.task_names + ["Avg"]
+    _mark(rows, columns)
+    _add_gains(rows)
+    return {"title": title or f"Test accuracy (%) on zoo {zoo.name}", "columns": columns, "rows": rows,
+            "split": split, "sample": sample, "test_time": test_time, "tuned": tune, "complete": len(rows) == total,
+            "total_rows": total}
 
 
 def chosen_text(row: dict) -> str:

@@ -1,0 +1,124 @@
+"""Background jobs for the dashboard: long analyses run in a worker thread of the server process.
+
+A page asks for a result by a key (what is computed, from what); the first request starts the
+job, every later one — from this page, after a rerun, from another page or another browser tab —
+finds the same job, so a fit started on Compare Methods keeps running while the user looks at
+another page and its result is there on return.  Jobs run one at a time on one worker thread (the
+computations use every core already); the results also land in the disk cache as usual, so a
+restarted server finds them there.  A job reports ``progress(fraction, message)`` like every
+analysis, which gives the page its progress bar and a time estimate.
+
+The mechanism is a thread pool in the Streamlit server process (no extra service to run).  Torch
+releases the interpreter lock in its kernels, so pages stay responsive while a job computes; the
+evaluator they share holds a lock per evaluation (:class:`tatr_core.evaluate.Evaluator`).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+#: finished jobs kept in memory (their results are on disk too); the oldest go first
+KEEP_FINISHED = 64
+
+
+@dataclass
+class Job:
+    key: str
+    label: str
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    finished: float | None = None
+    fraction: float = 0.0
+    message: str = "waiting for the jobs before it"
+    result: Any = None
+    error: BaseException | None = None
+    partial: Any = None  #: what the job has published so far (rows of a table, points of a sweep)
+
+    @property
+    def done(self) -> bool:
+        return self.finished is not None
+
+    def progress(self, fraction: float, message: str) -> None:
+        self.fraction = min(max(float(fraction), self.fraction), 1.0)  # never backwards
+        self.message = message
+
+    def publish(self, partial: Any) -> None:
+        """Make a partial result visible to the pages while the job goes on."""
+        self.partial = partial
+
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or time.monotonic()) - self.started
+
+    def eta(self) -> float | None:
+        """Seconds left, extrapolated from the progress so far (None until there is enough of it)."""
+        if self.done or self.started is None or self.fraction < 0.02 or self.elapsed() < 1.0:
+            return None
+        return self.elapsed() * (1.0 - self.fraction) / self.fraction
+
+
+class JobRunner:
+    def __init__(self, workers: int = 1):
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tatr-job")
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def submit(self, key: str, label: str, fn: Callable[[Job], Any]) -> Job:
+        """The job for ``key``: the running or finished one, or a new one computing ``fn(job)`` (which
+        reports through ``job.progress(fraction, message)`` and may ``job.publish(partial)``).
+        A job that failed is started again on the next request (the failure may have been fixed)."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None and not (job.done and job.error is not None):
+                return job
+            job = self._jobs[key] = Job(key, label)
+            self._forget_old()
+
+        def run() -> None:
+            job.started = time.monotonic()
+            job.message = "starting"
+            try:
+                job.result = fn(job)
+                job.fraction = 1.0
+            except BaseException as exc:  # reported to the page that asks for the result
+                job.error = exc
+            finally:
+                job.finished = time.monotonic()
+
+        self._pool.submit(run)
+        return job
+
+    def get(self, key: str) -> Job | None:
+        return self._jobs.get(key)
+
+    def pending(self) -> list[Job]:
+        """Jobs queued or running, oldest first."""
+        return [j for j in list(self._jobs.values()) if not j.done]
+
+    def wait(self, timeout: float = 600.0) -> bool:
+        """Block until nothing is pending (for tests and scripts); False on timeout."""
+        end = time.monotonic() + timeout
+        while self.pending():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def _forget_old(self) -> None:
+        finished = sorted((j for j in self._jobs.values() if j.done), key=lambda j: j.finished)
+        for job in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self._jobs[job.key]
+
+
+#: The dashboard's runner: one per server process, shared by every session and page.
+RUNNER = JobRunner()
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
