@@ -316,14 +316,47 @@ def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:
 
 
 def figure_downloads(fig, stem: str) -> None:
-    """A "Download" menu under a figure: PNG / SVG / PDF (the CLI's exporter, built on click) and HTML."""
-    from .figures import _chromium, figure_bytes
+    """A "Download" menu under a figure: PNG / SVG / PDF (the CLI's exporter) and self-contained HTML.
 
-    mimes = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html"}
-    formats = (["png", "svg", "pdf"] if _chromium() else []) + ["html"]
+    The files are made when asked for ("Prepare"), inside the menu's own fragment (the page does not
+    rerun) and kept by the server (``st.cache_data``, shared by the sessions); each button then hands
+    over bytes that are already there, so a click never waits on the exporter (building the file on
+    click made a download hang now and then).
+    """
     with st.popover("Download", icon=":material/download:"):
-        for fmt in formats:
-            st.download_button(fmt.upper(), data=lambda fmt=fmt: figure_bytes(fig, fmt), file_name=f"{stem}.{fmt}",
-                               mime=mimes[fmt], key=f"dl-{stem}-{fmt}", width="stretch")
-        if len(formats) == 1:
-            st.caption("PNG / SVG / PDF export needs chromium (apt-get install chromium); HTML works everywhere.")
+        _download_menu(fig.to_json(), stem)
+
+
+_MIMES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html"}
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _export_all(spec: str, formats: tuple[str, ...]) -> dict[str, bytes]:
+    import plotly.io as pio
+
+    from .figures import figure_bytes
+
+    fig = pio.from_json(spec)
+    return {fmt: figure_bytes(fig, fmt) for fmt in formats}
+
+
+@st.fragment
+def _download_menu(spec: str, stem: str) -> None:
+    from .cache import digest
+    from .figures import _chromium
+
+    formats = tuple((["png", "svg", "pdf"] if _chromium() else []) + ["html"])
+    ready_key, wanted = f"dl-ready-{stem}", digest([spec, formats])
+    if st.session_state.get(ready_key) != wanted:
+        label = "Prepare PNG · SVG · PDF · HTML" if len(formats) > 1 else "Prepare HTML"
+        if not st.button(label, key=f"dl-prepare-{stem}", width="stretch"):
+            return
+        with st.spinner("making the files…"):
+            _export_all(spec, formats)
+        st.session_state[ready_key] = wanted
+    files = _export_all(spec, formats)  # made above, or by an earlier request: from the server's cache
+    for fmt in formats:
+        st.download_button(fmt.upper(), data=files[fmt], file_name=f"{stem}.{fmt}", mime=_MIMES[fmt],
+                           key=f"dl-{stem}-{fmt}", width="stretch", on_click="ignore")
+    if len(formats) == 1:
+        st.caption("PNG / SVG / PDF export needs chromium (apt-get install chromium); HTML works everywhere.")
