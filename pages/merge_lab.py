@@ -8,7 +8,7 @@ import streamlit as st
 import yaml
 
 from tatr_core.checkpoints import save_safetensors
-from tatr_core.figures import accuracy_bars_figure, coefficients_figure, surgery_gap_figure
+from tatr_core.figures import accuracy_bars_figure, coefficients_figure, params_text, surgery_gap_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import eval_command, evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
@@ -59,7 +59,7 @@ c1.metric("average accuracy", f"{100 * record['average_accuracy']:.1f}%",
 c2.metric("fine-tuned average", f"{100 * ind['average_accuracy']:.1f}%")
 c3.metric(f"excluded dimensions (of {zoo.task_vectors.N:,})", f"{record.get('excluded', 0):,}")
 
-params = ", ".join(f"{k} = {v}" for k, v in record["params"].items())
+params = params_text(record["params"])
 fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, REGISTRY[method].label: record},
                            f"{REGISTRY[method].label}: per-task accuracy", params)
 show_figure(fig, f"merge-lab-{method}", f"merge-lab-{method}")

@@ -87,7 +87,7 @@ def conflict_figure(record: dict, form: str = "loss", bound: float | None = None
     total = record["total_loss"] if form == "loss" else 100 * record["total_accuracy"]
     fig.update_yaxes(autorange="reversed", title="task j (affected)")
     fig.update_xaxes(title="task i (added to the merge)", tickangle=-30)
-    params = ", ".join(f"{k} = {v}" for k, v in record["params"].items())
+    params = params_text(record["params"])
     return _layout(fig, f"Knowledge conflict C<sub>j|i</sub> ({form} form), total C = {total:+.2f}",
                    subtitle=f"{record['method']}: {params}" if params else record["method"], width=760, height=640)
 
@@ -298,6 +298,19 @@ def _declared_label(method: str, parameter: str) -> str:
 
 
 METHOD_DASHES = ["dot", "dash", "dashdot", "longdash", "longdashdot"]  #: per-task lines: one dash style per method
+
+
+def params_text(params: dict) -> str:
+    """A run's parameters as figures print them: λ and τ by their symbols, τ in % (as on every slider)."""
+    parts = []
+    for k, v in params.items():
+        if k == "tau":
+            parts.append(f"τ = {100 * v:g}%")
+        elif k == "lam":
+            parts.append(f"λ = {v:g}")
+        else:
+            parts.append(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}")
+    return ", ".join(parts)
 
 
 def setting_text(method: str, params: dict, swept: str) -> str:

@@ -50,6 +50,7 @@ def test_every_figure_builds_with_labelled_axes(micro_figures, micro_zoo):
     for kind, fig in micro_figures.items():
         text = json.dumps(fig.to_plotly_json(), ensure_ascii=False)
         assert "θ_pre" not in text and "L_j" not in text and "Δ_i" not in text, kind
+        assert "tau = 0." not in text and "tau=0." not in text, kind  # τ in % everywhere, as on the sliders
     assert "θ<sub>pre</sub>" in json.dumps(micro_figures["landscape"].to_plotly_json(), ensure_ascii=False)
 
 
