@@ -13,7 +13,7 @@ from tatr_core.merge import REGISTRY
 from tatr_core.runs import eval_command, evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
 from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, method_controls, \
-    progress_bar, show_figure
+    show_figure
 
 st.title("Merge Lab")
 
@@ -40,15 +40,12 @@ with st.sidebar:
                    "and a time estimate on the page; it goes on if you visit other pages), later runs reuse the "
                    "cached result.")
 
-with friendly_errors():
-    if spec.uses_data:  # a fit: minutes the first time, in the background (it goes on on other pages)
-        record = background(job_key(zoo.key, "eval", method, kw), f"{spec.label}: learning and evaluating",
-                            lambda job: evaluate_method(zoo, method, evaluator=evaluator, progress=job.progress, **kw))
-        if record is None:
-            st.stop()
-    else:
-        with progress_bar("merging") as progress:
-            record = evaluate_method(zoo, method, evaluator=evaluator, progress=progress, **kw)
+with friendly_errors():  # in the background: a fit takes minutes the first time, gradients half a minute
+    record = background(job_key(zoo.key, "eval", method, kw),
+                        f"{spec.label}: {'learning and evaluating' if spec.uses_data else 'merging and evaluating'}",
+                        lambda job: evaluate_method(zoo, method, evaluator=evaluator, progress=job.progress, **kw))
+if record is None:
+    st.stop()
 with friendly_errors():
     zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
     ind = evaluate_method(zoo, "individual", evaluator=evaluator)

@@ -201,7 +201,25 @@ def _evaluator(spec: str) -> Evaluator:
 
 def current_zoo() -> tuple[Zoo, Evaluator]:
     spec = zoo_spec()
-    return _load(spec), _evaluator(spec)
+    zoo = _load(spec)
+    _warm_up(zoo)
+    return zoo, _evaluator(spec)
+
+
+def _warm_up(zoo: Zoo) -> None:
+    """Start the per-task gradients at θ_pre (128 exemplars: what TATR, the landscapes, the components and
+    the layer sensitivity need first) in the background as soon as a zoo is in use, so that the pages
+    find them ready or half done (they take about half a minute on the mini zoo on two cores)."""
+    if jobs_inline():
+        return
+    from .gradients import compute_task_gradients, gradients_path
+    from .jobs import RUNNER
+
+    def gradients(job) -> None:  # they land in the disk cache, where every analysis looks for them
+        compute_task_gradients(zoo, 128, 0, progress=job.progress)
+
+    if not gradients_path(zoo, 128, 0).exists():
+        RUNNER.submit(job_key(zoo.key, "gradients", 128, 0), "per-task gradients at θ_pre (128 exemplars)", gradients)
 
 
 # ------------------------------------------------------------------------------ errors, progress, downloads
