@@ -117,7 +117,7 @@ def sensitivity(
             omega.clamp_(min=0)  # exact value is ≥ 0; remove rounding noise of the subtraction
         return -omega if variant == "negative" else omega
 
-    omega = _chunked(torch.empty(N, dtype=deltas.dtype), block, N)
+    omega = _chunked(torch.empty(N, dtype=deltas.dtype, device=deltas.device), block, N)  # where the data lives
     if normalize and K > 1:
         omega /= K * (K - 1)
     return omega
@@ -138,9 +138,9 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     values = values.reshape(-1)
     n = values.numel()
     if k <= 0:
-        return torch.zeros(n, dtype=torch.bool)
+        return torch.zeros(n, dtype=torch.bool, device=values.device)
     if k >= n:
-        return torch.ones(n, dtype=torch.bool)
+        return torch.ones(n, dtype=torch.bool, device=values.device)
     threshold = torch.kthvalue(values, n - k + 1).values
     mask = values > threshold
     need = k - int(mask.sum())

@@ -288,3 +288,14 @@ def test_merge_keeps_inputs_untouched():
     for method in TV_METHODS:
         merge(tv, method, tau=0.1, sensitivity="zero-shot")
     assert torch.equal(before[0], tv.deltas) and torch.equal(before[1], tv.pretrained)
+
+
+def test_sensitivity_and_masks_are_made_where_the_data_lives():
+    """Ω and the masks are allocated on the task vectors' device (the "meta" device stands in for a GPU:
+    a tensor made on the CPU by mistake would show up as a CPU tensor here)."""
+    deltas = torch.empty((3, 64), device="meta")
+    for variant in ("zero-shot", "gradient", "positive"):
+        aux = torch.empty((3, 64), device="meta")
+        assert sensitivity(deltas, variant, grads=aux, signed_grads=aux).device.type == "meta"
+    values = torch.empty(10, device="meta")
+    assert top_k_mask(values, 0).device.type == "meta" and top_k_mask(values, 10).device.type == "meta"

@@ -63,9 +63,9 @@ def split_by_product(delta: torch.Tensor, product: torch.Tensor, orthogonal_frac
     nonzero = delta != 0
     k = count_for_fraction(orthogonal_fraction, int(nonzero.sum()))
     # smallest |g ⊙ Δ| among the non-zero entries (zeros of Δ contribute nothing either way)
-    score = torch.where(nonzero, -product.abs(), torch.tensor(float("-inf"), dtype=product.dtype))
+    score = torch.where(nonzero, -product.abs(), torch.tensor(float("-inf"), dtype=product.dtype, device=product.device))
     orth = top_k_mask(score, k) & nonzero
-    zero = torch.zeros((), dtype=delta.dtype)
+    zero = torch.zeros((), dtype=delta.dtype, device=delta.device)
     return {
         "positive": torch.where(~orth & (product > 0), delta, zero),
         "negative": torch.where(~orth & (product < 0), delta, zero),
