@@ -233,6 +233,12 @@ def _cell(row: dict, col: str) -> str:
     return f"{row['values'][col]:.1f}"
 
 
+def _marked_cells(row: dict, cols: list[str], best: str, second: str, plain: str = "{}") -> list[str]:
+    """A row's values, each in the format of its mark: ``best`` (bold), ``second`` (underlined) or ``plain``."""
+    return [(best if row["rank"].get(c) == 1 else second if row["rank"].get(c) == 2 else plain).format(_cell(row, c))
+            for c in cols]
+
+
 def _gain_text(row: dict) -> str:
     return "" if row.get("gain") is None else f"{round(row['gain'], 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
 
@@ -266,10 +272,7 @@ def to_latex(table: dict) -> str:
         if group:
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\")
         for row in rows:
-            cells = []
-            for c in cols:
-                v, rank = _cell(row, c), row["rank"].get(c)
-                cells.append(r"\textbf{" + v + "}" if rank == 1 else r"\underline{" + v + "}" if rank == 2 else v)
+            cells = _marked_cells(row, cols, r"\textbf{{{}}}", r"\underline{{{}}}")
             if gains:
                 cells.append(_gain_text(row))
             if tuned:
@@ -290,10 +293,7 @@ def to_markdown(table: dict) -> str:
         if group:
             lines.append(f"| *{group}* |" + " |" * (len(cols) + len(extra)))
         for row in rows:
-            cells = []
-            for c in cols:
-                v, rank = _cell(row, c), row["rank"].get(c)
-                cells.append(f"**{v}**" if rank == 1 else f"<u>{v}</u>" if rank == 2 else v)
+            cells = _marked_cells(row, cols, "**{}**", "<u>{}</u>")
             cells += ([_gain_text(row)] if gains else []) + ([chosen_text(row)] if tuned else [])
             label = ("&nbsp;&nbsp;" if row.get("base") else "") + row["label"]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -331,11 +331,7 @@ def to_html(table: dict) -> str:
         if group:
             body.append(f'<tr class="group"><td colspan="{width}">{escape(group)}</td></tr>')
         for row in rows:
-            cells = []
-            for c in cols:
-                v, rank = _cell(row, c), row["rank"].get(c)
-                cells.append(f"<td><b>{v}</b></td>" if rank == 1 else f"<td><u>{v}</u></td>" if rank == 2
-                             else f"<td>{v}</td>")
+            cells = _marked_cells(row, cols, "<td><b>{}</b></td>", "<td><u>{}</u></td>", "<td>{}</td>")
             if gains:
                 gain = row.get("gain")
                 colour = "" if gain is None else ' style="color:#1a7f37"' if gain > 0 else ' style="color:#b42318"' \
