@@ -40,15 +40,18 @@ with st.sidebar:
                    "and a time estimate on the page; it goes on if you visit other pages), later runs reuse the "
                    "cached result.")
 
+with friendly_errors():
+    zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
+    ind = evaluate_method(zoo, "individual", evaluator=evaluator)
 with friendly_errors():  # in the background: a fit takes minutes the first time, gradients half a minute
     record = background(job_key(zoo.key, "eval", method, kw),
                         f"{spec.label}: {'learning and evaluating' if spec.uses_data else 'merging and evaluating'}",
                         lambda job: evaluate_method(zoo, method, evaluator=evaluator, progress=job.progress, **kw))
-if record is None:
+if record is None:  # what is ready already: the two references the merged model will join
+    show_figure(accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind},
+                                     f"{spec.label}: per-task accuracy (the merged model joins when it is ready)"),
+                f"merge-lab-{method}-waiting")
     st.stop()
-with friendly_errors():
-    zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
-    ind = evaluate_method(zoo, "individual", evaluator=evaluator)
 
 c1, c2, c3 = st.columns(3)
 c1.metric("average accuracy", f"{100 * record['average_accuracy']:.1f}%",

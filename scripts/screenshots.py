@@ -85,9 +85,10 @@ def run(args, out: Path, start: float, sync_playwright) -> int:
                 page.wait_for_function(FIRST, timeout=900_000, polling=100)
                 first = time.perf_counter() - t
             settle(page, plots, timeout=900_000)
-            if name == "compare_methods":  # complete: the whole table, no progress bar left
-                page.wait_for_function("() => !document.querySelector('[data-testid=\"stProgress\"]')",
-                                       timeout=900_000, polling=250)
+            # complete: every background job of the page done (no progress bar left), the final figures drawn
+            page.wait_for_function("() => !document.querySelector('[data-testid=\"stProgress\"]')",
+                                   timeout=900_000, polling=250)
+            settle(page, plots, timeout=900_000)
             errors = shown_errors(page)
             failures += bool(errors)
             if not args.cold:

@@ -4,8 +4,8 @@ A page asks for a result by a key (what is computed, from what); the first reque
 job, every later one — from this page, after a rerun, from another page or another browser tab —
 finds the same job, so a fit started on Compare Methods keeps running while the user looks at
 another page and its result is there on return.  Jobs run one at a time on one worker thread (the
-computations use every core already); the results also land in the disk cache as usual, so a
-restarted server finds them there.  A job reports ``progress(fraction, message)`` like every
+computations use every core already), the one the page in front of the user waits for first; the
+results also land in the disk cache as usual, so a restarted server finds them there.  A job reports ``progress(fraction, message)`` like every
 analysis, which gives the page its progress bar and a time estimate.
 
 The mechanism is a thread pool in the Streamlit server process (no extra service to run).  Torch
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -36,6 +35,7 @@ class Job:
     result: Any = None
     error: BaseException | None = None
     partial: Any = None  #: what the job has published so far (rows of a table, points of a sweep)
+    asked: float = field(default_factory=time.monotonic)  #: when a page last asked for it (the queue's order)
 
     @property
     def done(self) -> bool:
@@ -62,10 +62,18 @@ class Job:
 
 
 class JobRunner:
-    def __init__(self, workers: int = 1):
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tatr-job")
+    """Runs jobs one at a time on one worker thread, the one a page waits for first.
+
+    The queue is ordered by when a job was last asked for (:meth:`submit`, :meth:`touch`: a page's
+    progress bar asks every second), most recent first: the page in front of the user goes ahead of
+    jobs that pages left behind, which still run afterwards.  A running job is never interrupted.
+    """
+
+    def __init__(self):
         self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
+        self._fns: dict[str, Callable[[Job], Any]] = {}
+        self._lock = threading.Condition()
+        self._worker: threading.Thread | None = None
 
     def submit(self, key: str, label: str, fn: Callable[[Job], Any]) -> Job:
         """The job for ``key``: the running or finished one, or a new one computing ``fn(job)`` (which
@@ -74,12 +82,36 @@ class JobRunner:
         with self._lock:
             job = self._jobs.get(key)
             if job is not None and not (job.done and job.error is not None):
+                job.asked = time.monotonic()
                 return job
             job = self._jobs[key] = Job(key, label)
+            self._fns[key] = fn
             self._forget_old()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="tatr-job", daemon=True)
+                self._worker.start()
+            self._lock.notify()
+        return job
 
-        def run() -> None:
-            job.started = time.monotonic()
+    def touch(self, key: str) -> None:
+        """A page is waiting for ``key``: it goes first among the queued jobs."""
+        job = self._jobs.get(key)
+        if job is not None:
+            job.asked = time.monotonic()
+
+    def _next(self) -> tuple[Job, Callable[[Job], Any]]:
+        with self._lock:
+            while True:
+                queued = [j for j in self._jobs.values() if j.started is None and j.key in self._fns]
+                if queued:
+                    job = max(queued, key=lambda j: j.asked)
+                    job.started = time.monotonic()
+                    return job, self._fns.pop(job.key)
+                self._lock.wait()
+
+    def _work(self) -> None:
+        while True:
+            job, fn = self._next()
             job.message = "starting"
             try:
                 job.result = fn(job)
@@ -88,9 +120,6 @@ class JobRunner:
                 job.error = exc
             finally:
                 job.finished = time.monotonic()
-
-        self._pool.submit(run)
-        return job
 
     def get(self, key: str) -> Job | None:
         return self._jobs.get(key)

@@ -299,6 +299,7 @@ def _watch_job(key: str, show_partial: Callable | None = None) -> None:
     if job is None or job.done:
         st.rerun()  # the whole page, which now finds the result
         return
+    RUNNER.touch(key)  # this page is waiting for it: it goes first
     if show_partial is not None and job.partial is not None:
         show_partial(job.partial)
     if job.started is None:

@@ -394,3 +394,19 @@ def test_a_background_job_reports_progress_a_time_estimate_and_its_partial_resul
     assert runner.wait(30) and isinstance(failed.error, ValueError)
     assert runner.submit("b", "broken", lambda job: "fixed") is not failed  # a failed job runs again when asked
     assert runner.wait(30) and runner.get("b").result == "fixed"
+
+
+def test_the_job_a_page_waits_for_goes_first():
+    """Queued jobs run most recently asked for first: the page in front of the user goes ahead of the
+    jobs that pages left behind (which still run afterwards)."""
+    import threading
+
+    from tatr_core.jobs import JobRunner
+
+    runner, release, order = JobRunner(), threading.Event(), []
+    runner.submit("running", "a long fit", lambda job: release.wait(30))
+    left_behind = runner.submit("old", "a page left behind", lambda job: order.append("old"))
+    runner.submit("new", "another page", lambda job: order.append("new"))
+    runner.touch("old")  # the user went back to the first page: its progress bar asks for it again
+    release.set()
+    assert runner.wait(30) and order == ["old", "new"] and left_behind.done
