@@ -344,7 +344,7 @@ def to_html(table: dict) -> str:
     style = ("<style>.tatr-table{overflow-x:auto}.tatr-table table{border-collapse:collapse;font-size:14px;"
              "color:inherit;white-space:nowrap}.tatr-table th,.tatr-table td{padding:3px 10px;text-align:right;"
              "border:none}.tatr-table thead th{border-top:2px solid currentColor;border-bottom:1px solid currentColor}"
-             ".tatr-table tbody th{text-align:left;font-weight:normal}.tatr-table th.plugin{padding-left:26px}"
+             ".tatr-table thead th:first-child,.tatr-table tbody th{text-align:left}.tatr-table tbody th{font-weight:normal}.tatr-table th.plugin{padding-left:26px}"
              ".tatr-table td.text{text-align:left}.tatr-table tr.group td{text-align:left;font-style:italic;"
              "border-top:1px solid currentColor;padding-top:6px}.tatr-table tbody tr:last-child>*"
              "{border-bottom:2px solid currentColor}</style>")
