@@ -71,6 +71,13 @@ SENSITIVITIES: dict[str, Sensitivity] = {
 }
 
 
+def sensitivity_spec(variant: str) -> Sensitivity:
+    """The declaration of a sensitivity variant, or a :class:`TatrError` listing the variants."""
+    if variant not in SENSITIVITIES:
+        raise TatrError(f"unknown sensitivity '{variant}'; choose one of {', '.join(SENSITIVITIES)}")
+    return SENSITIVITIES[variant]
+
+
 def _chunked(out: torch.Tensor, fn: Callable[[slice], torch.Tensor], n: int, chunk: int = CHUNK) -> torch.Tensor:
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
@@ -90,9 +97,7 @@ def sensitivity(
     O(K·N) time and O(N) extra memory: the K² pairwise sum is rewritten as
     (Σ a)(Σ b) − Σ a⊙b.
     """
-    if variant not in SENSITIVITIES:
-        raise TatrError(f"unknown sensitivity '{variant}'; choose one of {', '.join(SENSITIVITIES)}")
-    spec = SENSITIVITIES[variant]
+    spec = sensitivity_spec(variant)
     K, N = deltas.shape
     aux = {"grads": grads, "signed_grads": signed_grads, "": None}[spec.needs]
     if spec.needs and aux is None:
@@ -180,17 +185,13 @@ def trust_region(omega: torch.Tensor, tau: float, variant: str = "gradient") -> 
     signed variants (τ > 0), keep exactly the dimensions with Ω > 0 (Appendix C.4)."""
     tau = check_tau(tau)
     n = omega.numel()
-    if variant not in SENSITIVITIES:
-        raise TatrError(f"unknown sensitivity '{variant}'; choose one of {', '.join(SENSITIVITIES)}")
-    if not SENSITIVITIES[variant].nonnegative:
+    if not sensitivity_spec(variant).nonnegative:
         if tau == 0:
             return TrustRegion(None, 0, n, tau, variant)
         keep = omega.reshape(-1) > 0
         excluded = n - int(keep.sum())
         return TrustRegion(keep if excluded else None, excluded, n, tau, variant)
-    k = count_for_fraction(tau, n)
-    if SENSITIVITIES[variant].nonnegative:
-        k = min(k, int((omega > 0).sum()))
+    k = min(count_for_fraction(tau, n), int((omega > 0).sum()))  # Ω = 0 conflicts with nothing: never excluded
     if k == 0:
         return TrustRegion(None, 0, n, tau, variant)
     excluded = top_k_mask(omega, k)

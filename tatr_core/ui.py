@@ -60,8 +60,6 @@ ORTHOGONAL_CHOICES = [0.0, 50.0, 80.0, 90.0, 95.0, 99.0]  #: Δ⊥ band in % of 
 
 def orthogonal_fraction_control(key: str) -> float:
     """The Δ⊥ band (``--orthogonal-fraction``) as a select slider in %; returns the fraction."""
-    import streamlit as st
-
     pct = st.select_slider("Δ⊥: share of the entries (%)", ORTHOGONAL_CHOICES,
                            key=control(key, 90.0, ORTHOGONAL_CHOICES),
                            help="Δ⊥ is the paper's 'near-zero inner product': this share of the non-zero task-vector "
@@ -322,9 +320,9 @@ def job_key(*parts: Any) -> str:
 
 def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:
     """A figure on the page exactly as it exports, full width, with its Download menu (``stem``: the
-    file name; None: no menu).  ``theme=None`` turns Streamlit's plotly theme off: with it on,
-    Streamlit replaces the figure's colour scales and fonts on screen only (a Magma heatmap started
-    at pink), so the page and the exported file disagreed."""
+    file name; None: no menu).  ``theme=None`` turns Streamlit's plotly theme off, which would restyle
+    fonts and colours on screen only; the figures spell their colour scales in ``rgb()`` for the
+    colour strings Streamlit rewrites whatever the theme (:func:`tatr_core.figures._rgb`)."""
     import plotly.graph_objects as go
 
     screen = go.Figure(fig)
@@ -371,9 +369,10 @@ def _download_menu(spec: str, stem: str) -> None:
         if not st.button(label, key=f"dl-prepare-{stem}", width="stretch"):
             return
         with st.spinner("making the files…"):
-            _export_all(spec, formats)
+            files = _export_all(spec, formats)
         st.session_state[ready_key] = wanted
-    files = _export_all(spec, formats)  # made above, or by an earlier request: from the server's cache
+    else:
+        files = _export_all(spec, formats)  # made by an earlier request: from the server's cache
     for fmt in formats:
         st.download_button(fmt.upper(), data=files[fmt], file_name=f"{stem}.{fmt}", mime=_MIMES[fmt],
                            key=f"dl-{stem}-{fmt}", width="stretch", on_click="ignore")

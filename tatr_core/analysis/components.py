@@ -29,7 +29,7 @@ import torch
 
 from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
-from ..evaluate import Evaluator
+from ..evaluate import Evaluator, average_accuracy
 from ..gradients import compute_task_gradients
 from ..trust_region import count_for_fraction, sensitivity, top_k_mask
 from ..zoo import Progress, Zoo, no_progress
@@ -119,7 +119,7 @@ def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, 
         progress(n / len(models), f"Figure 2(a): evaluating {name}")
         results = evaluator.evaluate(theta, zoo.task_names, split, sample, seed)
         row = {"tasks": {t: r.as_dict() for t, r in results.items()},
-               "average_accuracy": sum(r.accuracy for r in results.values()) / len(results),
+               "average_accuracy": average_accuracy(results),
                "average_loss": sum(r.loss for r in results.values()) / len(results)}
         if name in parts:
             row["entries"] = int((parts[name] != 0).sum())

@@ -20,7 +20,7 @@ import torch
 
 from ..checkpoints import all_finite
 from ..errors import TatrError
-from ..trust_region import SENSITIVITIES, TrustRegion, check_tau, sensitivity, trust_region
+from ..trust_region import TrustRegion, check_tau, sensitivity, sensitivity_spec, trust_region
 from ..vectors import TaskVectors
 from .registry import REGISTRY, MergeMethod, Param, register
 
@@ -91,8 +91,7 @@ def resolve_params(method: str, *, lam=None, tau=None, sensitivity: str | None =
         raise TatrError(f"the TATR plug-in does not apply to '{method}'; leave --tau out")
     if params["tau"] > 0 or sensitivity is not None:
         variant = sensitivity or "gradient"
-        if variant not in SENSITIVITIES:
-            raise TatrError(f"unknown sensitivity '{variant}'; choose one of {', '.join(SENSITIVITIES)}")
+        sensitivity_spec(variant)  # an unknown one is refused, naming the variants
         params["sensitivity"] = variant
     return params
 
