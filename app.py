@@ -17,4 +17,6 @@ ui.keep_controls()
 with st.sidebar:
     st.text_input("Zoo", key=ui.control("zoo", ui.default_zoo()),
                   help="mini (built in), micro (tiny, for tests) or the path of a zoo manifest (.yaml / .json)")
+    st.caption(ui.executor_caption(), help="Set with TATR_EXECUTOR=local|ray and TATR_RAY_ADDRESS before starting "
+               "the dashboard (README: Past one machine)")
 page.run()

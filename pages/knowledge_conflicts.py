@@ -5,7 +5,8 @@ import streamlit as st
 from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.figures import conflict_extent, conflict_figure
 from tatr_core.merge import REGISTRY
-from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_figure
+from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_failed, \
+    show_figure
 
 st.title("Knowledge Conflicts")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^K)\big) - L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
@@ -48,3 +49,4 @@ for col, side, method, record in records:
         st.metric(f"{REGISTRY[method].label}: total C ({form})", f"{total:+.2f}")
         fig = conflict_figure(record, form, bound)
         show_figure(fig, f"conflict-fig-{side}", f"conflict-{side}-{method}-{form}")
+        show_failed(record)

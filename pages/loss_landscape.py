@@ -6,7 +6,7 @@ import streamlit as st
 from tatr_core.analysis.components import grid_axis, loss_landscape, merged_component_accuracy
 from tatr_core.figures import landscape_figure, merged_components_figure
 from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key, orthogonal_fraction_control, \
-    show_figure
+    show_failed, show_figure
 
 st.title("Loss Landscape")
 st.latex(r"\theta(a, b) = \theta_{pre} + \Delta^{\perp} + a\,(\Delta^{+} - \Delta^{\perp}) + b\,(\Delta^{-} - \Delta^{\perp})")
@@ -49,18 +49,28 @@ with bottom:
     if merged is not None:
         show_figure(merged_components_figure(merged), "ls-merged-components",
                     f"components-merged-orth{100 * fraction:g}pct")
+        show_failed(merged)
+
+def draw(record: dict, live: bool = False) -> None:
+    """Both landscapes; while points arrive (``live``), the part computed so far (no downloads yet)."""
+    left, right = st.columns(2)
+    for col, task, name in ((left, None, "total"), (right, shown, shown)):
+        with col:
+            fig = landscape_figure(record, task)
+            show_figure(fig, f"ls-{'live-' if live else ''}{name}",
+                        None if live else f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
+
 
 with top:
     with friendly_errors():
         record = background(job_key(zoo.key, "landscape", task_plane, step, fraction), f"{n}×{n} merged models",
                             lambda job: loss_landscape(zoo, task_plane, step=step, orthogonal_fraction=fraction,
-                                                       evaluator=evaluator, progress=job.progress))
+                                                       evaluator=evaluator, progress=job.progress,
+                                                       on_update=job.publish),
+                            show_partial=lambda partial: draw(partial, live=True))
     if record is not None:
-        left, right = st.columns(2)
-        for col, task, name in ((left, None, "total"), (right, shown, shown)):
-            with col:
-                fig = landscape_figure(record, task)
-                show_figure(fig, f"ls-{name}", f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
+        draw(record)
+        show_failed(record)
         pa, pb = record["points"]["pretrained"]
         st.caption(f"Norms: ‖Δ⊥‖ = {record['norms']['orthogonal']:.3g}, ‖Δ⁺‖ = {record['norms']['positive']:.3g}, "
                    f"‖Δ⁻‖ = {record['norms']['negative']:.3g}. θ_pre lies off the plane; its least-squares projection "

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import resource
 import sys
 import time
@@ -313,6 +315,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
                    help="τ values, fractions (default 0.001 0.002 0.005 0.01 0.02 0.05)")
     add_parameter_flags(p, REGISTRY.values())
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_executor_options(p)
     p.set_defaults(func=_cmd_tune)
 
 
@@ -413,6 +416,7 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figure", help="one figure of the paper for a zoo (PDF, SVG, PNG or HTML)")
     p.add_argument("kind", choices=FIGURES)
     _add_method_options(p)
+    _add_executor_options(p)
     p.add_argument("--form", choices=["loss", "accuracy"], default="loss", help="conflict: loss or accuracy form")
     p.add_argument("--task", default=None, help="landscape: the task whose components span the plane (default: total loss)")
     p.add_argument("--step", type=float, default=0.1, help="landscape: grid step over [-0.2, 1.2]")
@@ -508,7 +512,30 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="FILE", help="write here instead of printing")
     _add_test_time_option(p)
     _add_fixed_option(p)
+    _add_executor_options(p)
     p.set_defaults(func=_cmd_table)
+
+
+def _add_executor_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("where the points run (README: Past one machine)")
+    g.add_argument("--executor", choices=["local", "ray"], default=None,
+                   help="local: in this process (default, or $TATR_EXECUTOR); ray: Ray actors that each hold the zoo")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="ray: auto (the cluster `ray start --head` started here), host:port or ray://host:port; "
+                        "default $TATR_RAY_ADDRESS, else a private local Ray with this machine's CPUs and GPUs")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="ray: number of workers (default $TATR_RAY_WORKERS, else one per GPU, or per CPU without GPUs)")
+
+
+def _executor(args: argparse.Namespace):
+    from .executors import LOCAL, get_executor
+
+    if not hasattr(args, "executor"):
+        return LOCAL
+    if args.executor != "ray" and (args.ray_address or args.workers):
+        if args.executor == "local" or (os.environ.get("TATR_EXECUTOR") or "local") == "local":
+            raise TatrError("--ray-address and --workers need --executor ray")
+    return get_executor(args.executor, args.ray_address, args.workers)
 
 
 def _add_fixed_option(p: argparse.ArgumentParser) -> None:
@@ -573,6 +600,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", nargs="+", default=["png", "pdf"], choices=["png", "pdf", "svg", "html"])
     _add_test_time_option(p)
     _add_fixed_option(p)
+    _add_executor_options(p)
     p.set_defaults(func=_cmd_report)
 
 
@@ -660,7 +688,11 @@ def main(argv: list[str] | None = None) -> int:
     included, naming what to lower), 130 on Ctrl-C (nothing half-written: every write is atomic)."""
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        from .executors import using
+
+        _report_warnings()
+        with using(_executor(args)):
+            return int(args.func(args) or 0)
     except TatrError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -672,6 +704,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {OUT_OF_MEMORY} ({_first_line(exc)})", file=sys.stderr)
         return 2
+
+
+def _report_warnings() -> None:
+    """The library's warnings (points that failed on every try) as ``warning: ...`` lines on stderr."""
+    log = logging.getLogger("tatr_core")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
 
 
 def _first_line(exc: BaseException) -> str:

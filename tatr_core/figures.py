@@ -215,12 +215,17 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     marks = {"orthogonal": (f"{PRE}+Δ<sup>⊥</sup> (0, 0)", "circle"), "positive": (f"{PRE}+Δ⁺ (1, 0)", "triangle-up"),
              "negative": (f"{PRE}+Δ⁻ (0, 1)", "triangle-down"), "pretrained": (f"{PRE}, projected", "star")}
     for key, (label, symbol) in marks.items():
+        if key not in record.get("points", {}):  # a landscape still filling in: θ_pre's projection comes last
+            continue
         x, y = record["points"][key]
         fig.add_scatter(x=[x], y=[y], mode="markers", name=label if key != "pretrained" else f"{label} ({x:.2f}, {y:.2f})",
                         marker=dict(symbol=symbol, size=13, color="white", line=dict(color="black", width=1.5)))
     fig.update_xaxes(title=f"a: toward {PRE}+Δ⁺", range=[axis[0], axis[-1]], constrain="domain")
     fig.update_yaxes(title=f"b: toward {PRE}+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x", constrain="domain")
     fraction = record["params"].get("orthogonal_fraction", 0.9)
+    done = sum(v is not None for row in z for v in row)
+    if done < len(axis) ** 2:
+        which += f" ({done} of {len(axis) ** 2} points so far)"
     return _layout(fig, f"{which} on the Δ<sup>⊥</sup> / Δ⁺ / Δ⁻ plane",
                    subtitle=f"plane of {plane}<br>{orthogonal_caption(fraction)}", width=640, height=720,
                    legend=dict(orientation="h", x=0.0, y=-0.14, font=dict(size=12)))

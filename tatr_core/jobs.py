@@ -23,6 +23,10 @@ from typing import Any, Callable
 KEEP_FINISHED = 64
 
 
+class JobCancelled(Exception):
+    """Raised inside a job's computation once the job is cancelled (from its progress reports)."""
+
+
 @dataclass
 class Job:
     key: str
@@ -36,12 +40,20 @@ class Job:
     error: BaseException | None = None
     partial: Any = None  #: what the job has published so far (rows of a table, points of a sweep)
     asked: float = field(default_factory=time.monotonic)  #: when a page last asked for it (the queue's order)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Stop at the job's next progress report (the Ray executor reports twice a second while it waits,
+        and then kills the workers busy with this job's points)."""
+        self.cancelled = True
 
     @property
     def done(self) -> bool:
         return self.finished is not None
 
     def progress(self, fraction: float, message: str) -> None:
+        if self.cancelled:
+            raise JobCancelled(f"{self.label}: cancelled")
         self.fraction = min(max(float(fraction), self.fraction), 1.0)  # never backwards
         self.message = message
 
@@ -66,7 +78,8 @@ class JobRunner:
 
     The queue is ordered by when a job was last asked for (:meth:`submit`, :meth:`touch`: a page's
     progress bar asks every second), most recent first: the page in front of the user goes ahead of
-    jobs that pages left behind, which still run afterwards.  A running job is never interrupted.
+    jobs that pages left behind, which still run afterwards.  A job runs until it ends or is cancelled
+    (:meth:`cancel`, the Cancel button under its progress bar).
     """
 
     def __init__(self):
@@ -75,13 +88,15 @@ class JobRunner:
         self._lock = threading.Condition()
         self._worker: threading.Thread | None = None
 
-    def submit(self, key: str, label: str, fn: Callable[[Job], Any]) -> Job:
+    def submit(self, key: str, label: str, fn: Callable[[Job], Any], restart: bool = False) -> Job:
         """The job for ``key``: the running or finished one, or a new one computing ``fn(job)`` (which
         reports through ``job.progress(fraction, message)`` and may ``job.publish(partial)``).
-        A job that failed is started again on the next request (the failure may have been fixed)."""
+        A job that failed is started again on the next request (the failure may have been fixed); a
+        cancelled one stays cancelled until a request says ``restart``."""
         with self._lock:
             job = self._jobs.get(key)
-            if job is not None and not (job.done and job.error is not None):
+            failed = job is not None and job.done and job.error is not None
+            if job is not None and (not failed or (isinstance(job.error, JobCancelled) and not restart)):
                 job.asked = time.monotonic()
                 return job
             job = self._jobs[key] = Job(key, label)
@@ -120,6 +135,18 @@ class JobRunner:
                 job.error = exc
             finally:
                 job.finished = time.monotonic()
+
+    def cancel(self, key: str) -> None:
+        """Cancel a queued job (it never starts) or a running one (it stops at its next progress report).
+        Points it finished stay in the cache; asking for it again starts it again."""
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None or job.done:
+                return
+            job.cancel()
+            if job.started is None:
+                self._fns.pop(key, None)
+                job.error, job.finished = JobCancelled(f"{job.label}: cancelled"), time.monotonic()
 
     def get(self, key: str) -> Job | None:
         return self._jobs.get(key)

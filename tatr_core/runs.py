@@ -50,9 +50,17 @@ def method_params(method: str, *, lam=None, tau=None, sensitivity=None, exemplar
     return params
 
 
+def merge_inputs_name(params: dict) -> str | None:
+    """What :func:`merge_inputs` gives for ``params``, as a name (None when a merge needs no gradients):
+    points that share it share one copy (one object in Ray's object store)."""
+    if "exemplars" not in params or params["tau"] == 0 or not SENSITIVITIES[params["sensitivity"]].needs:
+        return None
+    return f"grads-e{params['exemplars']}-s{params['seed']}"
+
+
 def merge_inputs(zoo: Zoo, params: dict, progress: Progress = no_progress) -> dict:
     """The (K, N) gradient tensors a merge with these parameters needs (computed once, cached)."""
-    if "exemplars" not in params or params["tau"] == 0 or not SENSITIVITIES[params["sensitivity"]].needs:
+    if merge_inputs_name(params) is None:
         return {}
     from .gradients import compute_task_gradients
 
@@ -85,6 +93,14 @@ def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = N
                               feature_maps=result.extras.get("feature_maps"))
 
 
+def method_record_path(zoo: Zoo, method: str, params: dict, split: str, sample: int | None, seed: int,
+                       tasks: Sequence[str]):
+    """Where the record of one method evaluation is cached (whichever executor computed it)."""
+    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
+                  "seed": seed if sample else None, "tasks": list(tasks)})
+    return cache_dir("results", zoo.key) / f"{method}-{key}.json"
+
+
 @honours_no_cache
 def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, sensitivity=None,
                     exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
@@ -98,13 +114,24 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
                            exemplars=exemplars, seed=seed, **extra)
     tasks = zoo.check_tasks(tasks)
-    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
-                  "seed": seed if sample else None, "tasks": tasks})
-    path = cache_dir("results", zoo.key) / f"{method}-{key}.json"
+    path = method_record_path(zoo, method, params, split, sample, seed, tasks)
     if use_cache:
         cached = lookup_json(path)
         if cached is not None:
             return cached
+    record = method_record(zoo, method, params, split=split, sample=sample, seed=seed, tasks=tasks,
+                           evaluator=evaluator, progress=progress)
+    if use_cache:
+        write_json_atomic(path, record)
+    return record
+
+
+def method_record(zoo: Zoo, method: str, params: dict, *, split: str, sample: int | None, seed: int,
+                  tasks: Sequence[str], evaluator: Evaluator | None = None, inputs: dict | None = None,
+                  progress: Progress = no_progress) -> dict:
+    """Compute (never look up) the record of :func:`evaluate_method` for resolved ``params``;
+    ``inputs``: the merge's gradients when the caller has them already (a Ray worker gets them
+    from the object store), else they are computed or read from the gradient cache."""
     start = time.perf_counter()
     evaluator = evaluator or Evaluator(zoo)
     extras: dict = {}
@@ -116,7 +143,8 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
             progress(i / len(tasks), f"evaluating the fine-tuned model of {t}")
             results.update(evaluator.evaluate(zoo.finetuned[t], [t], split, sample, seed))
     else:
-        inputs = merge_inputs(zoo, params, progress)
+        if inputs is None:
+            inputs = merge_inputs(zoo, params, progress)
         progress(0.1 if REGISTRY[method].uses_data else 0.9, f"merging with {method}")
         res = merge_tasks(zoo, method, params, inputs,
                           progress=lambda f, m: progress(0.1 + 0.8 * f, m))
@@ -135,8 +163,6 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
         "seconds": round(time.perf_counter() - start, 3),
         **extras,
     }
-    if use_cache:
-        write_json_atomic(path, record)
     progress(1.0, "done")
     return record
 

@@ -279,13 +279,40 @@ def background(key: str, label: str, fn: Callable, *, show_partial: Callable | N
         with progress_bar(label) as progress:
             job.progress = progress  # type: ignore[method-assign]
             return fn(job)
+    from .jobs import JobCancelled
+
     job = RUNNER.submit(key, label, fn)
+    if job.done and isinstance(job.error, JobCancelled):
+        st.info(f"{label}: cancelled. The points it finished are cached; running it again starts from them.")
+        if st.button("Run again", key=f"restart-{key}"):
+            RUNNER.submit(key, label, fn, restart=True)
+            st.rerun()
+        return None
     if job.done:
         if job.error is not None:
             raise job.error
         return job.result
     _watch_job(key, show_partial)
     return None
+
+
+def show_failed(record: dict) -> None:
+    """Name the points of an analysis that failed on every try (Ray executor), if any."""
+    failed = record.get("failed") or []
+    if failed:
+        st.warning(f"{len(failed)} point(s) failed on every try and are left blank: "
+                   + "; ".join(f"{f['point']} ({f['error']})" for f in failed[:5])
+                   + (" …" if len(failed) > 5 else ""))
+
+
+def executor_caption() -> str:
+    """Where the analyses' points run, for the sidebar (``TATR_EXECUTOR``, ``TATR_RAY_ADDRESS``)."""
+    from .executors import get_executor
+
+    try:
+        return f"Points run on: {get_executor().describe()}"
+    except TatrError as exc:
+        return f"Executor setting ignored: {exc}"
 
 
 @st.fragment(run_every=1.0)
@@ -308,6 +335,9 @@ def _watch_job(key: str, show_partial: Callable | None = None) -> None:
         text = (f"{job.label}: {job.message} · {format_seconds(job.elapsed())} so far"
                 + (f", about {format_seconds(eta)} left" if eta is not None else ""))
     st.progress(job.fraction, text=text + " · runs in the background: other pages stay usable")
+    if st.button("Cancel", key=f"cancel-{key}", help="Stop this computation; the points it finished stay cached"):
+        RUNNER.cancel(key)
+        st.rerun()
 
 
 def job_key(*parts: Any) -> str:

@@ -35,11 +35,14 @@ def test_what_is_chosen_on_validation(method, params, expected):
 def _fake_evaluations(monkeypatch, accuracy):
     calls = []
 
-    def fake(zoo, method, *, split, sample, evaluator, **params):
-        calls.append((split, params))
-        return {"average_accuracy": accuracy(params["lam"], params.get("tau", 0.0))}
+    def fake(zoo, batch, **kw):  # one round of the search: its points together
+        records = []
+        for call in batch:
+            calls.append((call["split"], call))
+            records.append({"average_accuracy": accuracy(call["lam"], call.get("tau", 0.0))})
+        return records
 
-    monkeypatch.setattr(tuning, "evaluate_method", fake)
+    monkeypatch.setattr(tuning, "run_methods", fake)
     monkeypatch.setattr(tuning, "check_validation_split", lambda zoo, split="val": None)
     return calls
 

@@ -25,12 +25,15 @@ its least-squares projection onto the plane.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
-from ..evaluate import Evaluator, average_accuracy
+from ..evaluate import Evaluator
 from ..gradients import compute_task_gradients
+from ..points import Shared, linear_point, run_points
 from ..trust_region import count_for_fraction, sensitivity, top_k_mask
 from ..zoo import Progress, Zoo, no_progress
 
@@ -108,24 +111,37 @@ def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, 
     path = cache_dir("results", zoo.key) / f"merged-components-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
-    evaluator = evaluator or Evaluator(zoo)
-    parts = merged_components(zoo, exemplars, seed, orthogonal_fraction, progress=progress)
-    total = sum(parts.values())
-    norm2 = float(total.pow(2).sum()) or 1.0
-    pre = zoo.task_vectors.pretrained
-    models = {"pretrained": None, "all": pre + lam * total, **{n: pre + lam * p for n, p in parts.items()}}
-    out: dict = {"tasks": zoo.task_names, "params": params, "split": split, "sample": sample, "models": {}}
-    for n, (name, theta) in enumerate(models.items()):
-        progress(n / len(models), f"Figure 2(a): evaluating {name}")
-        results = evaluator.evaluate(theta, zoo.task_names, split, sample, seed)
-        row = {"tasks": {t: r.as_dict() for t, r in results.items()},
-               "average_accuracy": average_accuracy(results),
-               "average_loss": sum(r.loss for r in results.values()) / len(results)}
-        if name in parts:
-            row["entries"] = int((parts[name] != 0).sum())
-            row["norm_share"] = float(parts[name].pow(2).sum()) / norm2
+    names = zoo.task_names
+    base = f"merged-{digest(params)}"  # the shared vectors' names say what they are computed from
+    memo: dict = {}
+
+    def parts() -> dict:
+        if not memo:
+            memo.update(merged_components(zoo, exemplars, seed, orthogonal_fraction))
+        return memo
+
+    shared = Shared({f"{base}/{c}": (lambda c=c: parts()[c]) for c in COMPONENTS})
+    models = {"pretrained": [], "all": [(f"{base}/{c}", lam) for c in COMPONENTS],
+              **{c: [(f"{base}/{c}", lam)] for c in COMPONENTS}}
+    points = [linear_point(zoo, f"Figure 2(a): {name}", terms, names, split, sample, seed, {"merged": params})
+              for name, terms in models.items()]
+    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="Figure 2(a) models")
+    split_parts = parts()
+    norm2 = float(sum(split_parts.values()).pow(2).sum()) or 1.0
+    out: dict = {"tasks": names, "params": params, "split": split, "sample": sample, "models": {}}
+    for name, results in zip(models, run.results):
+        if results is None:
+            continue
+        row = {"tasks": results,
+               "average_accuracy": sum(r["accuracy"] for r in results.values()) / len(results),
+               "average_loss": sum(r["loss"] for r in results.values()) / len(results)}
+        if name in split_parts:
+            row["entries"] = int((split_parts[name] != 0).sum())
+            row["norm_share"] = float(split_parts[name].pow(2).sum()) / norm2
         out["models"][name] = row
-    if use_cache:
+    if run.failures:
+        out["failed"] = [f.as_dict() for f in run.failures]
+    elif use_cache:
         write_json_atomic(path, out)
     progress(1.0, "Figure 2(a) done")
     return out
@@ -156,22 +172,39 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
     path = cache_dir("results", zoo.key) / f"components-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
-    evaluator = evaluator or Evaluator(zoo)
-    tv = zoo.task_vectors
-    out: dict = {"tasks": zoo.task_names, "params": params, "split": split, "sample": sample, "per_task": {}}
-    for n, task in enumerate(zoo.task_names):
-        progress(n / len(zoo.task_names), f"components for {task}")
-        parts = task_components(zoo, task, exemplars, seed, orthogonal_fraction)
-        total = sum(parts.values())
+    names = zoo.task_names
+    base = f"per-task-{digest(params)}"
+    memo: dict = {}
+
+    def parts(task: str) -> dict:
+        if task not in memo:
+            memo[task] = task_components(zoo, task, exemplars, seed, orthogonal_fraction)
+        return memo[task]
+
+    shared = Shared({f"{base}/{t}/{c}": (lambda t=t, c=c: parts(t)[c]) for t in names for c in COMPONENTS})
+    points, where = [], []
+    for task in names:
+        own = {c: f"{base}/{task}/{c}" for c in COMPONENTS}
+        models = {"pretrained": [], "all": [(own[c], lam) for c in COMPONENTS], **{c: [(own[c], lam)] for c in COMPONENTS}}
+        for name, terms in models.items():
+            source = {"per_task": params, "task": task} if terms else {}
+            points.append(linear_point(zoo, f"components for {task}: {name}", terms, [task], split, sample, seed, source))
+            where.append((task, name))
+    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="component models")
+    out: dict = {"tasks": names, "params": params, "split": split, "sample": sample, "per_task": {t: {} for t in names}}
+    for (task, name), result in zip(where, run.results):
+        if result is not None:
+            out["per_task"][task][name] = dict(result[task])
+    for task in names:
+        total = sum(parts(task).values())
         norm2 = float(total.pow(2).sum()) or 1.0
-        row = {"pretrained": evaluator.evaluate(None, [task], split, sample, seed)[task].as_dict(),
-               "all": evaluator.evaluate(tv.pretrained + lam * total, [task], split, sample, seed)[task].as_dict()}
-        for name, part in parts.items():
-            row[name] = evaluator.evaluate(tv.pretrained + lam * part, [task], split, sample, seed)[task].as_dict()
-            row[name]["entries"] = int((part != 0).sum())
-            row[name]["norm_share"] = float(part.pow(2).sum()) / norm2
-        out["per_task"][task] = row
-    if use_cache:
+        for name, part in parts(task).items():
+            if name in out["per_task"][task]:
+                out["per_task"][task][name]["entries"] = int((part != 0).sum())
+                out["per_task"][task][name]["norm_share"] = float(part.pow(2).sum()) / norm2
+    if run.failures:
+        out["failed"] = [f.as_dict() for f in run.failures]
+    elif use_cache:
         write_json_atomic(path, out)
     progress(1.0, "components done")
     return out
@@ -218,12 +251,15 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
                    exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = ORTHOGONAL_FRACTION,
                    split: str = "test",
                    sample: int | None = 200, evaluator: Evaluator | None = None, progress: Progress = no_progress,
-                   use_cache: bool = True) -> dict:
+                   on_update: Callable[[dict], None] | None = None, use_cache: bool = True) -> dict:
     """Loss of every task (and their sum) over the Δ⊥ / Δ⁺ / Δ⁻ plane of ``task`` (None: the total loss).
 
     ``loss[task][ib][ia]`` is the loss at (a = axis[ia], b = axis[ib]); ``total`` sums the tasks.
     ``points`` gives the plane coordinates of θ_pre+Δ⊥, θ_pre+Δ⁺, θ_pre+Δ⁻ and of θ_pre's projection.
-    Every grid point is evaluated through the one encoder of ``evaluator`` (parameters swapped).
+    Every grid point is one point (:mod:`tatr_core.points`), cached on its own (an interrupted landscape
+    resumes; a finer grid reuses the points it shares) and computed by the current executor;
+    ``on_update(partial)`` receives the record as points arrive, ``None`` where a point is still to come.
+    ``failed`` lists the points that failed on every try (Ray); they stay ``None``.
     """
     axis = grid_axis(start, stop, step)
     params = {"task": task, "axis": axis, "exemplars": exemplars, "seed": seed,
@@ -232,33 +268,54 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
     path = cache_dir("results", zoo.key) / f"landscape-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
-    evaluator = evaluator or Evaluator(zoo)
-    parts = task_components(zoo, task, exemplars, seed, orthogonal_fraction)
-    pre = zoo.task_vectors.pretrained
-    origin = pre + parts["orthogonal"]
-    u = parts["positive"] - parts["orthogonal"]
-    v = parts["negative"] - parts["orthogonal"]
     names = zoo.task_names
-    loss = {t: [[0.0] * len(axis) for _ in axis] for t in names}
-    acc = {t: [[0.0] * len(axis) for _ in axis] for t in names}
-    total_points = len(axis) ** 2
-    for ib, b in enumerate(axis):
-        for ia, a in enumerate(axis):
-            theta = origin + a * u + b * v
-            for t, r in evaluator.evaluate(theta, names, split, sample, seed).items():
-                loss[t][ib][ia] = r.loss
-                acc[t][ib][ia] = r.accuracy
-            done = ib * len(axis) + ia + 1
-            if done % 5 == 0 or done == total_points:
-                progress(done / total_points, f"landscape: {done}/{total_points} points")
-    total = [[sum(loss[t][ib][ia] for t in names) for ia in range(len(axis))] for ib in range(len(axis))]
-    pa, pb = plane_projection(pre - origin, u, v)
+    base = f"plane-{digest(params | {'axis': None})}"  # the plane, whatever the grid on it
+    memo: dict = {}
+
+    def plane() -> dict:
+        """θ_pre + Δ⊥ + a·u + b·v with u = Δ⁺ − Δ⊥, v = Δ⁻ − Δ⊥."""
+        if not memo:
+            parts = task_components(zoo, task, exemplars, seed, orthogonal_fraction)
+            memo.update(parts=parts, origin=parts["orthogonal"], u=parts["positive"] - parts["orthogonal"],
+                        v=parts["negative"] - parts["orthogonal"])
+        return memo
+
+    shared = Shared({f"{base}/{n}": (lambda n=n: plane()[n]) for n in ("origin", "u", "v")})
+    source = {"plane": params | {"axis": None}}
+    cells = [(ib, ia) for ib in range(len(axis)) for ia in range(len(axis))]
+    points = [linear_point(zoo, f"landscape point ({axis[ia]:g}, {axis[ib]:g})",
+                           [(f"{base}/origin", 1.0), (f"{base}/u", axis[ia]), (f"{base}/v", axis[ib])],
+                           names, split, sample, seed, source) for ib, ia in cells]
+    loss = {t: [[None] * len(axis) for _ in axis] for t in names}
+    acc = {t: [[None] * len(axis) for _ in axis] for t in names}
+
+    def grid_total() -> list:
+        return [[None if any(loss[t][ib][ia] is None for t in names) else sum(loss[t][ib][ia] for t in names)
+                 for ia in range(len(axis))] for ib in range(len(axis))]
+
+    def record_now() -> dict:
+        return {"task": task, "tasks": names, "axis": axis, "params": params, "split": split, "sample": sample,
+                "loss": loss, "accuracy": acc, "total": grid_total()}
+
+    def arrived(n: int, result: dict) -> None:
+        ib, ia = cells[n]
+        for t in names:
+            loss[t][ib][ia] = result[t]["loss"]
+            acc[t][ib][ia] = result[t]["accuracy"]
+        if on_update is not None:
+            on_update(record_now())
+
+    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=arrived,
+                     what="landscape points")
+    p = plane()
+    pa, pb = plane_projection(zoo.task_vectors.pretrained - (zoo.task_vectors.pretrained + p["origin"]), p["u"], p["v"])
     record = {
-        "task": task, "tasks": names, "axis": axis, "params": params, "split": split, "sample": sample,
-        "loss": loss, "accuracy": acc, "total": total,
+        **record_now(),
         "points": {"orthogonal": [0.0, 0.0], "positive": [1.0, 0.0], "negative": [0.0, 1.0], "pretrained": [pa, pb]},
-        "norms": {name: float(p.norm()) for name, p in parts.items()},
+        "norms": {name: float(part.norm()) for name, part in p["parts"].items()},
     }
-    if use_cache:
+    if run.failures:
+        record["failed"] = [f.as_dict() for f in run.failures]
+    elif use_cache:
         write_json_atomic(path, record)
     return record

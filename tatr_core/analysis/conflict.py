@@ -4,15 +4,33 @@ C_{j|i} = L_j(θ_MTL({θ_k}_{k=1..K})) − L_j(θ_MTL({θ_k}_{k≠i})): how much
 merge raises task j's loss (positive = conflict).  The accuracy form is the accuracy task j
 loses by adding task i, acc_j(without i) − acc_j(all).  C = Σ_{i≠j} C_{j|i}.  K + 1 merges:
 all tasks, then each leave-one-out set, with the method re-run on that set (the trust region,
-TIES' elected signs and TSV's rank budget all depend on which tasks take part).
+TIES' elected signs and TSV's rank budget all depend on which tasks take part).  Each merge is
+one point (:mod:`tatr_core.points`), cached on its own and computed by the current executor.
 """
 from __future__ import annotations
 
 from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..runs import BASELINES, evaluate_merge, merge_inputs, merge_tasks, method_params
+from ..points import Point, Shared, run_points
+from ..runs import BASELINES, merge_inputs, merge_inputs_name, method_params
 from ..zoo import Progress, Zoo, no_progress
+
+
+def subset_points(zoo: Zoo, method: str, params: dict, subsets: list, labels: list[str], split: str,
+                  sample: int | None, seed: int, shared: Shared) -> list[Point]:
+    """One ``subset`` point per set of merged task indices (None: all), each evaluated on every task."""
+    inputs = merge_inputs_name(params)
+    if inputs is not None:
+        shared.add(inputs, lambda: merge_inputs(zoo, params))
+    points = []
+    for merged, label in zip(subsets, labels):
+        args = {"method": method, "params": params, "merged": merged, "tasks": zoo.task_names, "split": split,
+                "sample": sample, "seed": seed}
+        key = digest({"zoo": zoo.key, "kind": "subset", **args})
+        points.append(Point("subset", args, label, cache_dir("results", zoo.key, "points") / f"subset-{method}-{key}.json",
+                            (inputs,) if inputs else ()))
+    return points
 
 
 @honours_no_cache
@@ -24,7 +42,8 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
 
     ``loss[j][i]`` is C_{j|i} (row j: the task that suffers; column i: the task added); the
     diagonal is ``None``.  ``full[task]`` and ``without[i][task]`` hold the two evaluations
-    every entry is the difference of.
+    every entry is the difference of.  ``failed`` lists the merges that failed on every try (Ray);
+    their row and column entries are ``None``.
     """
     if method in BASELINES:
         raise TatrError(f"knowledge conflict needs a merge method, not '{method}'")
@@ -37,32 +56,31 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
     path = cache_dir("results", zoo.key) / f"conflict-{method}-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
-    evaluator = evaluator or Evaluator(zoo)
-    inputs = merge_inputs(zoo, params, progress)
     K = len(names)
+    shared = Shared()
+    subsets = [None] + [[k for k in range(K) if k != i] for i in range(K)]
+    labels = [f"{method} on all {K} tasks"] + [f"{method} without {n}" for n in names]
+    points = subset_points(zoo, method, params, subsets, labels, split, sample, seed, shared)
+    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="conflict merges")
+    full, rest = run.results[0], run.results[1:]
+    without = {n: r for n, r in zip(names, rest)}
 
-    def run(indices, n: int):
-        step = lambda f, m: progress((n + f) / (K + 1), m)  # noqa: E731  (fits report inside each merge)
-        res = merge_tasks(zoo, method, params, inputs, indices, progress=step)
-        return {t: r.as_dict() for t, r in evaluate_merge(evaluator, res, names, split, sample, seed).items()}
+    def entry(j: str, i: str, field: str, sign: int):
+        if i == j or full is None or without[i] is None:
+            return None
+        return sign * (full[j][field] - without[i][j][field])
 
-    progress(0.0, f"merging all {K} tasks")
-    full = run(None, 0)
-    without = {}
-    for i, name in enumerate(names):
-        progress((i + 1) / (K + 1), f"merging without {name}")
-        without[name] = run([k for k in range(K) if k != i], i + 1)
-    loss = [[None if i == j else full[tj]["loss"] - without[ti][tj]["loss"] for i, ti in enumerate(names)]
-            for j, tj in enumerate(names)]
-    acc = [[None if i == j else without[ti][tj]["accuracy"] - full[tj]["accuracy"] for i, ti in enumerate(names)]
-           for j, tj in enumerate(names)]
+    loss = [[entry(tj, ti, "loss", 1) for ti in names] for tj in names]
+    acc = [[entry(tj, ti, "accuracy", -1) for ti in names] for tj in names]
     record = {
         "tasks": names, "method": method, "params": params, "split": split, "sample": sample,
         "loss": loss, "accuracy": acc, "full": full, "without": without,
         "total_loss": sum(v for row in loss for v in row if v is not None),
         "total_accuracy": sum(v for row in acc for v in row if v is not None),
     }
-    if use_cache:
+    if run.failures:
+        record["failed"] = [f.as_dict() for f in run.failures]
+    elif use_cache:
         write_json_atomic(path, record)
     progress(1.0, "conflict matrix done")
     return record

@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..runs import evaluate_method
+from ..points import Point, Shared, run_points
+from ..runs import merge_inputs, merge_inputs_name, method_params, method_record_path
 from ..zoo import Progress, Zoo, no_progress
 
 DEFAULT_GRIDS = {
@@ -77,11 +78,43 @@ def declared_sweeps() -> dict[str, str]:
     return out
 
 
+def method_point(zoo: Zoo, method: str, *, split: str = "test", sample: int | None = None, seed: int = 0,
+                 tasks=None, label: str | None = None, shared: Shared | None = None, **kw) -> Point:
+    """One :func:`tatr_core.runs.evaluate_method` call as a point (cached where that function caches it);
+    the gradients it needs are added to ``shared``."""
+    params = method_params(method, seed=seed, **kw)
+    tasks = zoo.check_tasks(tasks)
+    inputs = merge_inputs_name(params)
+    if inputs is not None and shared is not None:
+        shared.add(inputs, lambda: merge_inputs(zoo, params))
+    args = {"method": method, "params": params, "split": split, "sample": sample, "seed": seed, "tasks": tasks}
+    return Point("method", args, label or method, method_record_path(zoo, method, params, split, sample, seed, tasks),
+                 (inputs,) if inputs is not None and shared is not None else ())
+
+
+def run_methods(zoo: Zoo, calls: Sequence[dict], *, evaluator: Evaluator | None = None, progress: Progress = no_progress,
+                on_result: Callable[[int, dict], None] | None = None, what: str = "evaluations") -> list[dict]:
+    """``evaluate_method(zoo, **call)`` for every call (each a dict with ``method`` and its keywords, and an
+    optional ``label``), as points: cached ones at once, the rest by the current executor.  A failed
+    point is an error here: a table or a sweep with a hole would be read as complete."""
+    shared = Shared()
+    points = [method_point(zoo, shared=shared, **c) for c in calls]
+    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=on_result, what=what)
+    if run.failures:
+        names = "; ".join(f"{f.label}: {f.error}" for f in run.failures)
+        raise TatrError(f"{len(run.failures)} of {len(points)} {what} failed on every try ({names})")
+    return run.results
+
+
 def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None = None, *,
           on_point: Callable[[float, dict], None] | None = None,
           on_update: Callable[[dict], None] | None = None, evaluator: Evaluator | None = None,
           progress: Progress = no_progress, **fixed) -> dict:
-    """``{"method", "parameter", "values", "fixed", "points": [{"value", "average_accuracy", "tasks"}]}``."""
+    """``{"method", "parameter", "values", "fixed", "points": [{"value", "average_accuracy", "tasks"}]}``.
+
+    The points are computed by the current executor, in any order; ``points`` is in ``values``' order,
+    also in the partial records ``on_update`` receives.
+    """
     from ..merge import REGISTRY
 
     if method not in REGISTRY:
@@ -94,20 +127,24 @@ def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None 
     values = list(grids[parameter] if values is None else values)
     if not values:
         raise TatrError("a sweep needs at least one value")
-    evaluator = evaluator or Evaluator(zoo)
-    points = []
-    for n, value in enumerate(values):
-        progress(n / len(values), f"{method}: {parameter} = {value}")
-        kw = dict(fixed, **{parameter: int(value) if parameter in ("exemplars", "min_tasks") else value})
-        record = evaluate_method(zoo, method, evaluator=evaluator, **kw,
-                                 progress=lambda f, m, n=n: progress((n + f) / len(values), f"{parameter} = {value}: {m}"))
-        point = {"value": value, "average_accuracy": record["average_accuracy"], "tasks": record["tasks"],
-                 "params": record["params"], "excluded": record.get("excluded", 0)}
-        points.append(point)
+    calls = [dict(fixed, method=method, label=f"{method}: {parameter} = {value}",
+                  **{parameter: int(value) if parameter in ("exemplars", "min_tasks") else value}) for value in values]
+    done: dict[int, dict] = {}
+
+    def point(n: int, record: dict) -> dict:
+        return {"value": values[n], "average_accuracy": record["average_accuracy"], "tasks": record["tasks"],
+                "params": record["params"], "excluded": record.get("excluded", 0)}
+
+    def arrived(n: int, record: dict) -> None:
+        done[n] = record
         if on_point is not None:
-            on_point(value, record)
-        if on_update is not None:  # the sweep so far, in the final record's shape (for live curves)
+            on_point(values[n], record)
+        if on_update is not None:  # the sweep so far, in the final record's shape
             on_update({"method": method, "parameter": parameter, "values": values, "fixed": fixed,
-                       "points": list(points)})
+                       "points": [point(k, done[k]) for k in sorted(done)]})
+
+    records = run_methods(zoo, calls, evaluator=evaluator, progress=progress, on_result=arrived,
+                          what=f"{method} {parameter} sweep points")
     progress(1.0, "sweep done")
-    return {"method": method, "parameter": parameter, "values": values, "fixed": fixed, "points": points}
+    return {"method": method, "parameter": parameter, "values": values, "fixed": fixed,
+            "points": [point(n, r) for n, r in enumerate(records)]}

@@ -13,8 +13,11 @@ from typing import Callable, Sequence
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..runs import BASELINES, evaluate_merge, evaluate_method, merge_inputs, merge_tasks, method_params
+from ..points import Shared, run_points
+from ..runs import BASELINES, method_params
 from ..zoo import Progress, Zoo, no_progress
+from .conflict import subset_points
+from .sweeps import run_methods
 
 #: methods whose plug-in rows also come in the zero-shot sensitivity (as the paper's Table 1 has them)
 ZERO_SHOT_PLUGIN_ROWS = ("ties",)
@@ -124,40 +127,54 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
     ``tune=True`` chooses each row's λ (and τ for the TATR rows) on the validation split first
     (:mod:`tatr_core.analysis.tuning`) and reports ``split`` accuracy at the chosen values, which each
     row carries in ``"chosen"``; otherwise every row uses its method's fixed defaults.
-    ``on_update(table_so_far)`` is called as each row finishes (the rows so far, marked), for pages
-    that fill the table in as it is computed.
+    ``on_update(table_so_far)`` is called as each row finishes (the rows so far, marked, in the table's
+    order), for pages that fill the table in as it is computed.  Without ``tune`` every row is one
+    point and all of them run together on the current executor (:mod:`tatr_core.executors`).
     """
     from .tuning import check_validation_split, tunable
     from .tuning import tune as tune_row
 
     rows = [r for r in rows if test_time or not trains_at_test_time(r[2])]
-    evaluator = evaluator or Evaluator(zoo)
     if tune:
         check_validation_split(zoo)
     names = zoo.task_names
-    out_rows = []
-    for n, (label, group, method, kw) in enumerate(rows):
-        progress(n / len(rows), f"table: {label}")
-        searched = bool(tune and tunable(method, kw))  # the validation search takes most of the row's time
+    done: dict[int, dict] = {}
 
-        def row_progress(start: float, share: float, n=n, label=label) -> Progress:
-            return lambda f, m: progress((n + start + share * f) / len(rows), f"{label}: {m}")
+    def row(n: int, record: dict, chosen: dict) -> dict:
+        label, group, method, _ = rows[n]
+        values = {t: 100 * record["tasks"][t]["accuracy"] for t in names}
+        values["Avg"] = 100 * record["average_accuracy"]
+        return {"label": label, "group": group, "method": method, "params": record["params"], "values": values,
+                "chosen": chosen}
 
-        chosen: dict = {}
-        if searched:
-            chosen = tune_row(zoo, method, evaluator=evaluator, sample=sample, progress=row_progress(0.0, 0.8),
-                              **kw)["chosen"]
-        rec = evaluate_method(zoo, method, split=split, sample=sample, evaluator=evaluator,
-                              progress=row_progress(0.8, 0.2) if searched else row_progress(0.0, 1.0),
-                              **{**kw, **chosen})
-        values = {t: 100 * rec["tasks"][t]["accuracy"] for t in names}
-        values["Avg"] = 100 * rec["average_accuracy"]
-        out_rows.append({"label": label, "group": group, "method": method, "params": rec["params"], "values": values,
-                         "chosen": chosen})
-        if on_update is not None and n + 1 < len(rows):
-            on_update(_table(zoo, [dict(r) for r in out_rows], title, split, sample, test_time, tune, len(rows)))
+    def finished(n: int, record: dict, chosen: dict) -> None:
+        done[n] = row(n, record, chosen)
+        if on_update is not None and len(done) < len(rows):  # the rows so far, in the table's order
+            on_update(_table(zoo, [dict(done[k]) for k in sorted(done)], title, split, sample, test_time, tune, len(rows)))
+
+    if not tune:  # every row is one point: all of them together on the current executor
+        calls = [{**kw, "method": method, "split": split, "sample": sample, "label": label}
+                 for label, _, method, kw in rows]
+        run_methods(zoo, calls, evaluator=evaluator, progress=progress, what="table rows",
+                    on_result=lambda n, rec: finished(n, rec, {}))
+    else:  # a row's validation search (its rounds run together), then its test point, row by row
+        evaluator = evaluator or Evaluator(zoo)
+        for n, (label, group, method, kw) in enumerate(rows):
+            progress(n / len(rows), f"table: {label}")
+            searched = bool(tunable(method, kw))  # the validation search takes most of the row's time
+
+            def row_progress(start: float, share: float, n=n, label=label) -> Progress:
+                return lambda f, m: progress((n + start + share * f) / len(rows), f"{label}: {m}")
+
+            chosen: dict = {}
+            if searched:
+                chosen = tune_row(zoo, method, evaluator=evaluator, sample=sample, progress=row_progress(0.0, 0.8),
+                                  **kw)["chosen"]
+            rec, = run_methods(zoo, [{**kw, **chosen, "method": method, "split": split, "sample": sample, "label": label}],
+                               evaluator=evaluator, progress=row_progress(0.8, 0.2) if searched else row_progress(0.0, 1.0))
+            finished(n, rec, chosen)
     progress(1.0, "table done")
-    return _table(zoo, out_rows, title, split, sample, test_time, tune, len(rows))
+    return _table(zoo, [done[k] for k in sorted(done)], title, split, sample, test_time, tune, len(rows))
 
 
 def _table(zoo: Zoo, rows: list[dict], title: str, split: str, sample, test_time: bool, tune: bool, total: int) -> dict:
@@ -201,15 +218,19 @@ def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, met
         raise TatrError("generalization needs at least one merged and one held-out task")
     zoo.check_tasks(held_out)
     methods = methods or [("Task Arithmetic", "task_arithmetic", {}), ("TATR", "tatr", {})]
-    evaluator = evaluator or Evaluator(zoo)
     idx = [names.index(t) for t in seen]
-    rows = []
-    for n, (label, method, kw) in enumerate(methods):
-        progress(n / len(methods), f"generalization: {label}")
+    shared, points, params_of = Shared(), [], []
+    for label, method, kw in methods:
         params = method_params(method, **kw)
-        res = evaluate_merge(evaluator, merge_tasks(zoo, method, params, merge_inputs(zoo, params), idx), names,
-                             split, sample)
-        values = {t: 100 * res[t].accuracy for t in names}
+        params_of.append(params)
+        points += subset_points(zoo, method, params, [idx], [f"{label} without {', '.join(held_out)}"], split, sample,
+                                0, shared)
+    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="generalization merges")
+    if run.failures:
+        raise TatrError("; ".join(f"{f.label} failed on every try: {f.error}" for f in run.failures))
+    rows = []
+    for (label, method, _), params, res in zip(methods, params_of, run.results):
+        values = {t: 100 * res[t]["accuracy"] for t in names}
         values["Avg (merged)"] = sum(values[t] for t in seen) / len(seen)
         values["Avg (held out)"] = sum(values[t] for t in held_out) / len(held_out)
         rows.append({"label": label, "group": "", "method": method, "params": params, "values": values})

@@ -14,13 +14,15 @@ a table:
 With both, the search is coordinate-wise: λ at the row's τ, then τ at that λ, then λ again at that
 τ (26 evaluations instead of the 60 of the full grid; the repeated points come from the cache).
 The highest mean validation accuracy wins; a tie goes to the earlier grid value (the smaller λ or
-τ).  Every point is one cached :func:`tatr_core.runs.evaluate_method` call on the ``val`` split.
+τ).  Every point is one cached :func:`tatr_core.runs.evaluate_method` call on the ``val`` split; the
+points of one round run together on the current executor (:mod:`tatr_core.executors`).
 """
 from __future__ import annotations
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..runs import BASELINES, evaluate_method
+from ..runs import BASELINES
+from .sweeps import run_methods
 from ..trust_region import SENSITIVITIES
 from ..zoo import Progress, Zoo, no_progress
 
@@ -75,16 +77,18 @@ def tune(zoo: Zoo, method: str, *, split: str = "val", sample: int | None = None
     done, best_acc = 0, None
     for name in rounds:
         best_value, best_acc = None, None
-        for value in grids[name]:
-            point = {**current, name: value}
-            record = evaluate_method(zoo, method, split=split, sample=sample, evaluator=evaluator,
-                                     **{**params, **point})
+        grid = [{**current, name: value} for value in grids[name]]
+        records = run_methods(zoo, [{**params, **point, "method": method, "split": split, "sample": sample,
+                                     "label": f"{method}: {name} = {point[name]:g} on {split}"} for point in grid],
+                              evaluator=evaluator, what=f"{method} {name} points on {split}",
+                              progress=lambda f, m, done=done, n=len(grid): progress((done + f * n) / total, m))
+        for point, record in zip(grid, records):  # in grid order: a tie goes to the earlier value
             acc = record["average_accuracy"]
             out["trace"].append({**point, "val_accuracy": acc})
             if best_acc is None or acc > best_acc:
-                best_value, best_acc = value, acc
-            done += 1
-            progress(done / total, f"{method}: {name} = {value:g} on {split}: {100 * acc:.1f}%")
+                best_value, best_acc = point[name], acc
+        done += len(grid)
+        progress(done / total, f"{method}: {name} = {best_value:g} is best on {split}: {100 * best_acc:.1f}%")
         current[name] = best_value
     out["chosen"], out["val_accuracy"] = current, best_acc
     return out
