@@ -3,8 +3,9 @@ variants), Table 4 (generalization to held-out tasks) — best bold, second unde
 import streamlit as st
 
 from tatr_core.analysis.tables import RENDERERS, SENSITIVITY_ROWS, generalization_table, method_table, to_html
-from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key
+from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key, through_app
 
+through_app()
 st.title("Compare Methods")
 st.caption("Test accuracy (%) of every row's method on each task, computed on this zoo (cached after the first "
            "run), in the layout of the paper's tables.")

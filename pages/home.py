@@ -5,8 +5,9 @@ import streamlit as st
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import evaluate_method
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import PAGES, current_zoo, friendly_errors
+from tatr_core.ui import PAGES, current_zoo, friendly_errors, through_app
 
+through_app()
 st.title("TATR Studio")
 st.markdown(
     "Understand and do **multi-task model merging** of fine-tuned CLIP image encoders, built around "

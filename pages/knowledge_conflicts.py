@@ -6,8 +6,9 @@ from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.figures import conflict_extent, conflict_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_failed, \
-    show_figure
+    show_figure, through_app
 
+through_app()
 st.title("Knowledge Conflicts")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^K)\big) - L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
 st.caption("How much adding task i to the merge (column) raises task j's loss (row); red is conflict. "

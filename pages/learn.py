@@ -7,9 +7,10 @@ from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.analysis.geometry import task_vector_geometry
 from tatr_core.figures import accuracy_bars_figure, conflict_figure, cosine_figure, per_task_components_figure
 from tatr_core.runs import evaluate_method
-from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, progress_bar, \
-    orthogonal_fraction_control, show_figure
+from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, \
+    orthogonal_fraction_control, progress_bar, show_figure, through_app
 
+through_app()
 st.title("Learn: merging in a trust region")
 st.caption("Five steps, each with a live example computed on the zoo in use. Every number below is computed "
            "(and cached); the other pages go deeper.")

@@ -6,8 +6,9 @@ import streamlit as st
 from tatr_core.analysis.components import grid_axis, loss_landscape, merged_component_accuracy
 from tatr_core.figures import landscape_figure, merged_components_figure
 from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key, orthogonal_fraction_control, \
-    show_failed, show_figure
+    show_failed, show_figure, through_app
 
+through_app()
 st.title("Loss Landscape")
 st.latex(r"\theta(a, b) = \theta_{pre} + \Delta^{\perp} + a\,(\Delta^{+} - \Delta^{\perp}) + b\,(\Delta^{-} - \Delta^{\perp})")
 st.caption("Δ⁺ / Δ⁻ / Δ⊥: the parts of the task vectors whose product with the loss gradient E∇L ⊙ Δ is positive, "

@@ -13,8 +13,9 @@ from tatr_core.merge import REGISTRY
 from tatr_core.runs import eval_command, evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
 from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, method_controls, \
-    show_figure
+    show_figure, through_app
 
+through_app()
 st.title("Merge Lab")
 
 with friendly_errors():

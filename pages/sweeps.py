@@ -8,8 +8,10 @@ from tatr_core.analysis.sweeps import declared_sweeps, extended_grid, sweep, swe
 from tatr_core.figures import sweep_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_figure
+from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_figure, \
+    through_app
 
+through_app()
 st.title("Sweeps")
 st.caption("Each point merges the zoo with the method at that value and evaluates every task on its test split "
            "(and, dashed, its validation split). Sweeps run in the background: the curves fill in as points finish, "

@@ -5,8 +5,10 @@ import streamlit as st
 from tatr_core.analysis.layers import layer_sensitivity
 from tatr_core.figures import excluded_figure, layer_sensitivity_figure, omega_histogram_figure
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, control, current_zoo, friendly_errors, background, job_key, show_figure
+from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, \
+    show_figure, through_app
 
+through_app()
 st.title("Trust Region")
 st.latex(r"\Omega = \sum_{i}\sum_{j\neq i} \big|\mathbb{E}\,\nabla_\theta L_j(\theta_{pre})\big| \odot |\Delta_i|"
          r"\qquad m = \mathbb{1}\big[\Omega < \text{top-}\tau\text{ threshold}\big]")

@@ -224,10 +224,9 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     fig.update_yaxes(title=f"b: toward {PRE}+Δ⁻", range=[axis[0], axis[-1]], scaleanchor="x", constrain="domain")
     fraction = record["params"].get("orthogonal_fraction", 0.9)
     done = sum(v is not None for row in z for v in row)
-    if done < len(axis) ** 2:
-        which += f" ({done} of {len(axis) ** 2} points so far)"
+    so_far = f"<b>{done} of {len(axis) ** 2} points so far</b> · " if done < len(axis) ** 2 else ""
     return _layout(fig, f"{which} on the Δ<sup>⊥</sup> / Δ⁺ / Δ⁻ plane",
-                   subtitle=f"plane of {plane}<br>{orthogonal_caption(fraction)}", width=640, height=720,
+                   subtitle=f"{so_far}plane of {plane}<br>{orthogonal_caption(fraction)}", width=640, height=720,
                    legend=dict(orientation="h", x=0.0, y=-0.14, font=dict(size=12)))
 
 

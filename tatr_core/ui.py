@@ -68,6 +68,21 @@ def orthogonal_fraction_control(key: str) -> float:
     return pct / 100
 
 
+def through_app() -> None:
+    """First line of every page: make sure the page runs inside ``app.py``'s navigation.
+
+    On a fresh server, when the first visit is a page's URL (a shared link), Streamlit runs that page's
+    script on its own, in its old ``pages/``-folder mode (its class flag ``PagesManager.uses_pages_directory``
+    is only cleared by a run of ``app.py`` that calls ``st.navigation``): no zoo box, no shared controls,
+    no wide layout.  Clearing the flag and rerunning runs ``app.py``, which routes to the same page.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def default_zoo() -> str:
     return os.environ.get("TATR_ZOO") or "mini"
 

@@ -24,8 +24,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def dashboard(zoo: str, log_path: Path, start_timeout: float = 60):
-    """Serve ``app.py`` on a free loopback port with ``TATR_ZOO=zoo``; yields the base URL."""
+def dashboard(zoo: str, log_path: Path, start_timeout: float = 60, env: dict | None = None):
+    """Serve ``app.py`` on a free loopback port with ``TATR_ZOO=zoo`` (and ``env``); yields the base URL."""
     port = free_port()
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
@@ -33,7 +33,7 @@ def dashboard(zoo: str, log_path: Path, start_timeout: float = 60):
                                  "--server.address", "127.0.0.1", "--server.headless", "true",
                                  "--browser.gatherUsageStats", "false"],
                                 cwd=ROOT, env={**{k: v for k, v in os.environ.items() if k != "TATR_JOBS"},
-                                               "TATR_ZOO": zoo}, stdout=log, stderr=log)
+                                               "TATR_ZOO": zoo, **(env or {})}, stdout=log, stderr=log)
         try:
             url = f"http://127.0.0.1:{port}"
             deadline = time.time() + start_timeout

@@ -142,3 +142,24 @@ def test_every_download_of_every_figure_on_a_page_arrives(server, browser, tmp_p
         assert len(got) == 12 and not shown_errors(page)
     finally:
         page.close()
+
+
+def test_the_dashboard_runs_its_analyses_on_ray(browser, micro_zoo):
+    """TATR_EXECUTOR=ray: the sidebar says so, and the conflict matrices and the landscape (points from
+    Ray workers, streamed back to the page) draw with no error.  The first visit to this fresh server is a
+    shared link to a page: it runs inside the app's navigation (zoo box, shared controls) with its view."""
+    pytest.importorskip("ray")
+    with dashboard("micro", ARTIFACTS / "streamlit-ray.log", env={"TATR_EXECUTOR": "ray", "TATR_RAY_WORKERS": "2"}) as url:
+        page = browser.new_page(viewport={"width": 1440, "height": 1800})
+        try:
+            for path, plots in (("knowledge_conflicts?conflict-form=accuracy", 2), ("loss_landscape", 3)):
+                page.goto(f"{url}/{path}", wait_until="domcontentloaded")
+                settle(page, plots)
+                assert not shown_errors(page), (path, shown_errors(page))
+                sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+                assert "Zoo" in sidebar and "Points run on: ray" in sidebar, sidebar
+                if path.startswith("knowledge_conflicts"):
+                    assert "accuracy form" in page.locator('[data-testid="stMain"]').inner_text()
+            screenshot(page, ARTIFACTS / "loss_landscape-ray.png")
+        finally:
+            page.close()
