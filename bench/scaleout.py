@@ -9,6 +9,9 @@ executor).  Each configuration's numbers must equal the first one's: the script 
   is the speed-up from the second worker);
 * ray 1×2: one worker with both CPUs (what Ray costs over local on the same cores).
 
+"start" is the time to start the workers (each loads the zoo and builds its evaluator), or, for
+local, to build the evaluator; "wall" is the analysis after that.
+
 Then ``--plan`` prints the arithmetic for GPU nodes (see BENCHMARKS.md).
 
     .venv/bin/python bench/scaleout.py [--zoos micro mini] [--step 0.2] [--plan]
@@ -29,6 +32,7 @@ import tatr_core.cache as cache  # noqa: E402
 from tatr_core import executors  # noqa: E402
 from tatr_core.analysis.components import grid_axis, loss_landscape  # noqa: E402
 from tatr_core.analysis.conflict import conflict_matrix  # noqa: E402
+from tatr_core.evaluate import Evaluator  # noqa: E402
 from tatr_core.gradients import compute_task_gradients  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
 
@@ -56,8 +60,8 @@ def measure(zoo, step: float) -> None:
     n = len(grid_axis(step=step))
     analyses = [
         (f"conflict matrix, Task Arithmetic ({len(zoo.tasks) + 1} merges)", len(zoo.tasks) + 1,
-         lambda: conflict_matrix(zoo, "task_arithmetic")),
-        (f"landscape {n}×{n}, total loss, 200 img/task", n * n, lambda: loss_landscape(zoo, None, step=step)),
+         lambda ev: conflict_matrix(zoo, "task_arithmetic", evaluator=ev)),
+        (f"landscape {n}×{n}, total loss, 200 img/task", n * n, lambda ev: loss_landscape(zoo, None, step=step, evaluator=ev)),
     ]
     configs = [("local", lambda: executors.LOCAL),
                ("ray 1×1", lambda: executors.RayExecutor(workers=1, cpus_per_worker=1)),
@@ -72,13 +76,17 @@ def measure(zoo, step: float) -> None:
         cold_points_cache()
         ex = make()
         t0 = time.perf_counter()
-        if ex is not executors.LOCAL:
+        ev = None
+        if ex is executors.LOCAL:  # its encoder and data, as a worker's start builds them
+            ev = Evaluator(zoo)
+            ev.data(zoo.task_names[0], "test")
+        else:
             ex.pool(zoo)
         start = time.perf_counter() - t0
         for aname, points, fn in analyses:
             with executors.using(ex):
                 t0 = time.perf_counter()
-                record = fn()
+                record = fn(ev)
                 wall = time.perf_counter() - t0
             if aname in first and strip(record) != first[aname]:
                 raise SystemExit(f"{cname} computed different numbers for {aname}")
@@ -101,26 +109,30 @@ H100_VITB32_FP32_IMG_S = 4_400
 #: patches of 14 px against ViT-B/32's 49 of 32 px)
 GFLOPS = {"ViT-B/32": 4.4, "ViT-L/14": 81.1}
 PARAMS = {"ViT-B/32": 87.8e6, "ViT-L/14": 304.3e6}
-#: TATR's Ω + top-τ + merge on one H100 (issue 10: fused pass + topk, K = 8), a merge's share of a point
-MERGE_S = {"ViT-B/32": 0.013, "ViT-L/14": 0.070}
+#: TATR's Ω + top-τ + merge, K = 8, measured in issue 10: today's core runs it on the CPU (16 threads);
+#: a device-resident core (issue 10) would take the CUDA figure
+MERGE_K8_S = {"ViT-L/14": {"cpu (today)": 9.85, "cuda (issue 10 target)": 0.070}}
 
 
 def plan() -> None:
     arch, K = "ViT-L/14", 20
     img_s = H100_VITB32_BF16_IMG_S * GFLOPS["ViT-B/32"] / GFLOPS[arch]
     gb = PARAMS[arch] * 4 / 1e9
-    print(f"\nplan for a {K}-task {arch} zoo on H100s (bf16 evaluation at {img_s:,.0f} img/s per GPU: the measured "
-          f"ViT-B/32 {H100_VITB32_BF16_IMG_S:,} img/s scaled by {GFLOPS['ViT-B/32']}/{GFLOPS[arch]} GFLOPs)")
-    print(f"one model: {gb:.2f} GB in fp32; a worker holds the encoder, θ_pre, the plane (3 vectors) "
-          f"= {5 * gb:.1f} GB of GPU memory for a landscape point; the {K} task vectors it loads in host memory "
-          f"are {K * gb:.1f} GB")
-    rows = [("15×15 landscape, 200 img/task", 225, 200 * K),
-            ("15×15 landscape, full test sets (~200k img)", 225, 200_000),
-            (f"conflict matrix K = {K}, full test sets", K + 1, 200_000),
-            ("τ × λ grid, 5 methods × 60 points, 200 img/task", 300, 200 * K)]
+    merge_cpu = MERGE_K8_S[arch]["cpu (today)"] * K / 8  # Ω is O(K·N): linear in K
+    print(f"\nplan for a {K}-task {arch} zoo on H100s (inputs: bf16 evaluation at {img_s:,.0f} img/s per GPU, the "
+          f"ViT-B/32 {H100_VITB32_BF16_IMG_S:,} img/s measured in issue 10 scaled by {GFLOPS['ViT-B/32']}/{GFLOPS[arch]} "
+          f"GFLOPs; a TATR merge at K = {K} {merge_cpu:.1f} s on the CPU, the K = 8 measurement scaled by K)")
+    print(f"memory per worker: one model is {gb:.2f} GB in fp32. A landscape point holds the encoder, θ_pre and the "
+          f"plane (3 vectors): {5 * gb:.1f} GB. Every worker loads the zoo, so its {K} fine-tuned models take "
+          f"{K * gb:.1f} GB of host memory per worker, {8 * K * gb:.0f} GB for 8 workers on one node, until the "
+          f"weights load lazily (issue 10)")
+    rows = [("15×15 landscape, 200 img/task", 225, 200 * K, 0.0),
+            ("15×15 landscape, full test sets (~200k img)", 225, 200_000, 0.0),
+            (f"conflict matrix K = {K} (TATR), full test sets", K + 1, 200_000, merge_cpu),
+            ("τ × λ grid, 5 methods × 60 points, 200 img/task", 300, 200 * K, merge_cpu)]
     print(f"{'analysis':50s}{'points':>7s}{'s/point':>9s}{'1 GPU':>10s}{'8 GPUs':>10s}{'64 GPUs':>10s}")
-    for name, points, images in rows:
-        per_point = images / img_s + MERGE_S[arch]
+    for name, points, images, merge_s in rows:
+        per_point = images / img_s + merge_s
         cells = []
         for gpus in (1, 8, 64):
             rounds = -(-points // gpus)  # every worker takes points until none is left
