@@ -126,6 +126,8 @@ def plan() -> None:
           f"plane (3 vectors): {5 * gb:.1f} GB. Every worker loads the zoo, so its {K} fine-tuned models take "
           f"{K * gb:.1f} GB of host memory per worker, {8 * K * gb:.0f} GB for 8 workers on one node, until the "
           f"weights load lazily (issue 10)")
+    print(f"object store: the TATR gradients, E|∇L_k| and E∇L_k, are 2 × K × N floats = {2 * K * PARAMS[arch] * 4 / 1e9:.1f} GB, "
+          f"sent to each node once")
     rows = [("15×15 landscape, 200 img/task", 225, 200 * K, 0.0),
             ("15×15 landscape, full test sets (~200k img)", 225, 200_000, 0.0),
             (f"conflict matrix K = {K} (TATR), full test sets", K + 1, 200_000, merge_cpu),

@@ -204,23 +204,25 @@ class RayExecutor:
         return actor.remote(zoo_spec(zoo), zoo.key, int(cpu_each))
 
     def pool(self, zoo: Zoo, progress: Progress | None = None) -> list:
-        """The workers holding ``zoo`` (started on first use, and checked: a worker that cannot load the
-        zoo is an error naming why)."""
+        """The workers holding ``zoo``: started on first use, and topped up after a cancelled run killed
+        some.  New workers are checked: one that cannot load the zoo is an error naming why."""
         ray = self._connect()
-        workers = self._pools.get(zoo.key)
-        if workers:
+        if self._plan is None:
+            self._plan = self._resources(ray)
+        workers = self._pools.setdefault(zoo.key, [])
+        missing = self._plan[0] - len(workers)
+        if missing <= 0:
             return workers
-        self._plan = self._resources(ray)
         if progress is not None:
-            progress(0.0, f"starting {self._plan[0]} Ray workers")
-        workers = [self._new_worker(ray, zoo) for _ in range(self._plan[0])]
+            progress(0.0, f"starting {missing} Ray workers")
+        new = [self._new_worker(ray, zoo) for _ in range(missing)]
         try:
-            ray.get([w.where.remote() for w in workers])
+            ray.get([w.where.remote() for w in new])
         except ray.exceptions.RayError as exc:
-            for w in workers:
+            for w in new:
                 ray.kill(w)
             raise TatrError(f"the Ray workers could not load zoo '{zoo.name}': {_cause(exc)}") from None
-        self._pools[zoo.key] = workers
+        workers.extend(new)
         return workers
 
     def _shared_ref(self, ray, zoo: Zoo, name: str, shared: Shared):
@@ -251,7 +253,7 @@ class RayExecutor:
                     ref = worker.compute.remote(point.kind, point.args, list(point.shared), refs, fresh)
                     running[ref] = (worker, index, point)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
-                progress(0.0, f"{len(running)} points on {len(workers)} Ray workers")  # a cancelled job stops here
+                progress(0.0, "")  # a heartbeat: a cancelled job stops here
                 for ref in ready:
                     worker, index, point = running.pop(ref)
                     try:
@@ -285,8 +287,6 @@ class RayExecutor:
                     ray.kill(worker)
                 with contextlib.suppress(ValueError):
                     workers.remove(worker)
-            if not workers:
-                self._pools.pop(zoo.key, None)
 
     @staticmethod
     def _retry(index: int, point: Point, exc: BaseException, tries: dict, queue: deque) -> PointFailure | None:

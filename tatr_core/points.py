@@ -172,10 +172,16 @@ def run_points(zoo: Zoo, points: Sequence[Point], *, shared: Shared | None = Non
     total, done = len(same), len(same) - len(todo)
     failures: list[PointFailure] = []
 
-    def point_progress(fraction: float, message: str) -> None:
-        progress((done + min(max(fraction, 0.0), 1.0)) / total, message)
+    said = [f"{what}: {done}/{total} from the cache"]
 
-    progress(done / total, f"{what}: {done}/{total} from the cache")
+    def point_progress(fraction: float, message: str) -> None:
+        """Executors report here; an empty message is a heartbeat (the Ray executor's, while it waits),
+        which repeats the last one: a cancelled job stops at it."""
+        if message:
+            said[0] = message
+        progress((done + min(max(fraction, 0.0), 1.0)) / total, said[0])
+
+    progress(done / total, said[0])
     for index, outcome in executor.run(zoo, [(i, points[i]) for i in todo], shared, evaluator, point_progress):
         done += 1
         if isinstance(outcome, PointFailure):
@@ -183,7 +189,8 @@ def run_points(zoo: Zoo, points: Sequence[Point], *, shared: Shared | None = Non
         else:
             write_json_atomic(points[index].path, outcome)
             deliver(index, outcome)
-        progress(done / total, f"{what}: {done}/{total}")
+        said[0] = f"{what}: {done}/{total}"
+        progress(done / total, said[0])
     if failures:
         logging.getLogger("tatr_core").warning(
             "%d of %d %s failed on every try and are left out: %s", len(failures), len(points), what,

@@ -204,6 +204,23 @@ def test_a_killed_worker_costs_a_retry_and_the_landscape_completes(micro_zoo, ra
     _same(record["total"], local["total"])
 
 
+def test_cancelling_kills_the_busy_workers_and_the_next_run_starts_fresh_ones(micro_zoo, ray_executor):
+    pool = ray_executor.pool(micro_zoo)
+    before = list(pool)
+
+    def cancel(fraction, message):
+        if "landscape points: 1/" in message:  # the first point is in: the others are still running
+            raise JobCancelled("cancelled")
+
+    with recompute(), executors.using(ray_executor), pytest.raises(JobCancelled):
+        loss_landscape(micro_zoo, step=0.35, sample=16, exemplars=5, progress=cancel)
+    left = ray_executor._pools.get(micro_zoo.key, [])
+    assert len(left) < len(before)  # the workers busy with its points are gone
+    with executors.using(ray_executor):
+        record = loss_landscape(micro_zoo, step=0.35, sample=16, exemplars=5)
+    assert "failed" not in record and len(ray_executor.pool(micro_zoo)) == 2
+
+
 def test_a_point_that_fails_twice_is_named_and_the_rest_complete(micro_zoo, ray_executor):
     good = linear_point(micro_zoo, "fine point", [], micro_zoo.task_names, "test", 8, 0, {"test": "good"})
     bad = linear_point(micro_zoo, "broken point", [("wrong-size", 1.0)], micro_zoo.task_names, "test", 8, 0,
