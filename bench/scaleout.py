@@ -109,6 +109,9 @@ H100_VITB32_FP32_IMG_S = 4_400
 #: patches of 14 px against ViT-B/32's 49 of 32 px)
 GFLOPS = {"ViT-B/32": 4.4, "ViT-L/14": 81.1}
 PARAMS = {"ViT-B/32": 87.8e6, "ViT-L/14": 304.3e6}
+#: anonymous host memory of a process that loaded a manifest zoo and merged once, in models' worth
+#: (bench/lazy_zoo.py: 0.94 GiB with ViT-B/32, 2.9 models); the task vectors are mapped file pages
+ANON_MODELS = 2.9
 #: TATR's Ω + top-τ + merge, K = 8, measured in issue 10: today's core runs it on the CPU (16 threads);
 #: a device-resident core (issue 10) would take the CUDA figure
 MERGE_K8_S = {"ViT-L/14": {"cpu (today)": 9.85, "cuda (issue 10 target)": 0.070}}
@@ -123,9 +126,9 @@ def plan() -> None:
           f"ViT-B/32 {H100_VITB32_BF16_IMG_S:,} img/s measured in issue 10 scaled by {GFLOPS['ViT-B/32']}/{GFLOPS[arch]} "
           f"GFLOPs; a TATR merge at K = {K} {merge_cpu:.1f} s on the CPU, the K = 8 measurement scaled by K)")
     print(f"memory per worker: one model is {gb:.2f} GB in fp32. A landscape point holds the encoder, θ_pre and the "
-          f"plane (3 vectors): {5 * gb:.1f} GB. Every worker loads the zoo, so its {K} fine-tuned models take "
-          f"{K * gb:.1f} GB of host memory per worker, {8 * K * gb:.0f} GB for 8 workers on one node, until the "
-          f"weights load lazily (issue 10)")
+          f"plane (3 vectors): {5 * gb:.1f} GB of GPU memory. On the host, every worker maps the zoo's {K} task vectors "
+          f"from the cache file ({K * gb:.1f} GB of file pages, shared by all the workers of a node) and holds about "
+          f"{ANON_MODELS} models' worth of its own memory, {ANON_MODELS * gb:.1f} GB (bench/lazy_zoo.py)")
     print(f"object store: the TATR gradients, E|∇L_k| and E∇L_k, are 2 × K × N floats = {2 * K * PARAMS[arch] * 4 / 1e9:.1f} GB, "
           f"sent to each node once")
     rows = [("15×15 landscape, 200 img/task", 225, 200 * K, 0.0),

@@ -35,6 +35,7 @@ SCHEMA = {
     "grads": 1,     # E|∇L_k| and E∇L_k at θ_pre
     "fisher": 1,    # diagonal Fishers
     "regmean": 1,   # RegMean input Grams
+    "vectors": 1,   # a manifest zoo's (K, N) task vectors, as a file mapped into memory
     "results": 3,   # evaluations, analyses, learned coefficients, Surgery modules (3: TIES sums, C.4 signed variants)
 }
 

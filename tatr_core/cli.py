@@ -528,14 +528,17 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
 
 
 def _executor(args: argparse.Namespace):
-    from .executors import LOCAL, get_executor
+    from .executors import LOCAL, check_reachable, get_executor
 
     if not hasattr(args, "executor"):
         return LOCAL
     if args.executor != "ray" and (args.ray_address or args.workers):
         if args.executor == "local" or (os.environ.get("TATR_EXECUTOR") or "local") == "local":
             raise TatrError("--ray-address and --workers need --executor ray")
-    return get_executor(args.executor, args.ray_address, args.workers)
+    executor = get_executor(args.executor, args.ray_address, args.workers)
+    if executor.name == "ray" and executor.address:  # an address nobody answers at is an error up front,
+        check_reachable(executor.address)             # even when every point is already cached
+    return executor
 
 
 def _add_fixed_option(p: argparse.ArgumentParser) -> None:

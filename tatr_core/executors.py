@@ -123,7 +123,7 @@ class ZooWorker:
             return compute_point(self.zoo, self.evaluator, kind, args, values)
 
 
-def _check_reachable(address: str) -> None:
+def check_reachable(address: str) -> None:
     """A clear error for a cluster address nobody answers at (before Ray's own minute of retries)."""
     if address in ("auto", "local"):
         return
@@ -166,7 +166,7 @@ class RayExecutor:
         except ImportError:  # pinned in requirements.txt; a bare environment may lack it
             raise TatrError("the Ray executor needs the ray package: pip install -r requirements.txt") from None
         if self.address is not None:
-            _check_reachable(self.address)
+            check_reachable(self.address)
         if ray.is_initialized():
             return ray
         env = {"TATR_CACHE": str(cache.CACHE_ROOT), "RAY_USAGE_STATS_ENABLED": "0",

@@ -7,12 +7,15 @@ slice.  Integer buffers are not merged: they are carried over from the pretraine
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from .cache import write_bytes_atomic
 from .checkpoints import StateDict, check_finite, load_image_encoder
 from .errors import CheckpointError, TatrError
 
@@ -117,8 +120,12 @@ class TaskVectors:
         names: Sequence[str] | None = None,
         sources: Sequence[str] | None = None,
         pretrained_source: str = "pretrained",
+        allocate: Callable[[int, int, torch.dtype], torch.Tensor] | None = None,
     ) -> "TaskVectors":
-        """Build from state dicts (or zero-argument loaders, called one at a time to bound memory)."""
+        """Build from state dicts (or zero-argument loaders, called one at a time to bound memory).
+
+        ``allocate(K, N, dtype)`` gives the ``(K, N)`` buffer the task vectors are written into (default:
+        memory; :func:`mapped_task_vectors` gives a file)."""
         if len(finetuned) == 0:
             raise TatrError("at least one fine-tuned model is needed")
         K = len(finetuned)
@@ -144,7 +151,7 @@ class TaskVectors:
                 )
                 layout = ParamLayout.from_state_dict(pretrained, exclude=carried)
                 pre_flat = layout.flatten(pretrained, dtype, pretrained_source)
-                deltas = torch.empty((K, layout.numel), dtype=dtype)
+                deltas = (allocate or _in_memory)(K, layout.numel, dtype)
             _check_same_keys(pretrained, sd, pretrained_source, sources[k], carried)
             layout.flatten(sd, dtype, sources[k], out=deltas[k])
             deltas[k] -= pre_flat
@@ -192,6 +199,66 @@ class TaskVectors:
         for key, value in self.template.items():
             out[key] = merged[key].to(value.dtype) if key in merged else value
         return out
+
+
+def _in_memory(K: int, N: int, dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty((K, N), dtype=dtype)
+
+
+def mapped_task_vectors(path: Path, pretrained: Mapping[str, torch.Tensor],
+                        finetuned: Sequence[Callable[[], Mapping[str, torch.Tensor]]], names: Sequence[str],
+                        sources: Sequence[str], pretrained_source: str,
+                        progress: Callable[[float, str], None] | None = None) -> TaskVectors:
+    """Task vectors whose ``(K, N)`` deltas live in the file ``path``, mapped into memory.
+
+    The first call builds the file, reading one fine-tuned model at a time; every later call maps it
+    and reads no fine-tuned checkpoint.  Pages of a mapped file are read when used, can be dropped
+    by the OS and are shared by every process on the machine that maps the same file: the Ray
+    workers on one node hold one copy.  ``path`` must be named by the models' content (a cache key);
+    ``<path>.json`` records K, N, the dtype and the names, and is written last, so a build cut short
+    leaves nothing that is read.
+    """
+    path = Path(path)
+    meta_path = path.with_name(path.name + ".json")
+    dtype = compute_dtype(pretrained)
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    meta = None
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        pass
+    if (meta and meta.get("names") == list(names) and meta.get("dtype") == str(dtype) and path.exists()
+            and path.stat().st_size == meta["K"] * meta["N"] * itemsize):
+        layout = ParamLayout.from_state_dict(pretrained, exclude=frozenset(meta["carried"]))
+        if layout.numel == meta["N"]:
+            check_finite(pretrained, pretrained_source)
+            pre = layout.flatten(pretrained, dtype, pretrained_source)
+            deltas = torch.from_file(str(path), shared=False, size=meta["K"] * meta["N"], dtype=dtype)
+            return TaskVectors(layout, pre, deltas.view(meta["K"], meta["N"]), list(names), dict(pretrained))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+    def loader(k: int, load: Callable[[], Mapping[str, torch.Tensor]]):
+        def read():
+            if progress is not None:
+                progress(k / len(finetuned), f"task vectors: reading {sources[k]}")
+            return load()
+        return read
+
+    try:
+        tv = TaskVectors.from_state_dicts(
+            pretrained, [loader(k, f) for k, f in enumerate(finetuned)], names, sources, pretrained_source,
+            allocate=lambda K, N, dt: torch.from_file(str(tmp), shared=True, size=K * N, dtype=dt).view(K, N))
+        K, N = tv.K, tv.N
+        carried = sorted(k for k in CARRY_IF_MISSING_IN_FINETUNED if k in pretrained and k not in tv.layout.keys)
+        del tv  # unmaps the file: everything written is in it
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    write_bytes_atomic(meta_path, json.dumps({"K": K, "N": N, "dtype": str(dtype), "names": list(names),
+                                              "carried": carried}).encode())
+    return mapped_task_vectors(path, pretrained, finetuned, names, sources, pretrained_source)
 
 
 def _stem(path: str | os.PathLike) -> str:

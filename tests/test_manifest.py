@@ -157,6 +157,42 @@ def test_hugging_face_layout(tmp_path, layouts):
 
 
 
+def test_task_vectors_are_built_once_into_a_mapped_file_and_weights_are_read_only_when_used(layouts, monkeypatch):
+    from tatr_core.vectors import TaskVectors
+    from tatr_core.zoo import manifest
+
+    path = str(layouts["roots"]["open_clip"])
+    load_zoo(path)  # builds (or finds) the mapped task vectors
+    reads = []
+    real = manifest.load_image_encoder
+    monkeypatch.setattr(manifest, "load_image_encoder", lambda p, *a: reads.append(Path(p).name) or real(p, *a))
+    zoo = load_zoo(path)
+    assert reads == ["pretrained.safetensors"]  # no fine-tuned checkpoint read to load the zoo again
+    root = layouts["roots"]["open_clip"].parent
+    ref = TaskVectors.from_files(root / "pretrained.safetensors", [root / f"{t}.safetensors" for t in TASKS], list(TASKS))
+    tv = zoo.task_vectors
+    assert torch.equal(tv.deltas, ref.deltas) and torch.equal(tv.pretrained, ref.pretrained)
+    from tatr_core.cache import cache_dir
+
+    mapped = str(cache_dir("vectors", zoo.key) / "deltas.bin")
+    assert mapped in Path("/proc/self/maps").read_text()  # a file mapped into memory, not a copy
+    finetuned = zoo.finetuned["colours"]  # read now, when used
+    assert reads[-1] == "colours.safetensors"
+    assert all(torch.equal(finetuned[k], v) for k, v in layouts["fts"]["colours"].state_dict().items())
+
+
+def test_a_damaged_task_vector_file_is_rebuilt(layouts):
+    from tatr_core.cache import cache_dir
+
+    path = str(layouts["roots"]["open_clip"])
+    zoo = load_zoo(path)
+    good = zoo.task_vectors.deltas.clone()
+    mapped = cache_dir("vectors", zoo.key) / "deltas.bin"
+    with open(mapped, "r+b") as fh:  # cut short, as by a full disk
+        fh.truncate(mapped.stat().st_size // 2)
+    assert torch.equal(load_zoo(path).task_vectors.deltas, good)
+
+
 def test_manifest_errors_exit_2(tmp_path, layouts):
     good = yaml.safe_load(layouts["roots"]["task_vectors"].read_text())
     base = layouts["roots"]["task_vectors"].parent
