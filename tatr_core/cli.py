@@ -6,6 +6,7 @@ Every user error (bad file, bad option value, missing gradients) is printed as o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -252,6 +253,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     add_parameter_flags(p, REGISTRY.values())
     p.add_argument("--no-cache", action="store_true", help="recompute even when a cached result exists")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_eval)
 
 
@@ -316,6 +318,7 @@ def _add_tune(sub: argparse._SubParsersAction) -> None:
     add_parameter_flags(p, REGISTRY.values())
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _add_executor_options(p)
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_tune)
 
 
@@ -417,6 +420,7 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("kind", choices=FIGURES)
     _add_method_options(p)
     _add_executor_options(p)
+    _add_precision_option(p)
     p.add_argument("--form", choices=["loss", "accuracy"], default="loss", help="conflict: loss or accuracy form")
     p.add_argument("--task", default=None, help="landscape: the task whose components span the plane (default: total loss)")
     p.add_argument("--step", type=float, default=0.1, help="landscape: grid step over [-0.2, 1.2]")
@@ -513,6 +517,7 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     _add_test_time_option(p)
     _add_fixed_option(p)
     _add_executor_options(p)
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_table)
 
 
@@ -525,6 +530,13 @@ def _add_executor_options(p: argparse.ArgumentParser) -> None:
                         "default $TATR_RAY_ADDRESS, else a private local Ray with this machine's CPUs and GPUs")
     g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="ray: number of workers (default $TATR_RAY_WORKERS, else one per GPU, or per CPU without GPUs)")
+
+
+def _add_precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="evaluation arithmetic: auto (bf16 autocast on a GPU where it predicts as float32 does, "
+                        "else float32; default, or $TATR_PRECISION), fp32, bf16. Conflict matrices and "
+                        "landscapes evaluate losses in float32 unless bf16 is asked for")
 
 
 def _executor(args: argparse.Namespace):
@@ -604,6 +616,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     _add_test_time_option(p)
     _add_fixed_option(p)
     _add_executor_options(p)
+    _add_precision_option(p)
     p.set_defaults(func=_cmd_report)
 
 
@@ -694,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
         from .executors import using
 
         _report_warnings()
-        with using(_executor(args)):
+        with using(_executor(args)), _precision(getattr(args, "precision", None)):
             return int(args.func(args) or 0)
     except TatrError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -707,6 +720,22 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {OUT_OF_MEMORY} ({_first_line(exc)})", file=sys.stderr)
         return 2
+
+
+@contextlib.contextmanager
+def _precision(precision: str | None):
+    """``--precision`` as ``$TATR_PRECISION`` while the command runs (every evaluator it makes, and the
+    Ray workers it starts, read it there); the previous value comes back after."""
+    before = os.environ.get("TATR_PRECISION")
+    if precision:
+        os.environ["TATR_PRECISION"] = precision
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TATR_PRECISION", None)
+        else:
+            os.environ["TATR_PRECISION"] = before
 
 
 def _report_warnings() -> None:

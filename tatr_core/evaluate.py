@@ -3,14 +3,26 @@
 One encoder module per :class:`Evaluator`; parameters are swapped in with
 ``torch.func.functional_call`` (no copy of the model per merge).  Images are cached as
 ``uint8`` tensors at the model's resolution and normalised batch by batch on the device,
-under ``torch.inference_mode``.  On CUDA, evaluation runs under bf16 autocast (float32
-accumulation in the matmuls); a check against float32 on a few batches at start-up turns it
-off if the two disagree.
+under ``torch.inference_mode``.
+
+Precision (:data:`PRECISIONS`; ``precision=`` or ``$TATR_PRECISION``, the CLI's ``--precision``):
+
+* ``auto`` (default): on CUDA, bf16 autocast (float32 accumulation in the matmuls) when a check
+  against float32 on a few batches of every task finds the same predictions, and TF32 for the
+  float32 matrix products; on the CPU, float32.  The check ignores near-ties
+  (:func:`bf16_agrees`): an image whose two best classes are closer than bf16 can resolve is no
+  disagreement, so a real model passes.
+* ``fp32``: float32 everywhere, TF32 off;
+* ``bf16``: bf16 autocast whatever the check says (on the CPU too, where it is slow without AMX).
+
+The loss-based analyses (conflict matrices, landscapes) evaluate in float32 under ``auto``:
+bf16 blurs the small loss differences they are made of (``evaluate(..., precision="fp32")``).
 """
 from __future__ import annotations
 
+import os
 import threading
-
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -23,6 +35,43 @@ from .models import channel_stats, head_logits, normalise
 from .zoo import Zoo
 
 SPLITS = ("train", "val", "test")
+PRECISIONS = ("auto", "fp32", "bf16")
+#: bf16 keeps 8 significant bits: logits closer than this share of their magnitude are a tie to it
+BF16_RESOLUTION = 2.0 ** -7
+
+
+def check_precision(precision: str | None) -> str:
+    precision = precision or os.environ.get("TATR_PRECISION") or "auto"
+    if precision not in PRECISIONS:
+        raise TatrError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)} (--precision, TATR_PRECISION)")
+    return precision
+
+
+def precision_key() -> dict:
+    """What cache keys add for the precision asked for: nothing under ``auto`` (the default, and float32 on
+    the CPU), so that explicit ``fp32`` and ``bf16`` results never stand in for each other."""
+    precision = check_precision(None)
+    return {} if precision == "auto" else {"precision": precision}
+
+
+def bf16_agrees(ref: torch.Tensor, low: torch.Tensor, min_agreement: float = 0.99) -> bool:
+    """Whether bf16 logits ``low`` predict as float32 logits ``ref`` do (both (n, classes)), on the images
+    that are not near-ties: where float32's two best classes are further apart than twice what bf16
+    resolves at that image's logit magnitude, or than the typical (median) bf16 error of the batch,
+    a different prediction is a disagreement.  True when at least ``min_agreement`` of those images
+    agree (or none is decisive)."""
+    ref, low = ref.float(), low.float()
+    if ref.shape[1] < 2:
+        return True
+    top2 = ref.topk(2, dim=1).values
+    margin = top2[:, 0] - top2[:, 1]
+    typical = (ref - low).abs().amax(dim=1).median()
+    band = torch.clamp(BF16_RESOLUTION * ref.abs().amax(dim=1), min=float(typical))
+    decisive = margin > 2 * band
+    if not bool(decisive.any()):
+        return True
+    same = ref.argmax(1) == low.argmax(1)
+    return float(same[decisive].float().mean()) >= min_agreement
 
 
 @dataclass
@@ -49,7 +98,8 @@ def sample_indices(n: int, sample: int | None, seed: int) -> torch.Tensor | None
 
 
 class Evaluator:
-    def __init__(self, zoo: Zoo, device: torch.device | str | None = None, batch_size: int = 1024):
+    def __init__(self, zoo: Zoo, device: torch.device | str | None = None, batch_size: int = 1024,
+                 precision: str | None = None):
         self.zoo = zoo
         self.device = torch.device(device) if device is not None else default_device()
         self.batch_size = batch_size
@@ -60,9 +110,10 @@ class Evaluator:
         # one encoder serves every evaluation with swapped parameters: the dashboard's sessions and its
         # background jobs share it, so one evaluation at a time holds it
         self._lock = threading.RLock()
-        self.autocast = False
-        if self.device.type == "cuda":
-            self.autocast = self._bf16_agrees()
+        self.precision = check_precision(precision)
+        self.autocast = self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda"
+                                                     and self._bf16_agrees())
+        self.tf32 = self.device.type == "cuda" and self.precision != "fp32"
 
     # -- data ---------------------------------------------------------------------------
     def data(self, task: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +137,30 @@ class Evaluator:
             params = self.zoo.task_vectors.layout.unflatten(params)
         return {k: v.to(self.device, torch.float32) for k, v in params.items() if v.is_floating_point()}
 
-    def features(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.autocast):
+    def describe(self) -> str:
+        """Device and arithmetic in use, e.g. ``cuda:0 (NVIDIA H100), bf16 autocast`` or ``cpu, float32``."""
+        where = str(self.device)
+        if self.device.type == "cuda":
+            where += f" ({torch.cuda.get_device_name(self.device)})"
+        how = "bf16 autocast" if self.autocast else ("float32, TF32 matmuls" if self.tf32 else "float32")
+        return f"{where}, {how} (precision {self.precision})"
+
+    @contextmanager
+    def _arithmetic(self, fp32: bool):
+        """bf16 autocast and TF32 as set, or plain float32 for this evaluation (``fp32``)."""
+        tf32 = self.tf32 and not fp32
+        old = torch.backends.cuda.matmul.allow_tf32 if self.device.type == "cuda" else None
+        if old is not None:
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast and not fp32):
+                yield
+        finally:
+            if old is not None:
+                torch.backends.cuda.matmul.allow_tf32 = old
+
+    def features(self, params: dict[str, torch.Tensor], x: torch.Tensor, fp32: bool = False) -> torch.Tensor:
+        with self._arithmetic(fp32):
             out = functional_call(self.encoder, params, (x,), strict=False) if params else self.encoder(x)
         return out.float()
 
@@ -95,17 +168,19 @@ class Evaluator:
     @torch.inference_mode()
     def evaluate(self, params: Mapping[str, torch.Tensor] | torch.Tensor | None, tasks: Sequence[str] | None = None,
                  split: str = "test", sample: int | None = None, seed: int = 0,
-                 feature_maps: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None
-                 ) -> dict[str, TaskResult]:
+                 feature_maps: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                 precision: str | None = None) -> dict[str, TaskResult]:
         """Accuracy and mean cross-entropy on each task (all tasks by default).
 
         ``feature_maps[task]``, when given, transforms that task's representations before its head
-        (Representation Surgery's per-task modules).
+        (Representation Surgery's per-task modules).  ``precision="fp32"`` evaluates in float32 this
+        once unless the evaluator was asked for bf16 (the loss-based analyses ask for it).
         """
+        fp32 = precision == "fp32" and self.precision != "bf16"
         with self._lock:
-            return self._evaluate(params, tasks, split, sample, seed, feature_maps)
+            return self._evaluate(params, tasks, split, sample, seed, feature_maps, fp32)
 
-    def _evaluate(self, params, tasks, split, sample, seed, feature_maps) -> dict[str, TaskResult]:
+    def _evaluate(self, params, tasks, split, sample, seed, feature_maps, fp32=False) -> dict[str, TaskResult]:
         p = self.as_params(params)
         out = {}
         for task in self.zoo.check_tasks(tasks):
@@ -118,7 +193,7 @@ class Evaluator:
             for start in range(0, len(labels), self.batch_size):
                 x = self.normalise(images[start:start + self.batch_size])
                 y = labels[start:start + self.batch_size]
-                z = self.features(p, x)
+                z = self.features(p, x, fp32)
                 if feature_maps and task in feature_maps:
                     fm = feature_maps[task]
                     z = (fm.to(self.device) if isinstance(fm, torch.nn.Module) else fm)(z)
@@ -130,16 +205,15 @@ class Evaluator:
         return out
 
     def _bf16_agrees(self, batches: int = 2) -> bool:
-        """bf16 autocast is used only if it matches float32 on a few batches of every task."""
+        """Whether bf16 autocast predicts as float32 does on a few batches of every task (near-ties aside)."""
         with torch.inference_mode():
             for task in self.zoo.task_names:
                 images, _ = self.data(task, "test")
                 x = self.normalise(images[: self.batch_size * batches][:256])
                 ref = head_logits(self.encoder(x).float(), self.heads[task])
-                with torch.autocast("cuda", dtype=torch.bfloat16):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
                     low = head_logits(self.encoder(x).float(), self.heads[task])
-                agree = float((ref.argmax(1) == low.argmax(1)).float().mean())
-                if agree < 0.99 or float((ref - low).abs().max()) > 0.5:
+                if not bf16_agrees(ref, low):
                     return False
         return True
 

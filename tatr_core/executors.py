@@ -170,6 +170,7 @@ class RayExecutor:
         if ray.is_initialized():
             return ray
         env = {"TATR_CACHE": str(cache.CACHE_ROOT), "RAY_USAGE_STATS_ENABLED": "0",
+               **({"TATR_PRECISION": os.environ["TATR_PRECISION"]} if os.environ.get("TATR_PRECISION") else {}),
                "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
         kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                         "configure_logging": True}

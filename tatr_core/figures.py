@@ -89,7 +89,8 @@ def conflict_figure(record: dict, form: str = "loss", bound: float | None = None
     fig.update_xaxes(title="task i (added to the merge)", tickangle=-30)
     params = params_text(record["params"])
     return _layout(fig, f"Knowledge conflict C<sub>j|i</sub> ({form} form), total C = {total:+.2f}",
-                   subtitle=f"{record['method']}: {params}" if params else record["method"], width=760, height=640)
+                   subtitle=(f"{record['method']}: {params}" if params else record["method"]) + "; losses in float32",
+                   width=760, height=640)
 
 
 def cosine_figure(record: dict) -> go.Figure:
@@ -226,7 +227,8 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     done = sum(v is not None for row in z for v in row)
     so_far = f"<b>{done} of {len(axis) ** 2} points so far</b> · " if done < len(axis) ** 2 else ""
     return _layout(fig, f"{which} on the Δ<sup>⊥</sup> / Δ⁺ / Δ⁻ plane",
-                   subtitle=f"{so_far}plane of {plane}<br>{orthogonal_caption(fraction)}", width=640, height=720,
+                   subtitle=f"{so_far}plane of {plane}<br>{orthogonal_caption(fraction)}; losses in float32",
+                   width=640, height=720,
                    legend=dict(orientation="h", x=0.0, y=-0.14, font=dict(size=12)))
 
 

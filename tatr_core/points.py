@@ -103,7 +103,8 @@ def _subset(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -
     if inputs is None:
         inputs = merge_inputs(zoo, args["params"], progress)
     res = merge_tasks(zoo, args["method"], args["params"], inputs, args["merged"], progress=progress)
-    results = evaluate_merge(evaluator, res, args["tasks"], args["split"], args["sample"], args["seed"])
+    results = evaluate_merge(evaluator, res, args["tasks"], args["split"], args["sample"], args["seed"],
+                             args.get("precision"))
     return {t: r.as_dict() for t, r in results.items()}
 
 
@@ -111,7 +112,8 @@ def _linear(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -
     theta = zoo.task_vectors.pretrained
     for name, weight in args["terms"]:  # in order: the same sums, in the same order, on every executor
         theta = theta + weight * shared[name]
-    results = evaluator.evaluate(theta, args["tasks"], args["split"], args["sample"], args["seed"])
+    results = evaluator.evaluate(theta, args["tasks"], args["split"], args["sample"], args["seed"],
+                                 precision=args.get("precision"))
     return {t: r.as_dict() for t, r in results.items()}
 
 
@@ -123,14 +125,18 @@ def compute_point(zoo: Zoo, evaluator, kind: str, args: dict, shared: dict, prog
 
 
 def linear_point(zoo: Zoo, label: str, terms: Sequence[tuple[str, float]], tasks: Sequence[str], split: str,
-                 sample: int | None, seed: int, source: dict) -> Point:
+                 sample: int | None, seed: int, source: dict, precision: str | None = None) -> Point:
     """θ_pre + Σ weight·shared[name], evaluated on ``tasks``.  ``source`` says what the shared vectors are
-    computed from (an analysis's parameters): with the terms it makes the point's cache key."""
+    computed from (an analysis's parameters): with the terms it makes the point's cache key.
+    ``precision="fp32"``: evaluated in float32 even where the evaluator uses bf16 (loss-based analyses)."""
     from .cache import cache_dir, digest
+    from .evaluate import precision_key
 
     terms = [[n, float(w)] for n, w in terms]
     args = {"terms": terms, "tasks": list(tasks), "split": split, "sample": sample, "seed": seed}
-    key = digest({"zoo": zoo.key, "source": source, **args, "seed": seed if sample else None})
+    if precision is not None:
+        args["precision"] = precision
+    key = digest({"zoo": zoo.key, "source": source, **args, "seed": seed if sample else None, **precision_key()})
     return Point("linear", args, label, cache_dir("results", zoo.key, "points") / f"linear-{key}.json",
                  tuple(n for n, _ in terms))
 

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from .cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from .errors import TatrError
-from .evaluate import Evaluator, average_accuracy
+from .evaluate import Evaluator, average_accuracy, precision_key
 from .merge import REGISTRY, check_merged_finite, merge, resolve_params
 from .trust_region import SENSITIVITIES
 from .zoo import Progress, Zoo, no_progress
@@ -87,17 +87,17 @@ def merge_tasks(zoo: Zoo, method: str, params: dict, inputs: dict, tasks: Sequen
 
 
 def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = None, split: str = "test",
-                   sample: int | None = None, seed: int = 0):
+                   sample: int | None = None, seed: int = 0, precision: str | None = None):
     """Evaluate a :class:`MergeResult` (with Surgery's per-task modules when it has them)."""
     return evaluator.evaluate(result.theta, tasks, split, sample, seed,
-                              feature_maps=result.extras.get("feature_maps"))
+                              feature_maps=result.extras.get("feature_maps"), precision=precision)
 
 
 def method_record_path(zoo: Zoo, method: str, params: dict, split: str, sample: int | None, seed: int,
                        tasks: Sequence[str]):
     """Where the record of one method evaluation is cached (whichever executor computed it)."""
     key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
-                  "seed": seed if sample else None, "tasks": list(tasks)})
+                  "seed": seed if sample else None, "tasks": list(tasks), **precision_key()})
     return cache_dir("results", zoo.key) / f"{method}-{key}.json"
 
 

@@ -216,7 +216,11 @@ def current_zoo() -> tuple[Zoo, Evaluator]:
     spec = zoo_spec()
     zoo = _load(spec)
     _warm_up(zoo)
-    return zoo, _evaluator(spec)
+    evaluator = _evaluator(spec)
+    st.sidebar.caption(f"Evaluation: {evaluator.describe()}",
+                       help="Set with TATR_PRECISION=auto|fp32|bf16 before starting the dashboard. Conflict "
+                            "matrices and landscapes evaluate losses in float32 under auto.")
+    return zoo, evaluator
 
 
 def _warm_up(zoo: Zoo) -> None:

@@ -68,3 +68,18 @@ def test_eval_errors_exit_2(micro_zoo):
         r = run_cli("eval", "--zoo", "micro", *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_precision_option(micro_zoo, monkeypatch):
+    import os
+
+    monkeypatch.delenv("TATR_PRECISION", raising=False)
+    out = run_cli("eval", "--zoo", "micro", "--method", "pretrained", "--precision", "bf16", "--sample", "8", "--json")
+    assert out.returncode == 0, out.stderr
+    bf16 = json.loads(out.stdout)
+    assert "TATR_PRECISION" not in os.environ  # set while the command ran, then restored
+    out = run_cli("eval", "--zoo", "micro", "--method", "pretrained", "--precision", "fp32", "--sample", "8", "--json")
+    fp32 = json.loads(out.stdout)
+    assert bf16["tasks"] != fp32["tasks"]  # two computations, cached apart
+    bad = run_cli("eval", "--zoo", "micro", "--method", "pretrained", "--precision", "fp16")
+    assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr

@@ -1,6 +1,7 @@
 """The built-in zoo, the evaluator and per-task gradients, each against a direct computation."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -182,3 +183,45 @@ def test_cache_entries_live_under_their_schema_version(micro_zoo):
 
     assert gradients_path(micro_zoo, 3, 7).parent.name == f"grads-v{cache.SCHEMA['grads']}"
     assert cache.cache_dir("results").name == f"results-v{cache.SCHEMA['results']}"
+
+
+# ------------------------------------------------------------------------------ precision
+def test_bf16_check_ignores_near_ties_and_catches_real_disagreements():
+    from tatr_core.evaluate import bf16_agrees
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(400, 10, generator=g) * 5
+    assert bf16_agrees(ref, ref.bfloat16().float())
+    tied, rows = ref.clone(), torch.arange(40)
+    best, other = ref[:40].argmax(1), (ref[:40].argmax(1) + 1) % 10
+    tied[rows, other] = tied[rows, best] - 1e-4  # 10% near-ties: bf16 may pick either class
+    flipped = tied.clone()
+    flipped[rows, best], flipped[rows, other] = tied[rows, other], tied[rows, best]
+    assert (flipped.argmax(1) != tied.argmax(1)).sum() == 40 and bf16_agrees(tied, flipped)
+    wrong = ref.clone()
+    top = ref.argmax(1)
+    wrong[torch.arange(20), top[:20]] -= 100  # 5% of clear predictions change
+    assert not bf16_agrees(ref, wrong)
+
+
+def test_precision_switch(micro_zoo, monkeypatch):
+    from tatr_core.errors import TatrError
+    from tatr_core.evaluate import Evaluator, precision_key
+    from tatr_core.runs import method_record_path
+
+    fp32 = Evaluator(micro_zoo, precision="fp32")
+    bf16 = Evaluator(micro_zoo, precision="bf16")
+    auto = Evaluator(micro_zoo)
+    assert not fp32.autocast and bf16.autocast and not auto.autocast  # auto is float32 on the CPU
+    assert "bf16 autocast" in bf16.describe() and "float32" in auto.describe()
+    a, b = fp32.evaluate(None), bf16.evaluate(None)
+    assert all(abs(a[t].loss - b[t].loss) < 0.1 for t in a) and any(a[t].loss != b[t].loss for t in a)
+    forced = Evaluator(micro_zoo, precision="auto").evaluate(None, precision="fp32")
+    assert {t: r.loss for t, r in forced.items()} == {t: r.loss for t, r in a.items()}
+    with pytest.raises(TatrError, match="unknown precision 'fp16'"):
+        Evaluator(micro_zoo, precision="fp16")
+    assert precision_key() == {}
+    auto_path = method_record_path(micro_zoo, "pretrained", {}, "test", None, 0, micro_zoo.task_names)
+    monkeypatch.setenv("TATR_PRECISION", "bf16")
+    assert precision_key() == {"precision": "bf16"} and Evaluator(micro_zoo).autocast
+    assert method_record_path(micro_zoo, "pretrained", {}, "test", None, 0, micro_zoo.task_names) != auto_path

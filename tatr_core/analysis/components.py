@@ -31,7 +31,7 @@ import torch
 
 from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
-from ..evaluate import Evaluator
+from ..evaluate import Evaluator, precision_key
 from ..gradients import compute_task_gradients
 from ..points import Shared, linear_point, run_points
 from ..trust_region import count_for_fraction, sensitivity, top_k_mask
@@ -107,7 +107,7 @@ def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, 
     share of the entries and of the squared norm."""
     orthogonal_fraction = check_orthogonal_fraction(orthogonal_fraction)
     params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
-    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
+    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample, **precision_key()})
     path = cache_dir("results", zoo.key) / f"merged-components-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
@@ -168,7 +168,7 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
     share of the entries and of the squared norm.
     """
     params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
-    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
+    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample, **precision_key()})
     path = cache_dir("results", zoo.key) / f"components-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
@@ -259,12 +259,13 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
     Every grid point is one point (:mod:`tatr_core.points`), cached on its own (an interrupted landscape
     resumes; a finer grid reuses the points it shares) and computed by the current executor;
     ``on_update(partial)`` receives the record as points arrive, ``None`` where a point is still to come.
-    ``failed`` lists the points that failed on every try (Ray); they stay ``None``.
+    ``failed`` lists the points that failed on every try (Ray); they stay ``None``.  Losses are
+    evaluated in float32 whatever the evaluator's precision (bf16 blurs small loss differences).
     """
     axis = grid_axis(start, stop, step)
     params = {"task": task, "axis": axis, "exemplars": exemplars, "seed": seed,
               "orthogonal_fraction": orthogonal_fraction}
-    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample})
+    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample, **precision_key()})
     path = cache_dir("results", zoo.key) / f"landscape-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
@@ -285,7 +286,7 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
     cells = [(ib, ia) for ib in range(len(axis)) for ia in range(len(axis))]
     points = [linear_point(zoo, f"landscape point ({axis[ia]:g}, {axis[ib]:g})",
                            [(f"{base}/origin", 1.0), (f"{base}/u", axis[ia]), (f"{base}/v", axis[ib])],
-                           names, split, sample, seed, source) for ib, ia in cells]
+                           names, split, sample, seed, source, precision="fp32") for ib, ia in cells]
     loss = {t: [[None] * len(axis) for _ in axis] for t in names}
     acc = {t: [[None] * len(axis) for _ in axis] for t in names}
 

@@ -4,30 +4,32 @@ C_{j|i} = L_j(θ_MTL({θ_k}_{k=1..K})) − L_j(θ_MTL({θ_k}_{k≠i})): how much
 merge raises task j's loss (positive = conflict).  The accuracy form is the accuracy task j
 loses by adding task i, acc_j(without i) − acc_j(all).  C = Σ_{i≠j} C_{j|i}.  K + 1 merges:
 all tasks, then each leave-one-out set, with the method re-run on that set (the trust region,
-TIES' elected signs and TSV's rank budget all depend on which tasks take part).  Each merge is
-one point (:mod:`tatr_core.points`), cached on its own and computed by the current executor.
+TIES' elected signs and TSV's rank budget all depend on which tasks take part).  Evaluated in
+float32 whatever the evaluator's precision (bf16 blurs the small loss differences C is made of,
+:mod:`tatr_core.evaluate`).  Each merge is one point (:mod:`tatr_core.points`), cached on its own and computed by the current executor.
 """
 from __future__ import annotations
 
 from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
-from ..evaluate import Evaluator
+from ..evaluate import Evaluator, precision_key
 from ..points import Point, Shared, run_points
 from ..runs import BASELINES, merge_inputs, merge_inputs_name, method_params
 from ..zoo import Progress, Zoo, no_progress
 
 
 def subset_points(zoo: Zoo, method: str, params: dict, subsets: list, labels: list[str], split: str,
-                  sample: int | None, seed: int, shared: Shared) -> list[Point]:
-    """One ``subset`` point per set of merged task indices (None: all), each evaluated on every task."""
+                  sample: int | None, seed: int, shared: Shared, precision: str | None = None) -> list[Point]:
+    """One ``subset`` point per set of merged task indices (None: all), each evaluated on every task
+    (in float32 with ``precision="fp32"``)."""
     inputs = merge_inputs_name(params)
     if inputs is not None:
         shared.add(inputs, lambda: merge_inputs(zoo, params))
     points = []
     for merged, label in zip(subsets, labels):
         args = {"method": method, "params": params, "merged": merged, "tasks": zoo.task_names, "split": split,
-                "sample": sample, "seed": seed}
-        key = digest({"zoo": zoo.key, "kind": "subset", **args})
+                "sample": sample, "seed": seed, **({"precision": precision} if precision else {})}
+        key = digest({"zoo": zoo.key, "kind": "subset", **args, **precision_key()})
         points.append(Point("subset", args, label, cache_dir("results", zoo.key, "points") / f"subset-{method}-{key}.json",
                             (inputs,) if inputs else ()))
     return points
@@ -52,7 +54,8 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
         raise TatrError("knowledge conflict needs at least two tasks")
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
                            exemplars=exemplars, seed=seed, **extra)
-    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample})
+    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
+                  **precision_key()})
     path = cache_dir("results", zoo.key) / f"conflict-{method}-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
@@ -60,7 +63,8 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
     shared = Shared()
     subsets = [None] + [[k for k in range(K) if k != i] for i in range(K)]
     labels = [f"{method} on all {K} tasks"] + [f"{method} without {n}" for n in names]
-    points = subset_points(zoo, method, params, subsets, labels, split, sample, seed, shared)
+    # float32 even where the evaluator uses bf16: C is a difference of close losses
+    points = subset_points(zoo, method, params, subsets, labels, split, sample, seed, shared, precision="fp32")
     run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="conflict merges")
     full, rest = run.results[0], run.results[1:]
     without = {n: r for n, r in zip(names, rest)}
