@@ -157,25 +157,21 @@ def _same(a, b):
     assert a == b
 
 
+def _six_analyses(zoo, executor) -> dict:
+    """A sweep, a conflict matrix, a landscape, both component analyses and a table, all computed afresh."""
+    with recompute(), executors.using(executor):
+        return {"sweep": sweep(zoo, "tatr", "tau", [0.0, 0.01, 0.05], exemplars=4),
+                "conflict": conflict_matrix(zoo, "tatr", exemplars=4, sample=24),
+                "landscape": _landscape(zoo, 0.7, task=zoo.task_names[1]),
+                "merged": merged_component_accuracy(zoo, exemplars=4, sample=24),
+                "components": component_accuracy(zoo, exemplars=4, sample=24),
+                "table": method_table(zoo, [("TA", "", "task_arithmetic", {}), ("TIES", "", "ties", {})], sample=24)}
+
+
 def test_ray_computes_what_the_local_executor_computes(micro_zoo, ray_executor):
-    task = micro_zoo.task_names[1]
-    with recompute(), executors.using(ray_executor):
-        by_ray = {"sweep": sweep(micro_zoo, "tatr", "tau", [0.0, 0.01, 0.05], exemplars=4),
-                  "conflict": conflict_matrix(micro_zoo, "tatr", exemplars=4, sample=24),
-                  "landscape": _landscape(micro_zoo, 0.7, task=task),
-                  "merged": merged_component_accuracy(micro_zoo, exemplars=4, sample=24),
-                  "components": component_accuracy(micro_zoo, exemplars=4, sample=24),
-                  "table": method_table(micro_zoo, [("TA", "", "task_arithmetic", {}), ("TIES", "", "ties", {})],
-                                        sample=24)}
+    by_ray = _six_analyses(micro_zoo, ray_executor)
     assert ray_executor.stats["points"] >= 3 + (len(micro_zoo.tasks) + 1) + 9 + 5
-    with recompute(), executors.using(executors.LOCAL):
-        local = {"sweep": sweep(micro_zoo, "tatr", "tau", [0.0, 0.01, 0.05], exemplars=4),
-                 "conflict": conflict_matrix(micro_zoo, "tatr", exemplars=4, sample=24),
-                 "landscape": _landscape(micro_zoo, 0.7, task=task),
-                 "merged": merged_component_accuracy(micro_zoo, exemplars=4, sample=24),
-                 "components": component_accuracy(micro_zoo, exemplars=4, sample=24),
-                 "table": method_table(micro_zoo, [("TA", "", "task_arithmetic", {}), ("TIES", "", "ties", {})],
-                                       sample=24)}
+    local = _six_analyses(micro_zoo, executors.LOCAL)
     for name in by_ray:
         if name == "sweep":  # records keep each point's timing, which differs
             for p, q in zip(by_ray[name]["points"], local[name]["points"]):
