@@ -143,9 +143,11 @@ class RayExecutor:
     """Ray actors that hold the zoo, fed points one at a time (see the module's docstring)."""
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_worker: int | None = None):
+    def __init__(self, address: str | None = None, workers: int | None = None, cpus_per_worker: int | None = None,
+                 local_cpus: int | None = None):
         self.address = address or None
         self.workers = workers
+        self.local_cpus = local_cpus  #: CPUs of the private local Ray (default: this machine's)
         self.cpus_per_worker = cpus_per_worker  #: default: the cluster's CPUs shared out among the workers
         self._pools: dict[str, list] = {}
         self._refs: OrderedDict[tuple[str, str], Any] = OrderedDict()
@@ -175,7 +177,8 @@ class RayExecutor:
         kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                         "configure_logging": True}
         if self.address is None:
-            ray.init(address="local", num_cpus=os.cpu_count(), runtime_env={"env_vars": env}, **kwargs)
+            # private to this process: it ends with it
+            ray.init(address="local", num_cpus=self.local_cpus or os.cpu_count(), runtime_env={"env_vars": env}, **kwargs)
             return ray
         runtime_env = {"env_vars": {k: v for k, v in env.items() if k != "PYTHONPATH"},
                        "working_dir": str(_REPO),

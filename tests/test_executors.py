@@ -1,7 +1,7 @@
 """Analyses as points (tatr_core.points) and who computes them (tatr_core.executors).
 
-The local tests count the points an executor is handed.  The Ray tests start a private Ray on
-loopback (2 CPUs, no dashboard) and check that Ray computes exactly what the local executor
+The local tests count the points an executor is handed.  The Ray tests start a private local Ray
+(2 CPUs, no dashboard) and check that Ray computes exactly what the local executor
 computes, that a killed worker costs nothing but a retry, and that failures are reported by name.
 """
 import threading
@@ -139,8 +139,8 @@ def test_cancelling_a_job_stops_it_and_it_stays_cancelled_until_restarted():
 @pytest.fixture(scope="module")
 def ray_executor(micro_zoo):
     ray = pytest.importorskip("ray")
-    ex = executors.RayExecutor(workers=2)
-    ex.pool(micro_zoo)  # a private local Ray: this machine's CPUs, loopback, no dashboard
+    ex = executors.RayExecutor(workers=2, local_cpus=2)
+    ex.pool(micro_zoo)  # a private local Ray on this machine: 2 CPUs, no dashboard
     yield ex
     ex.shutdown()
     ray.shutdown()
@@ -215,6 +215,12 @@ def test_cancelling_kills_the_busy_workers_and_the_next_run_starts_fresh_ones(mi
     with executors.using(ray_executor):
         record = loss_landscape(micro_zoo, step=0.35, sample=16, exemplars=5)
     assert "failed" not in record and len(ray_executor.pool(micro_zoo)) == 2
+
+
+def test_the_private_ray_has_the_cpus_it_was_given(ray_executor):
+    import ray
+
+    assert ray.cluster_resources()["CPU"] == 2 and len(ray.nodes()) == 1
 
 
 def test_a_point_that_fails_twice_is_named_and_the_rest_complete(micro_zoo, ray_executor):
