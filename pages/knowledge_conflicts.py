@@ -38,7 +38,10 @@ for col, side, method in zip(columns, ("left", "right"), (left_method, right_met
     with col, friendly_errors():
         record = background(job_key(zoo.key, "conflict", method, kw), f"{REGISTRY[method].label}: K + 1 merges",
                             lambda job, method=method, kw=kw: conflict_matrix(zoo, method, evaluator=evaluator,
-                                                                              progress=job.progress, **kw))
+                                                                              progress=job.progress,
+                                                                              on_update=job.publish, **kw),
+                            show_partial=lambda partial, side=side: show_figure(conflict_figure(partial, form),
+                                                                                f"conflict-live-{side}"))
     records.append((col, side, method, record))
 ready = [r for _, _, _, r in records if r is not None]
 bound = max(conflict_extent(r, form) for r in ready) if ready else None  # one colour scale for both sides

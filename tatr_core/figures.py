@@ -76,9 +76,14 @@ def conflict_figure(record: dict, form: str = "loss", bound: float | None = None
                 row.append("")
                 continue
             key = "loss" if form == "loss" else "accuracy"
-            a, b = record["full"][tj][key], record["without"][ti][tj][key]
+            full, without = record["full"], record["without"].get(ti)
+            if full is None or without is None:  # a merge still to come, or one that failed
+                row.append(f"adding {ti} → {tj}<br>not computed")
+                continue
+            a, b = full[tj][key], without[tj][key]
             row.append(f"adding {ti} → {tj}<br>{key} with all: {scale * a:.3f}<br>{key} without {ti}: {scale * b:.3f}")
         hover.append(row)
+    missing = sum(v is None for j, row in enumerate(z) for i, v in enumerate(row) if i != j)
     bound = bound if bound is not None else conflict_extent(record, form)
     unit = "Δ loss (nats)" if form == "loss" else "accuracy lost (points)"
     fig = go.Figure(go.Heatmap(z=z, x=tasks, y=tasks, colorscale="RdBu_r", zmin=-bound, zmax=bound,
@@ -88,7 +93,8 @@ def conflict_figure(record: dict, form: str = "loss", bound: float | None = None
     fig.update_yaxes(autorange="reversed", title="task j (affected)")
     fig.update_xaxes(title="task i (added to the merge)", tickangle=-30)
     params = params_text(record["params"])
-    return _layout(fig, f"Knowledge conflict C<sub>j|i</sub> ({form} form), total C = {total:+.2f}",
+    so_far = f" over the {len(tasks) * (len(tasks) - 1) - missing} entries so far" if missing else ""
+    return _layout(fig, f"Knowledge conflict C<sub>j|i</sub> ({form} form), total C = {total:+.2f}{so_far}",
                    subtitle=(f"{record['method']}: {params}" if params else record["method"]) + "; losses in float32",
                    width=760, height=640)
 

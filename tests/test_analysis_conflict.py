@@ -47,3 +47,18 @@ def test_conflict_is_cached_and_refuses_baselines(micro_zoo):
     assert a == b and a["full"]["mnist"]["n"] == 40
     with pytest.raises(TatrError, match="needs a merge method"):
         conflict_matrix(micro_zoo, "pretrained")
+
+
+def test_conflict_matrix_streams_partial_records_that_draw(micro_zoo):
+    from tatr_core.figures import conflict_figure
+
+    partials = []
+    record = conflict_matrix(micro_zoo, "task_arithmetic", sample=12, on_update=partials.append, use_cache=False)
+    K = len(micro_zoo.tasks)
+    assert len(partials) == K + 1 and partials[-1]["loss"] == record["loss"]
+    first = partials[0]  # only the merge of all tasks so far: no entry yet, and the figure says so
+    assert all(v is None for row in first["loss"] for v in row)
+    for partial in partials:
+        fig = conflict_figure(partial, "loss")
+        assert ("so far" in fig.layout.title.text) == any(v is None for j, row in enumerate(partial["loss"])
+                                                          for i, v in enumerate(row) if i != j)

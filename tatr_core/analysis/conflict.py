@@ -10,6 +10,8 @@ float32 whatever the evaluator's precision (bf16 blurs the small loss difference
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
 from ..evaluate import Evaluator, precision_key
@@ -39,13 +41,14 @@ def subset_points(zoo: Zoo, method: str, params: dict, subsets: list, labels: li
 def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, density=None, tau=None, sensitivity=None,
                     exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
                     evaluator: Evaluator | None = None, progress: Progress = no_progress,
-                    use_cache: bool = True, **extra) -> dict:
+                    on_update: Callable[[dict], None] | None = None, use_cache: bool = True, **extra) -> dict:
     """``{"tasks", "method", "params", "loss": K×K, "accuracy": K×K, "full", "without", "total_loss", "total_accuracy"}``.
 
     ``loss[j][i]`` is C_{j|i} (row j: the task that suffers; column i: the task added); the
     diagonal is ``None``.  ``full[task]`` and ``without[i][task]`` hold the two evaluations
     every entry is the difference of.  ``failed`` lists the merges that failed on every try (Ray);
-    their row and column entries are ``None``.
+    their row and column entries are ``None``, as are those of merges still to come in the partial
+    records ``on_update`` receives as merges arrive.
     """
     if method in BASELINES:
         raise TatrError(f"knowledge conflict needs a merge method, not '{method}'")
@@ -65,23 +68,31 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
     labels = [f"{method} on all {K} tasks"] + [f"{method} without {n}" for n in names]
     # float32 even where the evaluator uses bf16: C is a difference of close losses
     points = subset_points(zoo, method, params, subsets, labels, split, sample, seed, shared, precision="fp32")
-    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="conflict merges")
-    full, rest = run.results[0], run.results[1:]
-    without = {n: r for n, r in zip(names, rest)}
+    results: list = [None] * len(points)
 
-    def entry(j: str, i: str, field: str, sign: int):
-        if i == j or full is None or without[i] is None:
-            return None
-        return sign * (full[j][field] - without[i][j][field])
+    def assemble() -> dict:
+        full, without = results[0], dict(zip(names, results[1:]))
 
-    loss = [[entry(tj, ti, "loss", 1) for ti in names] for tj in names]
-    acc = [[entry(tj, ti, "accuracy", -1) for ti in names] for tj in names]
-    record = {
-        "tasks": names, "method": method, "params": params, "split": split, "sample": sample,
-        "loss": loss, "accuracy": acc, "full": full, "without": without,
-        "total_loss": sum(v for row in loss for v in row if v is not None),
-        "total_accuracy": sum(v for row in acc for v in row if v is not None),
-    }
+        def entry(j: str, i: str, field: str, sign: int):
+            if i == j or full is None or without[i] is None:
+                return None
+            return sign * (full[j][field] - without[i][j][field])
+
+        loss = [[entry(tj, ti, "loss", 1) for ti in names] for tj in names]
+        acc = [[entry(tj, ti, "accuracy", -1) for ti in names] for tj in names]
+        return {"tasks": names, "method": method, "params": params, "split": split, "sample": sample,
+                "loss": loss, "accuracy": acc, "full": full, "without": without,
+                "total_loss": sum(v for row in loss for v in row if v is not None),
+                "total_accuracy": sum(v for row in acc for v in row if v is not None)}
+
+    def arrived(n: int, result: dict) -> None:
+        results[n] = result
+        if on_update is not None:
+            on_update(assemble())
+
+    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=arrived,
+                     what="conflict merges")
+    record = assemble()
     if run.failures:
         record["failed"] = [f.as_dict() for f in run.failures]
     elif use_cache:
