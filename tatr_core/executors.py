@@ -241,8 +241,9 @@ class RayExecutor:
     # -- running points ----------------------------------------------------------------------
     def run(self, zoo: Zoo, items: Sequence[tuple[int, Point]], shared: Shared, evaluator,
             progress: Progress) -> Iterator[tuple[int, Any]]:
-        ray = self._connect()
-        workers = self.pool(zoo, progress)
+        workers = self.pool(zoo, progress)  # connects first
+        import ray
+
         idle = list(workers)
         queue = deque(items)
         tries: dict[int, int] = {}

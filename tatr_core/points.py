@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .cache import lookup_json, write_json_atomic
+from .errors import TatrError
 from .zoo import Progress, Zoo, no_progress
 
 
@@ -82,6 +83,34 @@ class PointRun:
     failures: list[PointFailure]
     computed: int            #: how many points were computed (the rest came from the cache)
 
+    def settle(self, record: dict, path: Path, use_cache: bool) -> dict:
+        """An analysis's record, finished: the failed points named in it, or, when none failed, the whole
+        record cached at ``path`` (a record with holes is never cached whole: the next request computes
+        only its missing points)."""
+        if self.failures:
+            record["failed"] = [f.as_dict() for f in self.failures]
+        elif use_cache:
+            write_json_atomic(path, record)
+        return record
+
+    def require_all(self, what: str) -> None:
+        """Stop with an error naming the failed points, for results that must not have holes (a curve
+        or a table with one would read as complete)."""
+        if self.failures:
+            names = "; ".join(f"{f.label}: {f.error}" for f in self.failures)
+            raise TatrError(f"{len(self.failures)} of {len(self.results)} {what} failed on every try ({names})")
+
+
+def record_path(zoo: Zoo, name: str, description: dict, point: bool = False) -> Path:
+    """Where an analysis built from points caches its whole record (or, with ``point``, where one of its
+    points is cached): named by ``description`` (what it computes from) and the precision asked for
+    (:func:`tatr_core.evaluate.precision_key`)."""
+    from .cache import cache_dir, digest
+    from .evaluate import precision_key
+
+    key = digest({"zoo": zoo.key, **description, **precision_key()})
+    return cache_dir("results", zoo.key, *(("points",) if point else ())) / f"{name}-{key}.json"
+
 
 # ------------------------------------------------------------------------------ kinds
 def _inputs(shared: dict) -> dict | None:
@@ -129,16 +158,12 @@ def linear_point(zoo: Zoo, label: str, terms: Sequence[tuple[str, float]], tasks
     """θ_pre + Σ weight·shared[name], evaluated on ``tasks``.  ``source`` says what the shared vectors are
     computed from (an analysis's parameters): with the terms it makes the point's cache key.
     ``precision="fp32"``: evaluated in float32 even where the evaluator uses bf16 (loss-based analyses)."""
-    from .cache import cache_dir, digest
-    from .evaluate import precision_key
-
     terms = [[n, float(w)] for n, w in terms]
     args = {"terms": terms, "tasks": list(tasks), "split": split, "sample": sample, "seed": seed}
     if precision is not None:
         args["precision"] = precision
-    key = digest({"zoo": zoo.key, "source": source, **args, "seed": seed if sample else None, **precision_key()})
-    return Point("linear", args, label, cache_dir("results", zoo.key, "points") / f"linear-{key}.json",
-                 tuple(n for n, _ in terms))
+    path = record_path(zoo, "linear", {"source": source, **args, "seed": seed if sample else None}, point=True)
+    return Point("linear", args, label, path, tuple(n for n, _ in terms))
 
 
 # ------------------------------------------------------------------------------ running them

@@ -11,10 +11,11 @@ import shlex
 import time
 from typing import Sequence
 
-from .cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
+from .cache import honours_no_cache, lookup_json, write_json_atomic
 from .errors import TatrError
-from .evaluate import Evaluator, average_accuracy, precision_key
+from .evaluate import Evaluator, average_accuracy
 from .merge import REGISTRY, check_merged_finite, merge, resolve_params
+from .points import record_path
 from .trust_region import SENSITIVITIES
 from .zoo import Progress, Zoo, no_progress
 
@@ -96,9 +97,8 @@ def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = N
 def method_record_path(zoo: Zoo, method: str, params: dict, split: str, sample: int | None, seed: int,
                        tasks: Sequence[str]):
     """Where the record of one method evaluation is cached (whichever executor computed it)."""
-    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
-                  "seed": seed if sample else None, "tasks": list(tasks), **precision_key()})
-    return cache_dir("results", zoo.key) / f"{method}-{key}.json"
+    return record_path(zoo, method, {"method": method, "params": params, "split": split, "sample": sample,
+                                     "seed": seed if sample else None, "tasks": list(tasks)})
 
 
 @honours_no_cache

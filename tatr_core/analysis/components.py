@@ -29,11 +29,11 @@ from typing import Callable
 
 import torch
 
-from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
+from ..cache import digest, honours_no_cache, lookup_json
 from ..errors import TatrError
-from ..evaluate import Evaluator, precision_key
+from ..evaluate import Evaluator
 from ..gradients import compute_task_gradients
-from ..points import Shared, linear_point, run_points
+from ..points import Shared, linear_point, record_path, run_points
 from ..trust_region import count_for_fraction, sensitivity, top_k_mask
 from ..zoo import Progress, Zoo, no_progress
 
@@ -107,8 +107,7 @@ def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, 
     share of the entries and of the squared norm."""
     orthogonal_fraction = check_orthogonal_fraction(orthogonal_fraction)
     params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
-    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample, **precision_key()})
-    path = cache_dir("results", zoo.key) / f"merged-components-{key}.json"
+    path = record_path(zoo, "merged-components", {"params": params, "split": split, "sample": sample})
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     names = zoo.task_names
@@ -139,10 +138,7 @@ def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, 
             row["entries"] = int((split_parts[name] != 0).sum())
             row["norm_share"] = float(split_parts[name].pow(2).sum()) / norm2
         out["models"][name] = row
-    if run.failures:
-        out["failed"] = [f.as_dict() for f in run.failures]
-    elif use_cache:
-        write_json_atomic(path, out)
+    run.settle(out, path, use_cache)
     progress(1.0, "Figure 2(a) done")
     return out
 
@@ -168,8 +164,7 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
     share of the entries and of the squared norm.
     """
     params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
-    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample, **precision_key()})
-    path = cache_dir("results", zoo.key) / f"components-{key}.json"
+    path = record_path(zoo, "components", {"params": params, "split": split, "sample": sample})
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     names = zoo.task_names
@@ -202,10 +197,7 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
             if name in out["per_task"][task]:
                 out["per_task"][task][name]["entries"] = int((part != 0).sum())
                 out["per_task"][task][name]["norm_share"] = float(part.pow(2).sum()) / norm2
-    if run.failures:
-        out["failed"] = [f.as_dict() for f in run.failures]
-    elif use_cache:
-        write_json_atomic(path, out)
+    run.settle(out, path, use_cache)
     progress(1.0, "components done")
     return out
 
@@ -265,8 +257,7 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
     axis = grid_axis(start, stop, step)
     params = {"task": task, "axis": axis, "exemplars": exemplars, "seed": seed,
               "orthogonal_fraction": orthogonal_fraction}
-    key = digest({"zoo": zoo.key, "params": params, "split": split, "sample": sample, **precision_key()})
-    path = cache_dir("results", zoo.key) / f"landscape-{key}.json"
+    path = record_path(zoo, "landscape", {"params": params, "split": split, "sample": sample})
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     names = zoo.task_names
@@ -315,8 +306,4 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
         "points": {"orthogonal": [0.0, 0.0], "positive": [1.0, 0.0], "negative": [0.0, 1.0], "pretrained": [pa, pb]},
         "norms": {name: float(part.norm()) for name, part in p["parts"].items()},
     }
-    if run.failures:
-        record["failed"] = [f.as_dict() for f in run.failures]
-    elif use_cache:
-        write_json_atomic(path, record)
-    return record
+    return run.settle(record, path, use_cache)

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
+from ..cache import honours_no_cache, lookup_json
 from ..errors import TatrError
-from ..evaluate import Evaluator, precision_key
-from ..points import Point, Shared, run_points
+from ..evaluate import Evaluator
+from ..points import Point, Shared, record_path, run_points
 from ..runs import BASELINES, merge_inputs, merge_inputs_name, method_params
 from ..zoo import Progress, Zoo, no_progress
 
@@ -31,9 +31,8 @@ def subset_points(zoo: Zoo, method: str, params: dict, subsets: list, labels: li
     for merged, label in zip(subsets, labels):
         args = {"method": method, "params": params, "merged": merged, "tasks": zoo.task_names, "split": split,
                 "sample": sample, "seed": seed, **({"precision": precision} if precision else {})}
-        key = digest({"zoo": zoo.key, "kind": "subset", **args, **precision_key()})
-        points.append(Point("subset", args, label, cache_dir("results", zoo.key, "points") / f"subset-{method}-{key}.json",
-                            (inputs,) if inputs else ()))
+        path = record_path(zoo, f"subset-{method}", {"kind": "subset", **args}, point=True)
+        points.append(Point("subset", args, label, path, (inputs,) if inputs else ()))
     return points
 
 
@@ -57,9 +56,7 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
         raise TatrError("knowledge conflict needs at least two tasks")
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
                            exemplars=exemplars, seed=seed, **extra)
-    key = digest({"zoo": zoo.key, "method": method, "params": params, "split": split, "sample": sample,
-                  **precision_key()})
-    path = cache_dir("results", zoo.key) / f"conflict-{method}-{key}.json"
+    path = record_path(zoo, f"conflict-{method}", {"method": method, "params": params, "split": split, "sample": sample})
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached
     K = len(names)
@@ -92,10 +89,6 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
 
     run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=arrived,
                      what="conflict merges")
-    record = assemble()
-    if run.failures:
-        record["failed"] = [f.as_dict() for f in run.failures]
-    elif use_cache:
-        write_json_atomic(path, record)
+    record = run.settle(assemble(), path, use_cache)
     progress(1.0, "conflict matrix done")
     return record

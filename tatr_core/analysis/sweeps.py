@@ -100,9 +100,7 @@ def run_methods(zoo: Zoo, calls: Sequence[dict], *, evaluator: Evaluator | None 
     shared = Shared()
     points = [method_point(zoo, shared=shared, **c) for c in calls]
     run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=on_result, what=what)
-    if run.failures:
-        names = "; ".join(f"{f.label}: {f.error}" for f in run.failures)
-        raise TatrError(f"{len(run.failures)} of {len(points)} {what} failed on every try ({names})")
+    run.require_all(what)
     return run.results
 
 

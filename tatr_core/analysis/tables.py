@@ -226,8 +226,7 @@ def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, met
         points += subset_points(zoo, method, params, [idx], [f"{label} without {', '.join(held_out)}"], split, sample,
                                 0, shared)
     run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="generalization merges")
-    if run.failures:
-        raise TatrError("; ".join(f"{f.label} failed on every try: {f.error}" for f in run.failures))
+    run.require_all("generalization merges")
     rows = []
     for (label, method, _), params, res in zip(methods, params_of, run.results):
         values = {t: 100 * res[t]["accuracy"] for t in names}
