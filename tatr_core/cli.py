@@ -182,6 +182,7 @@ def _zoo_summary(zoo) -> dict:
             for t in zoo.tasks.values()
         },
         "build_seconds": zoo.info.get("build_seconds"), "folder": zoo.info.get("folder"),
+        "placement": zoo.placement(),
     }
 
 
@@ -201,6 +202,7 @@ def _cmd_zoo_info(args: argparse.Namespace) -> int:
               f"{zs:>11s}{ind:>12s}  {t['source']}")
     if summary["folder"]:
         print(f"cached at {summary['folder']}" + (f" (built in {summary['build_seconds']} s)" if summary["build_seconds"] else ""))
+    print(f"compute: {summary['placement']}")
     return 0
 
 

@@ -20,6 +20,7 @@ bf16 blurs the small loss differences they are made of (``evaluate(..., precisio
 """
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from torch.func import functional_call
 
 from .errors import TatrError
 from .models import channel_stats, head_logits, normalise
+from .placement import compute_device
 from .zoo import Zoo
 
 SPLITS = ("train", "val", "test")
@@ -40,11 +42,23 @@ PRECISIONS = ("auto", "fp32", "bf16")
 BF16_RESOLUTION = 2.0 ** -7
 
 
+#: the precision asked for in this context (a dashboard session's control; jobs inherit it), over $TATR_PRECISION
+_ASKED: contextvars.ContextVar[str | None] = contextvars.ContextVar("tatr_precision", default=None)
+
+
 def check_precision(precision: str | None) -> str:
-    precision = precision or os.environ.get("TATR_PRECISION") or "auto"
+    """``precision``, else the one asked for in this context (:func:`set_precision`), else
+    ``$TATR_PRECISION``, else ``auto``; an unknown one is refused, naming the choices."""
+    precision = precision or _ASKED.get() or os.environ.get("TATR_PRECISION") or "auto"
     if precision not in PRECISIONS:
         raise TatrError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)} (--precision, TATR_PRECISION)")
     return precision
+
+
+def set_precision(precision: str | None) -> None:
+    """Ask for ``precision`` in this context (a dashboard page run; the background jobs it starts
+    inherit it): every evaluator evaluates with it, and cache keys record it (:func:`precision_key`)."""
+    _ASKED.set(check_precision(precision) if precision else None)
 
 
 def precision_key() -> dict:
@@ -85,7 +99,8 @@ class TaskResult:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The compute device (:func:`tatr_core.placement.compute_device`)."""
+    return compute_device()
 
 
 def sample_indices(n: int, sample: int | None, seed: int) -> torch.Tensor | None:
@@ -110,10 +125,8 @@ class Evaluator:
         # one encoder serves every evaluation with swapped parameters: the dashboard's sessions and its
         # background jobs share it, so one evaluation at a time holds it
         self._lock = threading.RLock()
-        self.precision = check_precision(precision)
-        self.autocast = self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda"
-                                                     and self._bf16_agrees())
-        self.tf32 = self.device.type == "cuda" and self.precision != "fp32"
+        self.default_precision = check_precision(precision)
+        self._auto_bf16: bool | None = None  # the bf16 check's verdict, made on first use under auto on CUDA
 
     # -- data ---------------------------------------------------------------------------
     def data(self, task: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,30 +150,60 @@ class Evaluator:
             params = self.zoo.task_vectors.layout.unflatten(params)
         return {k: v.to(self.device, torch.float32) for k, v in params.items() if v.is_floating_point()}
 
-    def describe(self) -> str:
+    # -- precision ----------------------------------------------------------------------
+    @property
+    def precision(self) -> str:
+        """The precision in effect: the one asked for in this context, else the evaluator's own."""
+        return _ASKED.get() or self.default_precision
+
+    def arithmetic(self, precision: str | None = None) -> tuple[bool, bool]:
+        """``(bf16 autocast, TF32 matmuls)`` for an evaluation; ``precision="fp32"`` (what the loss-based
+        analyses ask for) is float32 unless bf16 was asked for explicitly."""
+        asked = self.precision
+        if precision == "fp32" and asked != "bf16":
+            asked = "fp32"
+        cuda = self.device.type == "cuda"
+        if asked == "fp32":
+            return False, False
+        if asked == "bf16":
+            return True, cuda
+        if cuda and self._auto_bf16 is None:
+            self._auto_bf16 = self._bf16_agrees()
+        return bool(cuda and self._auto_bf16), cuda
+
+    @property
+    def autocast(self) -> bool:
+        return self.arithmetic()[0]
+
+    @property
+    def tf32(self) -> bool:
+        return self.arithmetic()[1]
+
+    def describe(self, precision: str | None = None) -> str:
         """Device and arithmetic in use, e.g. ``cuda:0 (NVIDIA H100), bf16 autocast`` or ``cpu, float32``."""
         where = str(self.device)
         if self.device.type == "cuda":
             where += f" ({torch.cuda.get_device_name(self.device)})"
-        how = "bf16 autocast" if self.autocast else ("float32, TF32 matmuls" if self.tf32 else "float32")
+        autocast, tf32 = self.arithmetic(precision)
+        how = "bf16 autocast" if autocast else ("float32, TF32 matmuls" if tf32 else "float32")
         return f"{where}, {how} (precision {self.precision})"
 
     @contextmanager
-    def _arithmetic(self, fp32: bool):
-        """bf16 autocast and TF32 as set, or plain float32 for this evaluation (``fp32``)."""
-        tf32 = self.tf32 and not fp32
+    def _arithmetic(self, precision: str | None):
+        """bf16 autocast and TF32 for this evaluation, as :meth:`arithmetic` decides."""
+        autocast, tf32 = self.arithmetic(precision)
         old = torch.backends.cuda.matmul.allow_tf32 if self.device.type == "cuda" else None
         if old is not None:
             torch.backends.cuda.matmul.allow_tf32 = tf32
         try:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast and not fp32):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                 yield
         finally:
             if old is not None:
                 torch.backends.cuda.matmul.allow_tf32 = old
 
-    def features(self, params: dict[str, torch.Tensor], x: torch.Tensor, fp32: bool = False) -> torch.Tensor:
-        with self._arithmetic(fp32):
+    def features(self, params: dict[str, torch.Tensor], x: torch.Tensor, precision: str | None = None) -> torch.Tensor:
+        with self._arithmetic(precision):
             out = functional_call(self.encoder, params, (x,), strict=False) if params else self.encoder(x)
         return out.float()
 
@@ -176,11 +219,10 @@ class Evaluator:
         (Representation Surgery's per-task modules).  ``precision="fp32"`` evaluates in float32 this
         once unless the evaluator was asked for bf16 (the loss-based analyses ask for it).
         """
-        fp32 = precision == "fp32" and self.precision != "bf16"
         with self._lock:
-            return self._evaluate(params, tasks, split, sample, seed, feature_maps, fp32)
+            return self._evaluate(params, tasks, split, sample, seed, feature_maps, precision)
 
-    def _evaluate(self, params, tasks, split, sample, seed, feature_maps, fp32=False) -> dict[str, TaskResult]:
+    def _evaluate(self, params, tasks, split, sample, seed, feature_maps, precision=None) -> dict[str, TaskResult]:
         p = self.as_params(params)
         out = {}
         for task in self.zoo.check_tasks(tasks):
@@ -193,7 +235,7 @@ class Evaluator:
             for start in range(0, len(labels), self.batch_size):
                 x = self.normalise(images[start:start + self.batch_size])
                 y = labels[start:start + self.batch_size]
-                z = self.features(p, x, fp32)
+                z = self.features(p, x, precision)
                 if feature_maps and task in feature_maps:
                     fm = feature_maps[task]
                     z = (fm.to(self.device) if isinstance(fm, torch.nn.Module) else fm)(z)

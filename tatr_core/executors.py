@@ -44,6 +44,7 @@ from typing import Any, Iterator, Sequence
 from . import cache
 from .cache import recompute, recomputing
 from .errors import TatrError
+from .placement import to_device
 from .points import Point, PointFailure, Shared, compute_point
 from .zoo import Progress, Zoo
 
@@ -232,7 +233,8 @@ class RayExecutor:
     def _shared_ref(self, ray, zoo: Zoo, name: str, shared: Shared):
         key = (zoo.key, name)
         if key not in self._refs:
-            self._refs[key] = ray.put(shared.get(name))
+            # host tensors in the object store: each worker places them on its own device
+            self._refs[key] = ray.put(to_device(shared.get(name), "cpu"))
             while len(self._refs) > 16:
                 self._refs.popitem(last=False)
         self._refs.move_to_end(key)

@@ -19,7 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .cache import cache_dir, cached_tensors, digest, honours_no_cache
 from .checkpoints import save_safetensors
 from .errors import TatrError
-from .evaluate import default_device
+from .placement import compute_device, free_memory_bytes
 from .models import channel_stats, head_logits, normalise
 from .zoo import Progress, Zoo, no_progress
 
@@ -41,17 +41,6 @@ def exemplar_indices(n_train: int, exemplars: int, seed: int, task: str) -> torc
         raise TatrError(f"task '{task}' has {n_train} training images; ask for at most {n_train} exemplars")
     g = torch.Generator().manual_seed(seed * 7919 + sum(map(ord, task)))
     return torch.randperm(n_train, generator=g)[:exemplars]
-
-
-def free_memory_bytes(device) -> int:
-    """Memory free for new tensors on ``device``: CUDA's own count, or the host's available RAM."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
 
 
 def _chunk_size(n_params: int, device="cpu", cap_bytes: float = 1.5e9) -> int:
@@ -113,11 +102,11 @@ def gradients_path(zoo: Zoo, exemplars: int, seed: int) -> Path:
 def compute_task_gradients(zoo: Zoo, exemplars: int = 128, seed: int = 0, device=None,
                            progress: Progress = no_progress, use_cache: bool = True) -> TaskGradients:
     """E|∇L_k| and E∇L_k at θ_pre for every task of the zoo, over ``exemplars`` training images each."""
-    tv = zoo.task_vectors
+    tv = zoo.host_task_vectors
     path = gradients_path(zoo, exemplars, seed)
 
     def compute() -> dict[str, torch.Tensor]:
-        dev = torch.device(device) if device is not None else default_device()
+        dev = torch.device(device) if device is not None else compute_device()
         encoder = zoo.make_encoder().to(dev)
         mean, std = channel_stats(zoo.mean, zoo.std, dev)
         keys = set(tv.layout.keys)
@@ -134,6 +123,8 @@ def compute_task_gradients(zoo: Zoo, exemplars: int = 128, seed: int = 0, device
         return {"abs_mean": abs_mean, "mean": signed}
 
     sd = cached_tensors(path, compute, use_cache)
+    _ = zoo.task_vectors  # placed first: the memory rule counts the task vectors before any gradients
+    sd = zoo.residency.inputs(f"gradients-{exemplars}-{seed}", sd)  # on the compute device when they fit
     return TaskGradients(sd["abs_mean"], sd["mean"], exemplars, seed)
 
 

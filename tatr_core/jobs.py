@@ -14,6 +14,7 @@ evaluator they share holds a lock per evaluation (:class:`tatr_core.evaluate.Eva
 """
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
@@ -100,7 +101,9 @@ class JobRunner:
                 job.asked = time.monotonic()
                 return job
             job = self._jobs[key] = Job(key, label)
-            self._fns[key] = fn
+            # the job runs in the context of the request that started it: the precision and executor it asked for
+            context = contextvars.copy_context()
+            self._fns[key] = lambda job, fn=fn: context.run(fn, job)
             self._forget_old()
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="tatr-job", daemon=True)

@@ -140,7 +140,7 @@ def _subset(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -
 def _linear(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -> dict:
     theta = zoo.task_vectors.pretrained
     for name, weight in args["terms"]:  # in order: the same sums, in the same order, on every executor
-        theta = theta + weight * shared[name]
+        theta = theta + weight * shared[name].to(theta.device)  # no copy when both are on one device
     results = evaluator.evaluate(theta, args["tasks"], args["split"], args["sample"], args["seed"],
                                  precision=args.get("precision"))
     return {t: r.as_dict() for t, r in results.items()}
@@ -150,6 +150,9 @@ KINDS: dict[str, Callable[..., Any]] = {"method": _method, "subset": _subset, "l
 
 
 def compute_point(zoo: Zoo, evaluator, kind: str, args: dict, shared: dict, progress: Progress = no_progress):
+    """One point, its shared inputs on the zoo's compute device when the memory rule allows (moved
+    there once per process, and kept while they fit: :class:`tatr_core.placement.Residency`)."""
+    shared = {name: zoo.residency.inputs(name, value) for name, value in shared.items()}
     return KINDS[kind](zoo, evaluator, args, shared, progress)
 
 

@@ -78,7 +78,8 @@ def sensitivity_spec(variant: str) -> Sensitivity:
     return SENSITIVITIES[variant]
 
 
-def _chunked(out: torch.Tensor, fn: Callable[[slice], torch.Tensor], n: int, chunk: int = CHUNK) -> torch.Tensor:
+def _chunked(out: torch.Tensor, fn: Callable[[slice], torch.Tensor], n: int, chunk: int | None = None) -> torch.Tensor:
+    chunk = chunk or CHUNK
     for start in range(0, n, chunk):
         sl = slice(start, min(start + chunk, n))
         out[sl] = fn(sl)
@@ -95,7 +96,8 @@ def sensitivity(
     """Ω for every dimension, ``(N,)``, from ``deltas`` ``(K, N)`` and per-task gradients ``(K, N)``.
 
     O(K·N) time and O(N) extra memory: the K² pairwise sum is rewritten as
-    (Σ a)(Σ b) − Σ a⊙b.
+    (Σ a)(Σ b) − Σ a⊙b.  Ω is computed on the device of ``deltas``; gradients on another device
+    (host memory, when they do not fit on the GPU) are streamed there in column blocks.
     """
     spec = sensitivity_spec(variant)
     K, N = deltas.shape
@@ -109,14 +111,16 @@ def sensitivity(
 
     def block(sl: slice) -> torch.Tensor:
         d = deltas[:, sl]
+        # gradients kept in host memory (too large for the device) stream to it one block at a time
+        g = aux[:, sl].to(deltas.device, non_blocking=True) if aux is not None else None
         if variant == "gradient":
-            a, b = aux[:, sl], d.abs()
+            a, b = g, d.abs()
         elif variant == "zero-shot":
             a = b = d.abs()
         elif variant == "ntk":
-            a = b = aux[:, sl]
+            a = b = g
         else:  # positive / negative
-            a, b = aux[:, sl], d
+            a, b = g, d
         omega = a.sum(0) * b.sum(0) - (a * b).sum(0)
         if spec.nonnegative:
             omega.clamp_(min=0)  # exact value is ≥ 0; remove rounding noise of the subtraction

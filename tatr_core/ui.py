@@ -22,7 +22,7 @@ from typing import Any, Callable, Collection
 import streamlit as st
 
 from .errors import TatrError, out_of_memory
-from .evaluate import Evaluator
+from .evaluate import PRECISIONS, Evaluator, set_precision
 from .zoo import Zoo, load_zoo
 
 
@@ -213,14 +213,26 @@ def _evaluator(spec: str) -> Evaluator:
 
 
 def current_zoo() -> tuple[Zoo, Evaluator]:
+    """The zoo in use and its evaluator; the sidebar's precision control is applied to this page run
+    (and to the jobs it starts), and the sidebar says where the tensors live and how they are evaluated."""
     spec = zoo_spec()
     zoo = _load(spec)
     _warm_up(zoo)
     evaluator = _evaluator(spec)
-    st.sidebar.caption(f"Evaluation: {evaluator.describe()}",
-                       help="Set with TATR_PRECISION=auto|fp32|bf16 before starting the dashboard. Conflict "
-                            "matrices and landscapes evaluate losses in float32 under auto.")
+    precision = st.sidebar.radio(
+        "precision", PRECISIONS, horizontal=True, key=control("precision", _default_precision(), PRECISIONS),
+        help="auto: bf16 autocast on a GPU when it predicts as float32 does (TF32 for float32 products), "
+             "float32 on the CPU; fp32: float32 everywhere; bf16: bf16 autocast always. Conflict matrices and "
+             "landscapes evaluate their losses in float32 unless bf16 is chosen. Results are cached per precision "
+             "(auto apart). The CLI's --precision and TATR_PRECISION set the default.")
+    set_precision(precision)
+    st.sidebar.caption(f"Evaluation: {evaluator.describe()}. Merges: {zoo.placement()}.")
     return zoo, evaluator
+
+
+def _default_precision() -> str:
+    asked = os.environ.get("TATR_PRECISION")
+    return asked if asked in PRECISIONS else "auto"
 
 
 def _warm_up(zoo: Zoo) -> None:
@@ -360,11 +372,13 @@ def _watch_job(key: str, show_partial: Callable | None = None) -> None:
 
 
 def job_key(*parts: Any) -> str:
-    """A background job's key from what it computes (zoo key, analysis, parameters)."""
+    """A background job's key from what it computes (zoo key, analysis, parameters) and the precision
+    asked for (a job in float32 is not the job in bf16)."""
     from .cache import digest
+    from .evaluate import precision_key
 
     return digest([str(p) if not isinstance(p, (dict, list, tuple, int, float, str, type(None))) else p
-                   for p in parts])
+                   for p in parts] + ([precision_key()] if precision_key() else []))
 
 
 def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:

@@ -410,3 +410,40 @@ def test_the_job_a_page_waits_for_goes_first():
     runner.touch("old")  # the user went back to the first page: its progress bar asks for it again
     release.set()
     assert runner.wait(30) and order == ["old", "new"] and left_behind.done
+
+
+def test_the_sidebar_precision_control_sets_the_evaluation_and_says_where_merges_run(micro_zoo):
+    at = open_page()
+    assert at.radio(key="precision").value == "auto"
+    assert any("Evaluation: cpu, float32 (precision auto)" in c.value for c in at.sidebar.caption)
+    assert any("Merges: task vectors and gradients in host memory (CPU)" in c.value for c in at.sidebar.caption)
+    at.radio(key="precision").set_value("bf16").run()
+    assert not at.exception and at.query_params["precision"] in ("bf16", ["bf16"])
+    assert any("Evaluation: cpu, bf16 autocast (precision bf16)" in c.value for c in at.sidebar.caption)
+    # the home page's zero-shot numbers are now the bf16 evaluation, cached under its own key
+    import contextvars
+
+    from tatr_core.evaluate import Evaluator, set_precision
+
+    def bf16_record():
+        set_precision("bf16")
+        return evaluate_method(micro_zoo, "pretrained", evaluator=Evaluator(micro_zoo))
+
+    bf16 = contextvars.copy_context().run(bf16_record)
+    tasks = at.dataframe[0].value
+    assert list(tasks["zero-shot %"]) == [round(100 * bf16["tasks"][t]["accuracy"], 1) for t in micro_zoo.task_names]
+
+
+def test_out_of_memory_on_a_page_is_a_message_naming_what_to_lower(monkeypatch):
+    import torch
+
+    import tatr_core.runs
+
+    def boom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(tatr_core.runs, "evaluate_method", boom)
+    at = AppTest.from_file("../app.py", default_timeout=120).run()
+    assert not at.exception
+    assert at.error and at.error[0].value.startswith("Out of memory: lower the sample size, the exemplar count")
+    assert not at.expander  # no traceback on the page

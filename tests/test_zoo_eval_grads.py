@@ -225,3 +225,32 @@ def test_precision_switch(micro_zoo, monkeypatch):
     monkeypatch.setenv("TATR_PRECISION", "bf16")
     assert precision_key() == {"precision": "bf16"} and Evaluator(micro_zoo).autocast
     assert method_record_path(micro_zoo, "pretrained", {}, "test", None, 0, micro_zoo.task_names) != auto_path
+
+
+def test_precision_asked_in_a_context_reaches_evaluators_cache_keys_and_background_jobs(micro_zoo):
+    """The dashboard's precision control: asked for in a page run's context, it overrides the evaluator's
+    default, enters the cache keys, and the background jobs that run started inherit it."""
+    import contextvars
+    import time
+
+    from tatr_core.evaluate import Evaluator, check_precision, precision_key, set_precision
+    from tatr_core.jobs import RUNNER
+
+    evaluator = Evaluator(micro_zoo)  # one evaluator serves every precision
+
+    def in_page_run():
+        set_precision("bf16")
+        assert check_precision(None) == "bf16" and precision_key() == {"precision": "bf16"}
+        assert evaluator.arithmetic() == (True, False) and "precision bf16" in evaluator.describe()
+        assert evaluator.arithmetic("fp32") == (True, False)  # bf16 asked explicitly wins over the analyses' fp32
+        job = RUNNER.submit("precision-inheritance-test", "test", lambda job: (check_precision(None), precision_key()))
+        deadline = time.monotonic() + 30
+        while not job.done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.result == ("bf16", {"precision": "bf16"})
+        set_precision("fp32")
+        assert evaluator.arithmetic() == (False, False) and evaluator.precision == "fp32"
+
+    contextvars.copy_context().run(in_page_run)
+    assert check_precision(None) == "auto" and precision_key() == {}  # other contexts keep the default
+    assert evaluator.arithmetic() == (False, False) and evaluator.arithmetic("fp32") == (False, False)

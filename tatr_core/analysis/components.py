@@ -79,13 +79,13 @@ def split_by_product(delta: torch.Tensor, product: torch.Tensor, orthogonal_frac
 def _target(zoo: Zoo, task: str | None, grads) -> tuple[torch.Tensor, torch.Tensor]:
     tv = zoo.task_vectors
     if task is None:
-        return tv.deltas.sum(0), grads.mean.sum(0)
+        return tv.deltas.sum(0), grads.mean.sum(0).to(tv.deltas.device)
     zoo.check_tasks([task])
     j = zoo.task_names.index(task)
     others = [k for k in range(tv.K) if k != j]
     if not others:
         raise TatrError("components of the other tasks need at least two tasks")
-    return tv.deltas[others].sum(0), grads.mean[j]
+    return tv.deltas[others].sum(0), grads.mean[j].to(tv.deltas.device)  # no copy when both are there
 
 
 def merged_components(zoo: Zoo, exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = ORTHOGONAL_FRACTION,
@@ -232,8 +232,9 @@ def grid_axis(start: float = -0.2, stop: float = 1.2, step: float = 0.1) -> list
 def plane_projection(theta_pre_offset: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> tuple[float, float]:
     """(a, b) minimising ‖r − a·u − b·v‖ for r = θ_pre − origin (2×2 normal equations in float64)."""
     u, v, r = u.double(), v.double(), theta_pre_offset.double()
-    gram = torch.tensor([[u @ u, u @ v], [u @ v, v @ v]], dtype=torch.float64)
-    rhs = torch.tensor([u @ r, v @ r], dtype=torch.float64)
+    uu, uv, vv, ur, vr = (float(x) for x in (u @ u, u @ v, v @ v, u @ r, v @ r))  # on any device
+    gram = torch.tensor([[uu, uv], [uv, vv]], dtype=torch.float64, device="cpu")
+    rhs = torch.tensor([ur, vr], dtype=torch.float64, device="cpu")
     a, b = torch.linalg.lstsq(gram, rhs.unsqueeze(1)).solution.squeeze(1).tolist()
     return a, b
 

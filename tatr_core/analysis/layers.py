@@ -81,7 +81,7 @@ def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, ex
         excluded.append(0.0 if region.keep is None else float((~region.keep[sl]).double().mean()))
         for j, t in enumerate(zoo.task_names):
             others = abs_sum[sl] - tv.deltas[j, sl].abs()
-            per_task[t].append(float((g.abs_mean[j, sl] * others).double().mean()))
+            per_task[t].append(float((g.abs_mean[j, sl].to(others.device) * others).double().mean()))
 
     def by_block(values: list[float]) -> dict[str, float]:
         out: dict[str, list[float]] = {}

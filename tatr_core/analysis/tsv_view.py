@@ -21,7 +21,7 @@ def singular_task_interference(a: tuple, b: tuple) -> float:
     u = torch.cat([ua, ub], 1)
     v = torch.cat([va, vb], 1)
     s = torch.cat([sa, sb])
-    eye = torch.eye(u.shape[1], dtype=u.dtype)
+    eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
     return float(((((u.T @ u) - eye) * s) @ ((v.T @ v) - eye)).abs().sum())
 
 

@@ -107,7 +107,7 @@ def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, 
     if learned is None:
         learned = learn_coefficients(zoo, tv, deltas, names, params, progress)
         write_json_atomic(path, learned)
-    coef = torch.tensor(learned["coefficients"], dtype=torch.float32)
+    coef = torch.tensor(learned["coefficients"], dtype=torch.float32, device=tv.pretrained.device)
     theta = merged_theta(tv.pretrained.float(), deltas.float(), coef, tv.layout).to(tv.dtype)
     return MergeResult(theta, method, params, region, extras={"learned": learned})
 

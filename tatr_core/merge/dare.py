@@ -34,7 +34,8 @@ def dare_keep_masks(K: int, N: int, p: float, seed: int) -> Iterator[torch.Tenso
     """The K seeded keep masks (bool, N): entry kept with probability 1 − p, one generator for all tasks."""
     generator = torch.Generator().manual_seed(int(seed))
     for _ in range(K):
-        yield torch.rand(N, generator=generator) >= p
+        # drawn on the CPU, so a seed gives the same drops on every device
+        yield torch.rand(N, generator=generator, device="cpu") >= p
 
 
 def dare_processed(deltas: torch.Tensor, p: float, seed: int) -> torch.Tensor:

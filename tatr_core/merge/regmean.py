@@ -119,7 +119,7 @@ def regmean(zoo, params, task_indices, inputs, progress):
             continue
         finetuned = [(tv.pretrained[sl] + tv.deltas[k, sl]).view(shape).double() for k in range(len(names))]
         as_linear = [w.T for w in finetuned] if key == "proj" else finetuned  # proj is applied as x @ proj
-        w = regmean_linear([g[key] for g in grams], as_linear, params["alpha"])
+        w = regmean_linear([g[key].to(merged.device) for g in grams], as_linear, params["alpha"])
         w = w.T if key == "proj" else w
         merged[sl] = (w.reshape(-1) - tv.pretrained[sl].double()).to(merged.dtype)
     region = plugin_region(tv, params, inputs, idx, task_indices is None)

@@ -16,6 +16,7 @@ import torch
 
 from ..checkpoints import StateDict
 from ..errors import TatrError
+from ..placement import Residency, describe_plan
 from ..vectors import TaskVectors
 
 #: progress(fraction_done in [0, 1], message)
@@ -78,11 +79,28 @@ class Zoo:
         return list(names)
 
     @cached_property
-    def task_vectors(self) -> TaskVectors:
-        """Task vectors of every task, in task order (built once per zoo object)."""
+    def host_task_vectors(self) -> TaskVectors:
+        """Task vectors of every task, in task order, in host memory (built once per zoo object;
+        a manifest zoo fills this with its mapped file)."""
         names = self.task_names
         return TaskVectors.from_state_dicts(self.pretrained, [self.finetuned[n] for n in names], names,
                                             [f"{self.name}:{n}" for n in names], f"{self.name}:pretrained")
+
+    @cached_property
+    def residency(self) -> Residency:
+        """What of this zoo lives on the compute device (:mod:`tatr_core.placement`'s memory rule)."""
+        return Residency()
+
+    @property
+    def task_vectors(self) -> TaskVectors:
+        """The task vectors the merges use: on the compute device when the memory rule allows
+        (moved there once), else :attr:`host_task_vectors`.  On the CPU they are the same object."""
+        return self.residency.vectors(self.host_task_vectors)
+
+    def placement(self) -> str:
+        """Where the task vectors and gradients live (the memory rule's decision for this zoo), in words."""
+        _ = self.task_vectors
+        return describe_plan(self.residency.plan)
 
     def task_vectors_for(self, names: Sequence[str]) -> TaskVectors:
         names = self.check_tasks(names)

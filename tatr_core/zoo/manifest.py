@@ -278,7 +278,7 @@ def load(path: Path, progress: Progress = no_progress) -> Zoo:
     progress(1.0, "zoo loaded")
     zoo = Zoo(zoo_name, arch, pretrained, LazyCheckpoints(finetuned), tasks, mean, std, key,
               {"manifest": str(path), "folder": None})
-    zoo.__dict__["task_vectors"] = tv  # the cached property, filled
+    zoo.__dict__["host_task_vectors"] = tv  # the cached property, filled
     return zoo
 
 
