@@ -6,6 +6,8 @@ rows) is on screen and until it is complete.
 
 ``--cold`` serves from an empty results cache (the built zoo and its preprocessed images are
 linked in), as a newcomer meets the pages the first time; the screenshots are then not written.
+``--first-start`` serves from an entirely empty cache (no zoo either), as right after the install,
+and times the home page only: the newcomer's first interactive view of the zoo.
 Needs Debian's chromium and the playwright package (both come with the README's test command).
 """
 from __future__ import annotations
@@ -50,12 +52,17 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=1440)
     parser.add_argument("--height", type=int, default=1100)
     parser.add_argument("--cold", action="store_true", help="an empty results cache; no screenshots written")
+    parser.add_argument("--first-start", action="store_true",
+                        help="an empty cache, no zoo in it: time the home page only")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     out = ROOT / args.out
     sys.path.insert(0, str(ROOT))
     cold = cold_cache(args.zoo) if args.cold else None
+    if args.first_start:
+        cold = tempfile.mkdtemp(prefix="tatr-empty-cache-")
+        args.cold = True
     if cold:
         os.environ["TATR_CACHE"] = cold
         print(f"cold results cache: {cold}")
@@ -72,8 +79,14 @@ def run(args, out: Path, start: float, sync_playwright) -> int:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.goto(url)
-        settle(page)
+        settle(page, timeout=900_000)
         print(f"home page interactive {time.perf_counter() - start:.1f} s after the server was started")
+        if args.first_start:
+            errors = shown_errors(page)
+            tasks = page.locator('[data-testid="stDataFrame"]').count()
+            print(f"the zoo's table of tasks on screen: {'yes' if tasks else 'NO'}; {'; '.join(errors) or 'no errors'}")
+            browser.close()
+            return 1 if errors or not tasks else 0
         failures = 0
         print(f"{'page':22s} {'first figure':>13s} {'complete':>9s}")
         for path, name, plots in VIEWS:

@@ -156,8 +156,17 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("zoo", help="build or describe a zoo")
     zsub = p.add_subparsers(dest="zoo_command", required=True, metavar="ACTION")
-    b = zsub.add_parser("build", help="build a built-in zoo (cached under cache/zoos/)")
+    b = zsub.add_parser("build", help="install or build a built-in zoo (cached under cache/zoos/)",
+                        description="Put a built-in zoo in the cache: from the build shipped with the code when there "
+                                    "is one for the preset's recipe (seconds: its weights are copied, its task images "
+                                    "generated), else by building it (minutes). --from-scratch builds it whatever "
+                                    "is shipped and checks the build against the shipped one.")
     b.add_argument("--preset", choices=list(PRESETS), default="mini")
+    b.add_argument("--from-scratch", action="store_true",
+                   help="pretrain and fine-tune here, then compare with the shipped build (bit-identical weight "
+                        "files, each task's accuracies)")
+    b.add_argument("--ship", action="store_true",
+                   help="with --from-scratch: copy the build into tatr_core/zoo/shipped/ (after a recipe change)")
     b.set_defaults(func=_cmd_zoo_build)
     i = zsub.add_parser("info", help="tasks, classes, split sizes and reference accuracies of a zoo")
     i.add_argument("--zoo", default="mini", help="mini, micro or a manifest path")
@@ -166,8 +175,27 @@ def _add_zoo(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_zoo_build(args: argparse.Namespace) -> int:
+    from .zoo import mini
+
+    if args.ship and not args.from_scratch:
+        raise TatrError("--ship copies a build from scratch into the code: give --from-scratch with it")
+    if args.from_scratch:
+        bar = BarProgress(f"building zoo {args.preset} from scratch")
+        try:
+            folder = mini.build(args.preset, bar, from_scratch=True)
+        finally:
+            bar.close()
+        info = json.loads((Path(folder) / "zoo.json").read_text())
+        print(f"zoo {args.preset}: built from scratch in {info['build_seconds']} s, at {folder}")
+        for line in mini.compare_with_shipped(args.preset, folder):
+            print(line)
+        if args.ship:
+            print(f"shipped: {mini.ship(args.preset, folder)}")
+        return 0
     zoo = _load_zoo(args.preset)
-    print(f"zoo {zoo.name}: {len(zoo.tasks)} tasks, built in {zoo.info.get('build_seconds', '?')} s, at {zoo.info['folder']}")
+    how = (f"installed from the shipped build in {zoo.info['install_seconds']} s" if "install_seconds" in zoo.info
+           else f"built in {zoo.info.get('build_seconds', '?')} s")
+    print(f"zoo {zoo.name}: {len(zoo.tasks)} tasks, {how}, at {zoo.info['folder']}")
     return 0
 
 

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from tatr_core.checkpoints import load_image_encoder
@@ -83,3 +85,54 @@ def test_precision_option(micro_zoo, monkeypatch):
     assert bf16["tasks"] != fp32["tasks"]  # two computations, cached apart
     bad = run_cli("eval", "--zoo", "micro", "--method", "pretrained", "--precision", "fp16")
     assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
+
+
+def test_a_shipped_build_installs_without_training_and_a_build_from_scratch_reproduces_it(micro_zoo, tmp_path,
+                                                                                          monkeypatch):
+    from tatr_core import cache
+    from tatr_core.errors import TatrError
+    from tatr_core.evaluate import Evaluator
+    from tatr_core.zoo import mini
+
+    monkeypatch.setattr(mini, "SHIPPED", tmp_path / "shipped")
+    built = Path(micro_zoo.info["folder"])
+    weights = ["pretrained.safetensors", "heads.safetensors"] + [f"finetuned_{t}.safetensors" for t in micro_zoo.task_names]
+    shipped = mini.ship("micro", built)
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(weights + ["zoo.json"])  # no images: generated
+    monkeypatch.setattr(cache, "CACHE_ROOT", tmp_path / "cache")  # an empty cache: a newcomer's first start
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the shipped build must install without training")
+
+    with monkeypatch.context() as m:
+        m.setattr(mini, "_pretrain", no_training)
+        installed = Path(mini.build("micro"))
+    info = json.loads((installed / "zoo.json").read_text())
+    assert "install_seconds" in info and info["reference_test_accuracy"] == micro_zoo.info["reference_test_accuracy"]
+    for name in weights + [f"data_{t}.safetensors" for t in micro_zoo.task_names]:
+        assert (installed / name).read_bytes() == (built / name).read_bytes(), name  # images generated identically
+    zoo = mini.load("micro")
+    assert Evaluator(zoo).evaluate(None, sample=16) == Evaluator(micro_zoo).evaluate(None, sample=16)
+
+    scratch = mini.build("micro", from_scratch=True)
+    lines = mini.compare_with_shipped("micro", scratch)
+    assert lines[0] == f"weight files bit-identical to the shipped build: {len(weights)} of {len(weights)}"
+    assert lines[-1] == "largest accuracy difference: 0.0 points (reproduces the shipped zoo)"
+
+    record = json.loads((shipped / "zoo.json").read_text())
+    (shipped / "zoo.json").write_text(json.dumps({**record, "key": "0" * 16}))
+    shutil.rmtree(installed)
+    with pytest.raises(TatrError, match="does not match its recipe; rebuild it with"):
+        mini.build("micro")
+    assert not list((tmp_path / "cache").glob("zoos-v*/.micro-*"))  # nothing half-written left
+
+
+def test_zoo_build_from_scratch_on_the_command_line(micro_zoo, tmp_path, monkeypatch):
+    from tatr_core.zoo import mini
+
+    monkeypatch.setattr(mini, "SHIPPED", tmp_path / "shipped")
+    out = run_cli("zoo", "build", "--preset", "micro", "--from-scratch")
+    assert out.returncode == 0, out.stderr
+    assert "built from scratch in" in out.stdout and "no shipped build of this recipe to compare with" in out.stdout
+    bad = run_cli("zoo", "build", "--preset", "micro", "--ship")
+    assert bad.returncode == 2 and "give --from-scratch with it" in bad.stderr

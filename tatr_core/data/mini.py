@@ -8,7 +8,8 @@ Every generator returns ``(images, labels)`` with images ``uint8 (n, 3, S, S)`` 
 * ``textures``— crops of scikit-image's bundled photos of brick, grass, gravel, the moon's
   surface, a star field, stained tissue and printed text (DTD-like);
 * ``faces``   — scikit-image's ``lfw_subset``: 100 faces and 100 non-face patches;
-* ``shapes``, ``colours``, ``counts``, ``orientations`` — drawn procedurally.
+* ``shapes``, ``colours``, ``counts``, ``orientations``, ``letters`` — drawn procedurally (``letters``
+  with the font that ships inside Pillow).
 
 Real-image tasks keep train / val / test apart at the source: disjoint image indices for
 MNIST, digits and faces, disjoint image regions for textures.
@@ -164,6 +165,42 @@ def make_orientations(n: int, rng: np.random.Generator, size: int = 32):
     return _to_uint8_chw(imgs), labels
 
 
+LETTERS = tuple("ABCDEFGHJK")
+_FONTS: dict[int, object] = {}
+
+
+def _font(size: int):
+    """Pillow's own scalable font (shipped inside the pillow wheel), at ``size`` pixels."""
+    from PIL import ImageFont
+
+    if size not in _FONTS:
+        _FONTS[size] = ImageFont.load_default(size=size)
+    return _FONTS[size]
+
+
+def make_letters(n: int, rng: np.random.Generator, size: int = 32):
+    """One capital letter in Pillow's font, light on dark or dark on light, at a random size, offset
+    and small angle (a sign-reading task, like SVHN or GTSRB)."""
+    from PIL import Image, ImageDraw
+
+    labels = rng.integers(0, len(LETTERS), n)
+    imgs = np.empty((n, size, size, 3))
+    big = 2 * size
+    for i, lab in enumerate(labels):
+        ink, paper = rng.uniform(0.75, 1.0), rng.uniform(0.0, 0.3)
+        if rng.random() < 0.5:
+            ink, paper = 1 - ink, 1 - paper
+        canvas = Image.new("L", (big, big), 0)
+        ImageDraw.Draw(canvas).text((big / 2 + rng.uniform(-4, 4), big / 2 + rng.uniform(-4, 4)), LETTERS[lab],
+                                    fill=255, font=_font(int(rng.integers(38, 50))), anchor="mm")
+        canvas = canvas.rotate(rng.uniform(-12, 12), resample=Image.BILINEAR).resize((size, size), Image.BILINEAR)
+        mask = np.asarray(canvas, dtype=np.float64) / 255.0
+        grey = mask * ink + (1 - mask) * paper
+        tint = rng.uniform(0.85, 1.0, 3)  # a slight colour cast
+        imgs[i] = np.clip(grey[..., None] * tint + rng.normal(0, 0.03, (size, size, 3)), 0, 1)
+    return _to_uint8_chw(imgs), labels
+
+
 # ------------------------------------------------------------------------------ real images
 def _indexed_split(images: np.ndarray, labels: np.ndarray, sizes: dict[str, int], rng: np.random.Generator):
     idx = _split_indices(len(images), sizes, rng)
@@ -269,6 +306,9 @@ TASKS: dict[str, tuple[TaskSpec, Callable]] = {
                          "procedural: a coloured blob on grey", False, "coloured blob"), _procedural(make_colours)),
     "counts": (TaskSpec("counts", COUNTS, ("a photo of {} dots.", "{} dots.", "there are {} spots."),
                         "procedural: one to five dots", False, "group of dots"), _procedural(make_counts)),
+    "letters": (TaskSpec("letters", LETTERS, ('a photo of the letter "{}".', "the letter {}.", "a sign with the letter {}."),
+                         "procedural: a capital letter in Pillow's bundled font, random size, offset and angle",
+                         False, "letter"), _procedural(make_letters)),
     "orientations": (TaskSpec("orientations", ORIENTATIONS, ("a photo of {} stripes.", "{} lines.", "a {} grating."),
                               "procedural: sinusoidal stripes", False, "striped pattern"), _procedural(make_orientations)),
 }

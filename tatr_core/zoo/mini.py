@@ -178,26 +178,87 @@ def _accuracy(visual, head, images, labels) -> float:
     return correct / len(labels)
 
 
-def build(preset: str, progress: Progress = no_progress) -> str:
-    """Build a preset's zoo into the cache (if it is not there yet); return its folder."""
+#: Built zoos shipped with the code (weights and zoo.json; the task images are regenerated on install)
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+#: the files of a built zoo that are shipped: every weight a Zoo loads, and the build's record
+SHIPPED_FILES = ("pretrained.safetensors", "heads.safetensors", "zoo.json")
+
+
+def zoo_key(preset: str) -> str:
     if preset not in PRESETS:
         raise TatrError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    return digest(PRESETS[preset].as_dict())
+
+
+def shipped_folder(preset: str) -> Path | None:
+    """The shipped build of this preset's current recipe, if the code ships one."""
+    folder = SHIPPED / f"{preset}-{zoo_key(preset)}"
+    return folder if (folder / "zoo.json").is_file() else None
+
+
+def _generate_data(recipe: Recipe, progress: Progress, share: float) -> dict:
+    data = {}
+    for i, name in enumerate(recipe.tasks):
+        progress(share * i / len(recipe.tasks), f"generating task images: {name}")
+        data[name] = {s: tuple(torch.from_numpy(a) for a in arrays)
+                      for s, arrays in generate_task(name, recipe.sizes, recipe.seed).items()}
+    return data
+
+
+def _save_data(data: dict, folder: str | Path) -> None:
+    for name, splits in data.items():
+        save_safetensors({f"{s}_{kind}": t for s in SPLITS for kind, t in zip(("images", "labels"), splits[s])},
+                         f"{folder}/data_{name}.safetensors")
+
+
+def _install_shipped(preset: str, shipped: Path, final: Path, progress: Progress) -> str:
+    """Put the shipped build into the cache: its weights copied, its task images generated here
+    (the same seeded generators as a build), in seconds instead of the build's minutes."""
     recipe = PRESETS[preset]
-    key = digest(recipe.as_dict())
-    final = cache_dir("zoos") / f"{preset}-{key}"
+    tmp = tempfile.mkdtemp(prefix=f".{preset}-", dir=final.parent)
+    try:
+        start = time.perf_counter()
+        info = read_json(shipped / "zoo.json")
+        if info is None or info.get("key") != final.name.split("-", 1)[1]:
+            raise TatrError(f"the shipped zoo in {shipped} does not match its recipe; rebuild it with "
+                            f"'python -m tatr_core zoo build --preset {preset} --from-scratch'")
+        _save_data(_generate_data(recipe, progress, 0.9), tmp)
+        for name in SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in recipe.tasks):
+            shutil.copyfile(shipped / name, Path(tmp) / name)
+        info["installed_from"] = "shipped with the code (tatr_core/zoo/shipped/), task images generated here"
+        info["install_seconds"] = round(time.perf_counter() - start, 1)
+        write_json_atomic(Path(tmp) / "zoo.json", info)
+        (Path(tmp) / "COMPLETE").write_text("ok\n")
+        progress(1.0, f"zoo '{preset}' installed in {info['install_seconds']:.0f} s")
+        return str(publish_dir(Path(tmp), final))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def build(preset: str, progress: Progress = no_progress, from_scratch: bool = False) -> str:
+    """The preset's zoo in the cache (if it is not there yet: installed from the shipped build of its
+    recipe when the code has one, else built); return its folder.
+
+    ``from_scratch``: build it whatever the cache and the shipped files hold, into a new folder of
+    the cache (``<preset>-<key>-scratch``), which :func:`compare_with_shipped` then checks."""
+    key = zoo_key(preset)
+    recipe = PRESETS[preset]
+    final = cache_dir("zoos") / (f"{preset}-{key}" + ("-scratch" if from_scratch else ""))
     if (final / "COMPLETE").exists():
-        return str(final)
+        if not from_scratch:
+            return str(final)
+        shutil.rmtree(final, ignore_errors=True)
+    shipped = None if from_scratch else shipped_folder(preset)
+    if shipped is not None:
+        return _install_shipped(preset, shipped, final, progress)
     start = time.perf_counter()
     threads = torch.get_num_threads()
     tmp = tempfile.mkdtemp(prefix=f".{preset}-", dir=final.parent)
     try:
         torch.manual_seed(recipe.seed)
         weights = {"data": 0.05, "pretrain": 0.45, "finetune": 0.5}
-        data = {}
-        for i, name in enumerate(recipe.tasks):
-            progress(weights["data"] * i / len(recipe.tasks), f"generating task images: {name}")
-            data[name] = {s: tuple(torch.from_numpy(a) for a in arrays)
-                          for s, arrays in generate_task(name, recipe.sizes, recipe.seed).items()}
+        data = _generate_data(recipe, progress, weights["data"])
         model = create_clip(recipe.arch)
         tok = tokenizer(recipe.arch)
         _pretrain(model, tok, data, recipe,
@@ -220,8 +281,7 @@ def build(preset: str, progress: Progress = no_progress) -> str:
                                                                   m.replace("fine-tuning", f"fine-tuning {name}")))
             reference[name] = {"zero_shot": zs, "individual": _accuracy(visual, heads[name], test_x, test_y)}
             save_safetensors(visual.state_dict(), f"{tmp}/finetuned_{name}.safetensors")
-            save_safetensors({f"{s}_{kind}": t for s in SPLITS for kind, t in zip(("images", "labels"), data[name][s])},
-                             f"{tmp}/data_{name}.safetensors")
+        _save_data(data, tmp)
         info = {
             "preset": preset, "key": key, "recipe": recipe.as_dict(), "arch": recipe.arch,
             "build_seconds": round(time.perf_counter() - start, 1), "torch_threads": threads,
@@ -236,6 +296,49 @@ def build(preset: str, progress: Progress = no_progress) -> str:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def compare_with_shipped(preset: str, built: str | Path) -> list[str]:
+    """Lines saying how a build from scratch compares with the shipped build of the same recipe:
+    which weight files are bit-identical, and each task's test accuracies (zero-shot, fine-tuned)."""
+    shipped = shipped_folder(preset)
+    if shipped is None:
+        return [f"no shipped build of this recipe to compare with (tatr_core/zoo/shipped/{preset}-{zoo_key(preset)})"]
+    recipe, built = PRESETS[preset], Path(built)
+    files = SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in recipe.tasks)
+    same = [f for f in files if (shipped / f).read_bytes() == (built / f).read_bytes()]
+    lines = [f"weight files bit-identical to the shipped build: {len(same)} of {len(files)}"]
+    ours = read_json(built / "zoo.json")["reference_test_accuracy"]
+    theirs = read_json(shipped / "zoo.json")["reference_test_accuracy"]
+    worst = 0.0
+    for task in recipe.tasks:
+        a, b = ours[task], theirs[task]
+        diff = max(abs(a[k] - b[k]) for k in ("zero_shot", "individual"))
+        worst = max(worst, diff)
+        lines.append(f"  {task:14s} zero-shot {100 * a['zero_shot']:5.1f} (shipped {100 * b['zero_shot']:5.1f})  "
+                     f"fine-tuned {100 * a['individual']:5.1f} (shipped {100 * b['individual']:5.1f})")
+    lines.append(f"largest accuracy difference: {100 * worst:.1f} points "
+                 + ("(reproduces the shipped zoo)" if worst <= REPRODUCE_TOLERANCE else
+                    f"(MORE than the {100 * REPRODUCE_TOLERANCE:g} points a reproduction allows)"))
+    return lines
+
+
+#: test-accuracy difference per task (fraction) within which a build reproduces the shipped one
+#: (a build with another thread count sums in another order; the same machine gives identical bits)
+REPRODUCE_TOLERANCE = 0.01
+
+
+def ship(preset: str, built: str | Path) -> Path:
+    """Copy a build's weights and zoo.json into ``tatr_core/zoo/shipped/`` (the maintainers' step after
+    a recipe change; the zoo then installs in seconds on every machine)."""
+    built = Path(built)
+    info = read_json(built / "zoo.json")
+    target = SHIPPED / f"{preset}-{info['key']}"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in PRESETS[preset].tasks):
+        shutil.copyfile(built / name, target / name)
+    write_json_atomic(target / "zoo.json", {k: v for k, v in info.items() if k not in ("folder",)})
+    return target
 
 
 def load(preset: str, progress: Progress = no_progress) -> Zoo:
