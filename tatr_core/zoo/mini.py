@@ -198,6 +198,19 @@ SHIPPED = Path(__file__).resolve().parent / "shipped"
 SHIPPED_FILES = ("pretrained.safetensors", "heads.safetensors", "zoo.json")
 
 
+def _weight_files(recipe: Recipe) -> tuple[str, ...]:
+    """The weight files of a built zoo (what a Zoo loads, besides its task images)."""
+    return SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in recipe.tasks)
+
+
+def _publish(tmp: str, final: Path, info: dict, progress: Progress, message: str) -> str:
+    """Write the zoo's record and its COMPLETE mark into ``tmp``, then move it into place."""
+    write_json_atomic(Path(tmp) / "zoo.json", info)
+    (Path(tmp) / "COMPLETE").write_text("ok\n")
+    progress(1.0, message)
+    return str(publish_dir(Path(tmp), final))
+
+
 def zoo_key(preset: str) -> str:
     if preset not in PRESETS:
         raise TatrError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
@@ -237,14 +250,11 @@ def _install_shipped(preset: str, shipped: Path, final: Path, progress: Progress
             raise TatrError(f"the shipped zoo in {shipped} does not match its recipe; rebuild it with "
                             f"'python -m tatr_core zoo build --preset {preset} --from-scratch'")
         _save_data(_generate_data(recipe, progress, 0.9), tmp)
-        for name in SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in recipe.tasks):
+        for name in _weight_files(recipe):
             shutil.copyfile(shipped / name, Path(tmp) / name)
         info["installed_from"] = "shipped with the code (tatr_core/zoo/shipped/), task images generated here"
         info["install_seconds"] = round(time.perf_counter() - start, 1)
-        write_json_atomic(Path(tmp) / "zoo.json", info)
-        (Path(tmp) / "COMPLETE").write_text("ok\n")
-        progress(1.0, f"zoo '{preset}' installed in {info['install_seconds']:.0f} s")
-        return str(publish_dir(Path(tmp), final))
+        return _publish(tmp, final, info, progress, f"zoo '{preset}' installed in {info['install_seconds']:.0f} s")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -303,10 +313,7 @@ def build(preset: str, progress: Progress = no_progress, from_scratch: bool = Fa
             "tasks": [{"name": n, "classnames": list(TASKS[n][0].classnames), "source": TASKS[n][0].source}
                       for n in recipe.tasks],
         }
-        write_json_atomic(Path(tmp) / "zoo.json", info)
-        (Path(tmp) / "COMPLETE").write_text("ok\n")
-        progress(1.0, f"zoo '{preset}' built in {info['build_seconds']:.0f} s")
-        return str(publish_dir(Path(tmp), final))
+        return _publish(tmp, final, info, progress, f"zoo '{preset}' built in {info['build_seconds']:.0f} s")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -319,7 +326,7 @@ def compare_with_shipped(preset: str, built: str | Path) -> list[str]:
     if shipped is None:
         return [f"no shipped build of this recipe to compare with (tatr_core/zoo/shipped/{preset}-{zoo_key(preset)})"]
     recipe, built = PRESETS[preset], Path(built)
-    files = SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in recipe.tasks)
+    files = _weight_files(recipe)
     same = [f for f in files if (shipped / f).read_bytes() == (built / f).read_bytes()]
     lines = [f"weight files bit-identical to the shipped build: {len(same)} of {len(files)}"]
     ours = read_json(built / "zoo.json")["reference_test_accuracy"]
@@ -349,7 +356,7 @@ def ship(preset: str, built: str | Path) -> Path:
     info = read_json(built / "zoo.json")
     target = SHIPPED / f"{preset}-{info['key']}"
     target.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in PRESETS[preset].tasks):
+    for name in _weight_files(PRESETS[preset]):
         shutil.copyfile(built / name, target / name)
     write_json_atomic(target / "zoo.json", {k: v for k, v in info.items() if k not in ("folder",)})
     return target
