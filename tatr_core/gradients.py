@@ -123,8 +123,7 @@ def compute_task_gradients(zoo: Zoo, exemplars: int = 128, seed: int = 0, device
         return {"abs_mean": abs_mean, "mean": signed}
 
     sd = cached_tensors(path, compute, use_cache)
-    _ = zoo.task_vectors  # placed first: the memory rule counts the task vectors before any gradients
-    sd = zoo.residency.inputs(f"gradients-{exemplars}-{seed}", sd)  # on the compute device when they fit
+    sd = zoo.resident(f"gradients-{exemplars}-{seed}", sd)  # on the compute device when they fit
     return TaskGradients(sd["abs_mean"], sd["mean"], exemplars, seed)
 
 

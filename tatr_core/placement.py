@@ -114,25 +114,22 @@ def describe_plan(p: Plan) -> str:
     return f"task vectors on {p.device} ({p.vector_bytes / gib:.1f} GiB); {grads}"
 
 
+def _tensors(value: Any):
+    """The tensors in ``value`` (a tensor, or a dict / list / tuple of them, nested)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (dict, list, tuple)):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from _tensors(item)
+
+
 def nbytes(value: Any) -> int:
     """Bytes held by the tensors in ``value`` (a tensor, or a dict / list / tuple of them)."""
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        return sum(nbytes(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return sum(nbytes(v) for v in value)
-    return 0
+    return sum(t.numel() * t.element_size() for t in _tensors(value))
 
 
 def _all_on(value: Any, device: torch.device) -> bool:
-    if isinstance(value, torch.Tensor):
-        return value.device.type == device.type
-    if isinstance(value, dict):
-        return all(_all_on(v, device) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return all(_all_on(v, device) for v in value)
-    return True
+    return all(t.device.type == device.type for t in _tensors(value))
 
 
 def to_device(value: Any, device) -> Any:

@@ -152,7 +152,7 @@ KINDS: dict[str, Callable[..., Any]] = {"method": _method, "subset": _subset, "l
 def compute_point(zoo: Zoo, evaluator, kind: str, args: dict, shared: dict, progress: Progress = no_progress):
     """One point, its shared inputs on the zoo's compute device when the memory rule allows (moved
     there once per process, and kept while they fit: :class:`tatr_core.placement.Residency`)."""
-    shared = {name: zoo.residency.inputs(name, value) for name, value in shared.items()}
+    shared = {name: zoo.resident(name, value) for name, value in shared.items()}
     return KINDS[kind](zoo, evaluator, args, shared, progress)
 
 

@@ -383,8 +383,9 @@ def job_key(*parts: Any) -> str:
     from .cache import digest
     from .evaluate import precision_key
 
+    precision = precision_key()
     return digest([str(p) if not isinstance(p, (dict, list, tuple, int, float, str, type(None))) else p
-                   for p in parts] + ([precision_key()] if precision_key() else []))
+                   for p in parts] + ([precision] if precision else []))
 
 
 def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:

@@ -189,3 +189,17 @@ def test_tatr_on_cuda_gives_the_cpu_mask():
     assert gpu.theta.device.type == "cuda"
     assert torch.equal(gpu.trust_region.keep.cpu(), cpu.trust_region.keep)
     assert torch.allclose(gpu.theta.cpu(), cpu.theta, rtol=1e-12, atol=1e-12)
+
+
+def test_a_named_input_asked_for_first_still_lands_on_the_device(micro_zoo, monkeypatch):
+    """A fresh process (a Ray worker) may be handed a point's shared inputs before it has used the task
+    vectors; the zoo places the task vectors first, so the inputs are still planned for and placed once."""
+    import dataclasses
+
+    monkeypatch.setattr(placement, "free_memory_bytes", lambda device: 10**9)
+    zoo = dataclasses.replace(micro_zoo)  # its own cached task vectors and residency
+    zoo.__dict__["residency"] = Residency("meta")
+    plane = {"u": torch.zeros(zoo.host_task_vectors.N)}
+    placed = zoo.resident("plane", plane)
+    assert placed["u"].device.type == "meta" and zoo.resident("plane", plane) is placed
+    assert zoo.task_vectors.deltas.device.type == "meta"

@@ -16,6 +16,7 @@ MNIST, digits and faces, disjoint image regions for textures.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -170,16 +171,14 @@ def make_orientations(n: int, rng: np.random.Generator, size: int = 32):
 
 
 LETTERS = tuple("ABCDEFGHJK")
-_FONTS: dict[int, object] = {}
 
 
+@functools.lru_cache(maxsize=None)
 def _font(size: int):
     """Pillow's own scalable font (shipped inside the pillow wheel), at ``size`` pixels."""
     from PIL import ImageFont
 
-    if size not in _FONTS:
-        _FONTS[size] = ImageFont.load_default(size=size)
-    return _FONTS[size]
+    return ImageFont.load_default(size=size)
 
 
 def make_letters(n: int, rng: np.random.Generator, size: int = 32):

@@ -97,6 +97,12 @@ class Zoo:
         (moved there once), else :attr:`host_task_vectors`.  On the CPU they are the same object."""
         return self.residency.vectors(self.host_task_vectors)
 
+    def resident(self, name: str, value):
+        """``value`` (a named set of merge inputs: gradients, plane vectors) on the compute device when the
+        memory rule allows; the task vectors are placed first, since the rule counts them before any input."""
+        _ = self.task_vectors
+        return self.residency.inputs(name, value)
+
     def placement(self) -> str:
         """Where the task vectors and gradients live (the memory rule's decision for this zoo), in words."""
         _ = self.task_vectors

@@ -16,6 +16,7 @@ import math
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -194,13 +195,25 @@ def _accuracy(visual, head, images, labels) -> float:
 
 #: Built zoos shipped with the code (weights and zoo.json; the task images are regenerated on install)
 SHIPPED = Path(__file__).resolve().parent / "shipped"
-#: the files of a built zoo that are shipped: every weight a Zoo loads, and the build's record
-SHIPPED_FILES = ("pretrained.safetensors", "heads.safetensors", "zoo.json")
+#: test-accuracy difference per task (fraction) within which a build reproduces the shipped one
+#: (a build with another thread count sums in another order; the same machine gives identical bits)
+REPRODUCE_TOLERANCE = 0.01
 
 
 def _weight_files(recipe: Recipe) -> tuple[str, ...]:
-    """The weight files of a built zoo (what a Zoo loads, besides its task images)."""
-    return SHIPPED_FILES[:2] + tuple(f"finetuned_{t}.safetensors" for t in recipe.tasks)
+    """The weight files of a built zoo (what a Zoo loads besides its task images; shipped with its zoo.json)."""
+    return ("pretrained.safetensors", "heads.safetensors") + tuple(f"finetuned_{t}.safetensors" for t in recipe.tasks)
+
+
+@contextmanager
+def _staging(preset: str, final: Path):
+    """A temporary folder beside ``final`` to write a zoo into; removed if anything goes wrong."""
+    tmp = tempfile.mkdtemp(prefix=f".{preset}-", dir=final.parent)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _publish(tmp: str, final: Path, info: dict, progress: Progress, message: str) -> str:
@@ -242,11 +255,10 @@ def _install_shipped(preset: str, shipped: Path, final: Path, progress: Progress
     """Put the shipped build into the cache: its weights copied, its task images generated here
     (the same seeded generators as a build), in seconds instead of the build's minutes."""
     recipe = PRESETS[preset]
-    tmp = tempfile.mkdtemp(prefix=f".{preset}-", dir=final.parent)
-    try:
+    with _staging(preset, final) as tmp:
         start = time.perf_counter()
         info = read_json(shipped / "zoo.json")
-        if info is None or info.get("key") != final.name.split("-", 1)[1]:
+        if info is None or info.get("key") != zoo_key(preset):
             raise TatrError(f"the shipped zoo in {shipped} does not match its recipe; rebuild it with "
                             f"'python -m tatr_core zoo build --preset {preset} --from-scratch'")
         _save_data(_generate_data(recipe, progress, 0.9), tmp)
@@ -255,9 +267,6 @@ def _install_shipped(preset: str, shipped: Path, final: Path, progress: Progress
         info["installed_from"] = "shipped with the code (tatr_core/zoo/shipped/), task images generated here"
         info["install_seconds"] = round(time.perf_counter() - start, 1)
         return _publish(tmp, final, info, progress, f"zoo '{preset}' installed in {info['install_seconds']:.0f} s")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def build(preset: str, progress: Progress = no_progress, from_scratch: bool = False) -> str:
@@ -278,8 +287,7 @@ def build(preset: str, progress: Progress = no_progress, from_scratch: bool = Fa
         return _install_shipped(preset, shipped, final, progress)
     start = time.perf_counter()
     threads = torch.get_num_threads()
-    tmp = tempfile.mkdtemp(prefix=f".{preset}-", dir=final.parent)
-    try:
+    with _staging(preset, final) as tmp:
         torch.manual_seed(recipe.seed)
         weights = {"data": 0.05, "pretrain": 0.45, "finetune": 0.5}
         data = _generate_data(recipe, progress, weights["data"])
@@ -314,9 +322,6 @@ def build(preset: str, progress: Progress = no_progress, from_scratch: bool = Fa
                       for n in recipe.tasks],
         }
         return _publish(tmp, final, info, progress, f"zoo '{preset}' built in {info['build_seconds']:.0f} s")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def compare_with_shipped(preset: str, built: str | Path) -> list[str]:
@@ -343,10 +348,6 @@ def compare_with_shipped(preset: str, built: str | Path) -> list[str]:
                     f"(MORE than the {100 * REPRODUCE_TOLERANCE:g} points a reproduction allows)"))
     return lines
 
-
-#: test-accuracy difference per task (fraction) within which a build reproduces the shipped one
-#: (a build with another thread count sums in another order; the same machine gives identical bits)
-REPRODUCE_TOLERANCE = 0.01
 
 
 def ship(preset: str, built: str | Path) -> Path:
