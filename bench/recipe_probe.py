@@ -6,7 +6,8 @@
 ``tasks`` as a comma-separated list).  The script prints, on the test split with λ (and τ) chosen on
 the validation split: zero-shot, individual, Task Arithmetic, TIES, TSV-M, TATR (τ on val) and, with
 ``--adamerging``, task- and layer-wise AdaMerging; then each ordering as it holds or not.  This is how
-recipes were compared (BENCHMARKS.md lists the ones tried); every number is computed here.
+recipes were compared (BENCHMARKS.md lists the ones tried); every number is computed here, with each
+task vector's norm relative to θ_pre's.
 """
 from __future__ import annotations
 
@@ -50,6 +51,9 @@ def main() -> None:
           f"(loaded in {time.perf_counter() - t0:.0f} s)")
     ev = Evaluator(zoo)
     names = zoo.task_names
+    tv = zoo.task_vectors
+    ratios = (tv.deltas.double().norm(dim=1) / tv.pretrained.double().norm()).tolist()
+    print("task-vector norm / θ_pre norm: " + ", ".join(f"{t} {100 * r:.1f}%" for t, r in zip(names, ratios)))
     rows: dict[str, dict] = {}
 
     def row(label: str, method: str, **params) -> None:
