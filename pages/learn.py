@@ -4,11 +4,10 @@ import streamlit as st
 
 from tatr_core.analysis.components import component_accuracy, component_summary
 from tatr_core.analysis.conflict import conflict_matrix
-from tatr_core.analysis.geometry import task_vector_geometry
 from tatr_core.figures import accuracy_bars_figure, conflict_figure, cosine_figure, per_task_components_figure
 from tatr_core.runs import evaluate_method
 from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, \
-    orthogonal_fraction_control, progress_bar, show_figure, through_app
+    orthogonal_fraction_control, progress_bar, show_figure, through_app, zoo_geometry
 
 through_app()
 st.title("Learn: merging in a trust region")
@@ -24,7 +23,7 @@ with friendly_errors():
 st.header("1 · A task vector is what fine-tuning changed")
 st.latex(r"\Delta_k = \theta_k - \theta_{pre}")
 left, right = st.columns([2, 3])
-geometry = task_vector_geometry(zoo)
+geometry = zoo_geometry(zoo)
 with left:
     st.markdown(
         f"Fine-tuning the pretrained CLIP image encoder θ_pre on task *k* gives θ_k. The difference Δ_k is a vector "

@@ -137,12 +137,43 @@ def count_for_fraction(fraction: float, n: int) -> int:
     return min(n, int(math.floor(round(fraction * n, 6))))
 
 
-def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+def selection_method(device: torch.device) -> str:
+    """How :func:`kth_smallest` selects on ``device``: ``"kthvalue"`` on the CPU, ``"topk"`` elsewhere.
+
+    On the CPU ``kthvalue`` is a linear-time selection (1.2 s for 87.8M values against 1.7 s for
+    ``topk``, BENCHMARKS.md).  On CUDA it runs one thread block per slice, so one flat slice of all
+    N values would be a single multiprocessor's work; ``topk`` spreads a large slice over the whole
+    device, and is what the issue's 13 ms fused CUDA pass used.
+    """
+    return "kthvalue" if device.type == "cpu" else "topk"
+
+
+def kth_smallest(values: torch.Tensor, k: int, method: str | None = None) -> torch.Tensor:
+    """The ``k``-th smallest entry (1-based) of ``values``, exactly, for any length, as a 0-d tensor
+    on ``values``' device (no ``torch.quantile``, which refuses more than 16M elements; no full sort).
+
+    ``method`` (default: :func:`selection_method` of the device) is ``"kthvalue"`` or ``"topk"``;
+    ``"topk"`` takes the smaller side, so it holds at most N/2 values and their indices.
+    """
+    values = values.reshape(-1)
+    n = values.numel()
+    if not 1 <= k <= n:
+        raise ValueError(f"k = {k} is outside 1..{n}")
+    method = method or selection_method(values.device)
+    if method == "kthvalue":
+        return torch.kthvalue(values, k).values
+    if method != "topk":
+        raise ValueError(f"unknown selection method {method!r}")
+    if k <= n - k + 1:
+        return torch.topk(values, k, largest=False, sorted=False).values.max()
+    return torch.topk(values, n - k + 1, largest=True, sorted=False).values.min()
+
+
+def top_k_mask(values: torch.Tensor, k: int, method: str | None = None) -> torch.Tensor:
     """Boolean mask with exactly ``k`` True entries at the largest ``values``.
 
-    Exact for any length (no ``torch.quantile``, which refuses more than 16M elements):
-    the k-th largest value is an order statistic (``kthvalue``, linear time); entries
-    above it are taken, then entries equal to it in increasing index order.
+    Exact for any length: the k-th largest value is an order statistic (:func:`kth_smallest`);
+    entries above it are taken, then entries equal to it in increasing index order.
     """
     values = values.reshape(-1)
     n = values.numel()
@@ -150,7 +181,7 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
         return torch.zeros(n, dtype=torch.bool, device=values.device)
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=values.device)
-    threshold = torch.kthvalue(values, n - k + 1).values
+    threshold = kth_smallest(values, n - k + 1, method)
     mask = values > threshold
     need = k - int(mask.sum())
     if need > 0:

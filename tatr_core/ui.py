@@ -218,6 +218,19 @@ def _evaluator(spec: str) -> Evaluator:
     return Evaluator(_load(spec))
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _geometry(zoo_key: str, _zoo: Zoo) -> dict:
+    from .analysis.geometry import task_vector_geometry
+
+    return task_vector_geometry(_zoo)
+
+
+def zoo_geometry(zoo: Zoo) -> dict:
+    """The task vectors' norms, cosines and overlap (:func:`analysis.geometry.task_vector_geometry`),
+    computed once per zoo content (its key) rather than on every rerun of the page."""
+    return _geometry(zoo.key, zoo)
+
+
 def current_zoo() -> tuple[Zoo, Evaluator]:
     """The zoo in use and its evaluator; the sidebar's precision control is applied to this page run
     (and to the jobs it starts), and the sidebar says where the tensors live and how they are evaluated."""

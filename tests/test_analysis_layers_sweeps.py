@@ -77,9 +77,14 @@ def test_omega_histogram_counts_every_dimension_and_marks_the_threshold(micro_zo
     assert small["negative"] == 1 and small["zeros"] == 2 and sum(small["counts"]) == 3 and small["threshold"] is None
 
 
-def test_task_vector_geometry_matches_pairwise_loops(micro_zoo):
+@pytest.mark.parametrize("chunk", [None, 4099])
+def test_task_vector_geometry_matches_pairwise_loops(micro_zoo, monkeypatch, chunk):
+    from tatr_core.analysis import geometry
     from tatr_core.analysis.geometry import task_vector_geometry
 
+    if chunk:  # many column blocks, the last one short
+        monkeypatch.setattr(geometry, "CHUNK", chunk)
+        assert micro_zoo.task_vectors.N > 10 * chunk
     geo = task_vector_geometry(micro_zoo)
     d = micro_zoo.task_vectors.deltas.double()
     for i in range(d.shape[0]):
@@ -89,8 +94,9 @@ def test_task_vector_geometry_matches_pairwise_loops(micro_zoo):
             cos = float((d[i] * d[j]).sum() / (d[i].norm() * d[j].norm()))
             assert geo["cosine"][i][j] == pytest.approx(cos, rel=1e-9, abs=1e-12)
             k = d.shape[1] // 10
-            top_i = set(d[i].abs().topk(k).indices.tolist())
-            top_j = set(d[j].abs().topk(k).indices.tolist())
+            # a task's top 10%: exactly k dimensions, ties by the lower index (a stable sort)
+            top_i = set(torch.sort(d[i].abs(), descending=True, stable=True).indices[:k].tolist())
+            top_j = set(torch.sort(d[j].abs(), descending=True, stable=True).indices[:k].tolist())
             assert geo["overlap"][i][j] == pytest.approx(len(top_i & top_j) / k)
 
 

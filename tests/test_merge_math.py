@@ -7,7 +7,9 @@ import torch
 import reference as ref
 from tatr_core.errors import TatrError
 from tatr_core.merge import REGISTRY, merge, resolve_params
-from tatr_core.trust_region import SENSITIVITIES, count_for_fraction, sensitivity, top_k_mask, trust_region
+from tatr_core import trust_region as trust_region_module
+from tatr_core.trust_region import SENSITIVITIES, count_for_fraction, kth_smallest, selection_method, sensitivity, \
+    top_k_mask, trust_region
 from tatr_core.vectors import TaskVectors
 
 SHAPES = {"w1": (6, 5), "b1": (6,), "w2": (4, 6), "conv": (2, 3, 2, 2), "emb": (3,)}
@@ -123,15 +125,50 @@ def test_signed_variants_merge_the_components_appendix_c4_names():
     assert torch.allclose(pos + neg, total)
 
 
-def test_top_k_mask_past_16m_elements_is_exact():
+@pytest.mark.parametrize("method", ["kthvalue", "topk"])
+def test_top_k_mask_past_16m_elements_is_exact(method):
     n = (1 << 24) + 12345  # torch.quantile refuses inputs this large
     values = torch.rand(n, generator=torch.Generator().manual_seed(0))
     values[:1000] = 0.999999  # plenty of ties right at a high value
     k = count_for_fraction(0.01, n)
-    mask = top_k_mask(values, k)
+    mask = top_k_mask(values, k, method)
     assert int(mask.sum()) == k
     kth = torch.sort(values, descending=True).values[k - 1]
     assert bool((values[mask] >= kth).all()) and bool((values[~mask] <= kth).all())
+
+
+def test_both_selection_methods_give_the_sorted_order_statistic():
+    """kth_smallest by kthvalue (the CPU's) and by topk of the smaller side (CUDA's) against a full sort."""
+    gen = torch.Generator().manual_seed(5)
+    for n in (1, 2, 7, 100, 1001):
+        values = torch.randint(0, max(2, n // 3), (n,), generator=gen).double()  # many ties
+        values[::5] = torch.rand(len(values[::5]), generator=gen, dtype=torch.float64)
+        reference = torch.sort(values).values
+        for k in sorted(k for k in {1, 2, n // 2, n // 2 + 1, n - 1, n} if 1 <= k <= n):
+            for method in ("kthvalue", "topk"):
+                assert float(kth_smallest(values, k, method)) == float(reference[k - 1]), (n, k, method)
+        for k in range(0, n + 1, max(1, n // 13)):  # exactly k entries, ties by lower index, both ways
+            assert torch.equal(top_k_mask(values, k, "topk"), top_k_mask(values, k, "kthvalue"))
+    with pytest.raises(ValueError, match="outside"):
+        kth_smallest(torch.ones(3), 4)
+    with pytest.raises(ValueError, match="unknown selection"):
+        kth_smallest(torch.ones(3), 1, "sort")
+    assert selection_method(torch.device("cpu")) == "kthvalue"
+    assert selection_method(torch.device("cuda")) == "topk"  # kthvalue is one thread block per slice there
+
+
+def test_merges_select_the_same_dimensions_with_cuda_selection(monkeypatch):
+    """Every merge that selects (TATR's top-τ, TIES' trim, PCB's order statistics) gives the same model
+    when the selection runs as it does on CUDA."""
+    pre, fts = random_models(4, seed=31)
+    tv = TaskVectors.from_state_dicts(pre, fts)
+    g = grads_for(tv)
+    runs = [("tatr", dict(tau=0.07, sensitivity="gradient", grads=g)), ("tatr", dict(tau=0.3, sensitivity="zero-shot")),
+            ("ties", dict(density=0.2)), ("pcb", dict(density=0.1))]
+    expected = [merge(tv, name, **kw).theta for name, kw in runs]
+    monkeypatch.setattr(trust_region_module, "selection_method", lambda device: "topk")
+    for (name, kw), theta in zip(runs, expected):
+        assert torch.equal(merge(tv, name, **kw).theta, theta), name
 
 
 @pytest.mark.parametrize("tau", [-0.1, 1.0, 1.5, float("nan"), "x"])

@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import torch
 
+from ..trust_region import CHUNK, top_k_mask
 from ..zoo import Zoo
 
 
 def task_vector_geometry(zoo: Zoo) -> dict:
-    """``{"tasks", "norms", "cosine": K×K, "overlap": K×K share of the top-10% magnitude dimensions shared}``."""
-    deltas = zoo.task_vectors.deltas.double()
-    norms = deltas.norm(dim=1)
-    unit = deltas / norms.clamp_min(1e-30)[:, None]
-    cosine = unit @ unit.T
-    k = max(1, deltas.shape[1] // 10)
-    top = torch.zeros_like(deltas, dtype=torch.bool)
-    top.scatter_(1, deltas.abs().topk(k, dim=1).indices, True)
-    shared = top.double() @ top.double().T / k
-    return {"tasks": zoo.task_names, "norms": norms.tolist(), "cosine": cosine.tolist(), "overlap": shared.tolist(),
-            "N": int(deltas.shape[1])}
+    """``{"tasks", "norms", "cosine": K×K, "overlap": K×K share of the top-10% magnitude dimensions shared}``.
+
+    The K×K Gram matrix is accumulated in float64 over column blocks, on the task vectors' device:
+    beside the (K, N) task vectors this holds one bool mask per entry and K × :data:`CHUNK` floats,
+    not float64 copies of the whole (K, N).  A task's top 10% are exactly ⌊N/10⌋ dimensions
+    (ties by the lower index, as every selection here).
+    """
+    deltas = zoo.task_vectors.deltas
+    K, N = deltas.shape
+    k = max(1, N // 10)
+    top = torch.stack([top_k_mask(deltas[i].abs(), k) for i in range(K)])
+    gram = torch.zeros((K, K), dtype=torch.float64, device=deltas.device)
+    shared = torch.zeros_like(gram)
+    for start in range(0, N, CHUNK):
+        block = deltas[:, start:start + CHUNK].double()
+        gram += block @ block.T
+        mask = top[:, start:start + CHUNK].double()
+        shared += mask @ mask.T
+    norms = gram.diagonal().sqrt()
+    cosine = gram / (norms.clamp_min(1e-30)[:, None] * norms.clamp_min(1e-30)[None, :])
+    cosine.fill_diagonal_(1.0)
+    cosine[norms == 0] = 0.0  # a task vector of zeros points nowhere
+    cosine[:, norms == 0] = 0.0
+    return {"tasks": zoo.task_names, "norms": norms.tolist(), "cosine": cosine.clamp(-1, 1).tolist(),
+            "overlap": (shared / k).tolist(), "N": int(N)}

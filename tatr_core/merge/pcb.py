@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ..trust_region import count_for_fraction
+from ..trust_region import count_for_fraction, kth_smallest
 from ..vectors import TaskVectors
 from .registry import LAM, Param, register
 
@@ -34,9 +34,9 @@ OUTLIER = 1e-4  #: fraction of |Δ_k| clamped at each end
 
 
 def order_statistic(x: torch.Tensor, index: int) -> torch.Tensor:
-    """sorted(x)[index] (0-based), exactly, for any length (kthvalue: no 16M limit, no full sort)."""
+    """sorted(x)[index] (0-based), exactly, for any length (no 16M limit, no full sort)."""
     index = min(max(int(index), 0), x.numel() - 1)
-    return torch.kthvalue(x.reshape(-1), index + 1).values
+    return kth_smallest(x, index + 1)
 
 
 def min_max(x: torch.Tensor) -> torch.Tensor:
