@@ -104,10 +104,16 @@ class PointRun:
 def record_path(zoo: Zoo, name: str, description: dict, point: bool = False) -> Path:
     """Where an analysis built from points caches its whole record (or, with ``point``, where one of its
     points is cached): named by ``description`` (what it computes from) and the precision asked for
-    (:func:`tatr_core.evaluate.precision_key`)."""
+    (:func:`tatr_core.evaluate.precision_key`) and, for a merge method past its first revision, that
+    revision (:attr:`tatr_core.merge.registry.MergeMethod.revision`)."""
     from .cache import cache_dir, digest
     from .evaluate import precision_key
+    from .merge import REGISTRY
 
+    name_ = description.get("method")
+    method = REGISTRY.get(name_) if isinstance(name_, str) else None
+    if method is not None and method.revision > 1:  # revision 1 keeps the keys results were first stored under
+        description = {**description, "revision": method.revision}
     key = digest({"zoo": zoo.key, **description, **precision_key()})
     return cache_dir("results", zoo.key, *(("points",) if point else ())) / f"{name}-{key}.json"
 

@@ -132,6 +132,25 @@ def test_iso_cts_matches_reference(K, fraction):
     assert_state_close(tv.to_state_dict(res.theta), ref.iso(pre, fts, 1.0, fraction), atol=1e-9)
 
 
+@pytest.mark.parametrize("K, fraction", [(2, 0.5), (3, 0.2)])
+def test_float32_iso_cts_is_as_close_to_the_float64_reference_as_the_float32_svd(K, fraction, monkeypatch):
+    """float32 task vectors take the float64 Gram route for their top singular triplets (merge/tsv.py)."""
+    from tatr_core.merge import tsv as tsv_module
+
+    pre, fts = models(K, seed=15, shapes={"w": (14, 12), "u": (9, 16), "b": (14,)})
+    expected = ref.iso(pre, fts, 1.0, fraction)
+    f32 = lambda sd: {k: v.float() for k, v in sd.items()}  # noqa: E731
+    tv = TaskVectors.from_state_dicts(f32(pre), [f32(f) for f in fts])
+
+    def error() -> float:
+        got = tv.to_state_dict(merge(tv, "iso_cts", common_fraction=fraction).theta)
+        return max(float((got[k].double() - expected[k]).abs().max()) for k in expected)
+
+    gram = error()
+    monkeypatch.setattr(tsv_module, "_gram_route", lambda a: False)
+    assert gram <= 2 * error() + 1e-6
+
+
 def test_iso_spectra_are_isotropic():
     from tatr_core.merge.iso import iso_c_matrix, iso_cts_matrix
 

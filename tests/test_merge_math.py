@@ -302,6 +302,69 @@ def test_tsv_matches_reference(K):
         assert_state_close(got, {k: fts[0][k] for k in keys}, atol=1e-9)
 
 
+def _structured(m: int, n: int, rank: int | None, seed: int) -> torch.Tensor:
+    """A task-vector-like float64 matrix: a few strong directions plus small dense noise (``rank`` set: exactly that rank)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.randn(m, 3, generator=g, dtype=torch.float64) @ torch.randn(3, n, generator=g, dtype=torch.float64)
+    if rank is not None:
+        return torch.randn(m, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, n, generator=g, dtype=torch.float64)
+    return low + 0.05 * torch.randn(m, n, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40), (16, 16)])
+def test_float32_singular_triplets_through_the_gram_matrix(shape, monkeypatch):
+    """float32 matrices take the float64 Gram route (no SVD at all) and get the float64 SVD's top
+    triplets to float32 precision; rank-deficient ones fall back to the SVD."""
+    from tatr_core.merge import tsv as tsv_module
+
+    d64 = _structured(*shape, None, seed=3)
+    u64, s64, vh64 = torch.linalg.svd(d64, full_matrices=False)
+    svd = torch.linalg.svd
+    calls = []
+    monkeypatch.setattr(torch.linalg, "svd", lambda *a, **k: calls.append(1) or svd(*a, **k))
+    p = min(shape) // 3
+    u, s, v = tsv_module.top_singular(d64.float(), p)
+    polar = tsv_module.nearest_orthogonal(d64.float())
+    assert not calls  # the Gram route
+    assert u.dtype == s.dtype == v.dtype == torch.float32 and u.shape == (shape[0], p) and v.shape == (shape[1], p)
+    torch.testing.assert_close(s.double(), s64[:p], rtol=1e-5, atol=0)
+    for i in range(p):  # each triplet, sign-free: σ u vᵀ
+        torch.testing.assert_close(s[i].double() * torch.outer(u[:, i].double(), v[:, i].double()),
+                                   s64[i] * torch.outer(u64[:, i], vh64[i]), rtol=0, atol=1e-5 * float(s64[0]))
+    torch.testing.assert_close(u.double().T @ u.double(), torch.eye(p, dtype=torch.float64), rtol=0, atol=1e-5)
+    torch.testing.assert_close(polar.double(), u64 @ vh64, rtol=0, atol=1e-5)
+    # rank-deficient: d v / σ is undefined past the rank, so the SVD answers
+    low = _structured(*shape, 2, seed=4).float()
+    u, s, v = tsv_module.top_singular(low, 4)
+    assert calls and torch.equal(s, svd(low, full_matrices=False)[1][:4])
+    calls.clear()
+    torch.testing.assert_close(tsv_module.nearest_orthogonal(low), (lambda r: r[0] @ r[2])(svd(low, full_matrices=False)))
+    assert calls  # the polar factor of a rank-deficient matrix: the SVD's
+    calls.clear()
+    tsv_module.top_singular(d64, p), tsv_module.nearest_orthogonal(d64)
+    assert len(calls) == 2  # float64 input: always the SVD (the Gram route would lose half its digits)
+
+
+@pytest.mark.parametrize("K", [1, 2, 3])
+def test_float32_tsv_is_as_close_to_the_float64_reference_as_the_float32_svd(K, monkeypatch):
+    from tatr_core.merge import tsv as tsv_module
+
+    pre, fts = random_models(K, seed=29)
+    keys = float_keys(pre)
+    expected = ref.tsv({k: pre[k] for k in keys}, [{k: f[k] for k in keys} for f in fts], 1.0)
+    f32 = lambda sd: {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}  # noqa: E731
+    tv = TaskVectors.from_state_dicts(f32(pre), [f32(f) for f in fts])
+
+    def error() -> float:
+        got = tv.to_state_dict(merge(tv, "tsv", lam=1.0).theta)
+        return max(float((got[k].double() - expected[k]).abs().max()) for k in keys)
+
+    gram = error()
+    monkeypatch.setattr(tsv_module, "_gram_route", lambda a: False)
+    svd = error()
+    assert gram <= 2 * svd + 1e-6, (gram, svd)
+
+
 def test_tsv_tensors_with_too_few_singular_values_get_no_update():
     pre, fts = random_models(5, seed=23)  # w2 is 4×6: r = 4 < K = 5
     tv = TaskVectors.from_state_dicts(pre, fts)

@@ -279,3 +279,27 @@ def test_precision_asked_in_a_context_reaches_evaluators_cache_keys_and_backgrou
     contextvars.copy_context().run(in_page_run)
     assert check_precision(None) == "auto" and precision_key() == {}  # other contexts keep the default
     assert evaluator.arithmetic() == (False, False) and evaluator.arithmetic("fp32") == (False, False)
+
+
+def test_a_methods_revision_renames_its_cached_results(micro_zoo, monkeypatch):
+    """Bumping a method's revision (a change in what it computes) moves its cached results to new keys,
+    so no result of the earlier code is shown again; revision 1 keeps the keys results were stored under."""
+    import dataclasses
+
+    from tatr_core.cache import cache_dir, digest
+    from tatr_core.merge import REGISTRY
+    from tatr_core.points import record_path
+    from tatr_core.runs import method_record_path
+
+    args = ({"lam": 0.3}, "test", None, 0, micro_zoo.task_names)
+    ta = method_record_path(micro_zoo, "task_arithmetic", *args)
+    description = {"method": "task_arithmetic", "params": {"lam": 0.3}, "split": "test", "sample": None, "seed": None,
+                   "tasks": micro_zoo.task_names}
+    assert REGISTRY["task_arithmetic"].revision == 1 and ta == record_path(micro_zoo, "task_arithmetic", description)
+    assert ta.name == f"task_arithmetic-{digest({'zoo': micro_zoo.key, **description})}.json"
+    assert ta.parent == cache_dir("results", micro_zoo.key)
+    assert REGISTRY["tsv"].revision == 2 and REGISTRY["iso_cts"].revision == 2  # the float64 Gram route
+    before = method_record_path(micro_zoo, "tsv", *args)
+    monkeypatch.setitem(REGISTRY, "tsv", dataclasses.replace(REGISTRY["tsv"], revision=3))
+    assert method_record_path(micro_zoo, "tsv", *args) != before
+    assert method_record_path(micro_zoo, "task_arithmetic", *args) == ta

@@ -23,7 +23,7 @@ import torch
 
 from ..vectors import TaskVectors
 from .registry import LAM, Param, register
-from .tsv import nearest_orthogonal
+from .tsv import nearest_orthogonal, top_singular
 
 ALPHA_ISO = LAM.with_default(1.0, "the released code's α = 1.0 (Marczak et al., 2025; FusionBench)",
                              help="scaling α of the isotropic merged task vector")
@@ -45,15 +45,15 @@ def iso_cts_matrix(deltas: list[torch.Tensor], common_fraction: float) -> torch.
     common = r - per_task * K
     if common < 0:  # more tasks than leftover directions: the whole rank is shared
         common, per_task = r, 0
-    u, s, vh = torch.linalg.svd(sum(deltas), full_matrices=False)
-    us, ss, vs = [u[:, :common]], [s[:common]], [vh[:common]]
+    u, s, v = top_singular(sum(deltas), common)
+    us, ss, vs = [u], [s], [v.T]
     if per_task:
-        projector = us[0] @ us[0].T
+        projector = u @ u.T
         for d in deltas:
-            tu, ts, tvh = torch.linalg.svd(d - projector @ d, full_matrices=False)
-            us.append(tu[:, :per_task])
-            ss.append(ts[:per_task])
-            vs.append(tvh[:per_task])
+            tu, ts, tv = top_singular(d - projector @ d, per_task)
+            us.append(tu)
+            ss.append(ts)
+            vs.append(tv.T)
     left, right = nearest_orthogonal(torch.cat(us, 1)), nearest_orthogonal(torch.cat(vs, 0))
     return torch.cat(ss).mean() * (left @ right)
 
@@ -74,6 +74,6 @@ def iso_c(tv: TaskVectors, p: dict) -> torch.Tensor:
 
 @register("iso_cts", "Iso-CTS", "per matrix, a common subspace of the sum plus task-specific subspaces, then an "
           "isotropic spectrum (Marczak et al., 2025)", params=(ALPHA_ISO, COMMON), order=110,
-          reference="Marczak et al., 2025")
+          reference="Marczak et al., 2025", revision=2)  # 2: float32 inputs take the float64 Gram route
 def iso_cts(tv: TaskVectors, p: dict) -> torch.Tensor:
     return _isotropic(tv, lambda mats: iso_cts_matrix(mats, p["common_fraction"]))

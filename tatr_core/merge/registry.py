@@ -103,6 +103,9 @@ class MergeMethod:
     reference: str = ""  #: the paper it comes from
     rows: tuple[tuple[str, dict], ...] = ()  #: its rows in the paper's Table 1: (label, parameters)
     module: str = field(default="", compare=False)  #: the file that declares it
+    #: bumped when what the method computes changes (even in its last digits): cached results of an
+    #: earlier revision are then never found again (:func:`tatr_core.points.record_path`)
+    revision: int = 1
 
     @property
     def uses_data(self) -> bool:
@@ -129,10 +132,12 @@ REGISTRY: dict[str, MergeMethod] = {}
 
 def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] = (), default_tau: float = 0.0,
              uses_data: bool = False, group: str | None = None, order: float = 1000.0, reference: str = "",
-             plugin: bool = True, rows: tuple[tuple[str, dict], ...] | None = None) -> Callable:
+             plugin: bool = True, rows: tuple[tuple[str, dict], ...] | None = None, revision: int = 1) -> Callable:
     """Decorator: ``combine`` for a task-vector method, or ``fit`` when ``uses_data``.
 
     ``rows``: the method's rows in Table 1 (default: one row, its label, default parameters).
+    ``revision``: bump it when a change alters what the method computes, so no cached result of the
+    earlier code is shown again.
     """
     def deco(fn):
         if name in REGISTRY:
@@ -145,7 +150,7 @@ def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] =
             fit=fn if uses_data else None,
             group=group or ("Test-time training methods" if uses_data else "Training-free methods"),
             order=order, reference=reference, rows=tuple(rows) if rows is not None else ((label, {}),),
-            module=fn.__module__)
+            module=fn.__module__, revision=revision)
         return fn
     return deco
 

@@ -1,0 +1,96 @@
+"""TSV-M (and Iso-CTS) at ViT-B/32 scale: the float64 Gram route for float32 task vectors
+(`merge/tsv.py`: top singular triplets and polar factors through a GEMM and `eigh`) against the
+float32 SVDs it replaced, side by side in one process on the same task vectors.
+
+    .venv/bin/python bench/tsv_speed.py [--tasks 8] [--methods tsv,iso_cts]
+
+Task vectors are structured as real ones are (bench/realscale.py's recipe): per matrix a rank-4
+update plus small dense noise, on open_clip ViT-B/32's exact image-tower shapes. Prints seconds
+for each route and, on the first transformer block's matrices, each route's largest error against
+the same merge computed with float64 SVDs, relative to the largest entry of that reference.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+
+from vitb32 import vitb32_shapes  # noqa: E402
+
+
+def structured_task_vectors(K: int):
+    from tatr_core.vectors import TaskVectors
+
+    shapes = vitb32_shapes()
+    g = torch.Generator().manual_seed(0)
+    pre = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    fts = []
+    for k in range(K):
+        gk = torch.Generator().manual_seed(1000 + k)
+        ft = {}
+        for key, s in shapes.items():
+            update = 1e-4 * torch.randn(s, generator=gk)
+            if len(s) == 2:
+                a, b = torch.randn(s[0], 4, generator=gk), torch.randn(4, s[1], generator=gk)
+                update += 2e-3 * (a @ b) / 4
+            ft[key] = pre[key] + update
+        fts.append(ft)
+    return TaskVectors.from_state_dicts(pre, fts)
+
+
+def block_errors(tv, method: str) -> dict[str, float]:
+    """Each route's largest error on resblocks.0's matrices against float64 SVDs of the same matrices."""
+    from tatr_core.merge import iso
+    from tatr_core.merge import tsv as tsv_module
+
+    merge_matrix = {"tsv": tsv_module.tsv_matrix, "iso_cts": lambda mats: iso.iso_cts_matrix(mats, 0.8)}[method]
+    errors = {"float32 SVD": 0.0, "float64 Gram": 0.0}
+    gram_route = tsv_module._gram_route
+    for key, sl, shape in tv.layout.items():
+        if len(shape) != 2 or ".resblocks.0." not in f".{key}":
+            continue
+        mats = [tv.deltas[k, sl].view(shape) for k in range(tv.K)]
+        reference = merge_matrix([m.double() for m in mats])  # float64 input: the SVD route
+        for route in errors:
+            tsv_module._gram_route = gram_route if route == "float64 Gram" else (lambda a: False)
+            got = merge_matrix(mats).double()
+            errors[route] = max(errors[route], float((got - reference).abs().max() / reference.abs().max()))
+    tsv_module._gram_route = gram_route
+    return errors
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, default=8)
+    ap.add_argument("--methods", default="tsv")
+    args = ap.parse_args()
+
+    from tatr_core.merge import merge
+    from tatr_core.merge import tsv as tsv_module
+
+    tv = structured_task_vectors(args.tasks)
+    matrices = sum(1 for _, _, shape in tv.layout.items() if len(shape) == 2)
+    print(f"K = {tv.K}, N = {tv.N:,}, {matrices} matrices; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| method | route | seconds | error on resblocks.0 against float64 SVDs |\n|---|---|---:|---:|")
+    gram_route = tsv_module._gram_route
+    for method in args.methods.split(","):
+        errors = block_errors(tv, method)
+        seconds = {}
+        for route in ("float32 SVD", "float64 Gram"):
+            tsv_module._gram_route = gram_route if route == "float64 Gram" else (lambda a: False)
+            t0 = time.perf_counter()
+            merge(tv, method, lam=1.0)
+            seconds[route] = time.perf_counter() - t0
+            print(f"| {method} | {route} | {seconds[route]:.1f} | {errors[route]:.1e} |", flush=True)
+        tsv_module._gram_route = gram_route
+        print(f"{method}: the Gram route is {seconds['float32 SVD'] / seconds['float64 Gram']:.2f}× faster and "
+              f"{errors['float32 SVD'] / max(errors['float64 Gram'], 1e-300):.0f}× closer to float64 SVDs")
+
+if __name__ == "__main__":
+    main()
