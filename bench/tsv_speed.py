@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from vitb32 import vitb32_shapes  # noqa: E402
+from vitb32 import structured_update, vitb32_shapes  # noqa: E402
 
 
 def structured_task_vectors(K: int):
@@ -35,33 +36,43 @@ def structured_task_vectors(K: int):
         gk = torch.Generator().manual_seed(1000 + k)
         ft = {}
         for key, s in shapes.items():
-            update = 1e-4 * torch.randn(s, generator=gk)
-            if len(s) == 2:
-                a, b = torch.randn(s[0], 4, generator=gk), torch.randn(4, s[1], generator=gk)
-                update += 2e-3 * (a @ b) / 4
-            ft[key] = pre[key] + update
+            ft[key] = pre[key] + structured_update(s, gk)
         fts.append(ft)
     return TaskVectors.from_state_dicts(pre, fts)
 
 
-def block_errors(tv, method: str) -> dict[str, float]:
-    """Each route's largest error on resblocks.0's matrices against float64 SVDs of the same matrices."""
-    from tatr_core.merge import iso
+ROUTES = ("float32 SVD", "float64 Gram")
+
+
+@contextmanager
+def route(name: str):
+    """Run the merges inside on one route: the Gram route as shipped, or the float32 SVDs it replaced."""
     from tatr_core.merge import tsv as tsv_module
 
-    merge_matrix = {"tsv": tsv_module.tsv_matrix, "iso_cts": lambda mats: iso.iso_cts_matrix(mats, 0.8)}[method]
-    errors = {"float32 SVD": 0.0, "float64 Gram": 0.0}
     gram_route = tsv_module._gram_route
+    if name == "float32 SVD":
+        tsv_module._gram_route = lambda a: False
+    try:
+        yield
+    finally:
+        tsv_module._gram_route = gram_route
+
+
+def block_errors(tv, method: str) -> dict[str, float]:
+    """Each route's largest error on resblocks.0's matrices against float64 SVDs of the same matrices."""
+    from tatr_core.merge import iso, tsv
+
+    merge_matrix = {"tsv": tsv.tsv_matrix, "iso_cts": lambda mats: iso.iso_cts_matrix(mats, 0.8)}[method]
+    errors = dict.fromkeys(ROUTES, 0.0)
     for key, sl, shape in tv.layout.items():
         if len(shape) != 2 or ".resblocks.0." not in f".{key}":
             continue
         mats = [tv.deltas[k, sl].view(shape) for k in range(tv.K)]
         reference = merge_matrix([m.double() for m in mats])  # float64 input: the SVD route
-        for route in errors:
-            tsv_module._gram_route = gram_route if route == "float64 Gram" else (lambda a: False)
-            got = merge_matrix(mats).double()
-            errors[route] = max(errors[route], float((got - reference).abs().max() / reference.abs().max()))
-    tsv_module._gram_route = gram_route
+        for name in ROUTES:
+            with route(name):
+                got = merge_matrix(mats).double()
+            errors[name] = max(errors[name], float((got - reference).abs().max() / reference.abs().max()))
     return errors
 
 
@@ -72,23 +83,20 @@ def main() -> None:
     args = ap.parse_args()
 
     from tatr_core.merge import merge
-    from tatr_core.merge import tsv as tsv_module
 
     tv = structured_task_vectors(args.tasks)
     matrices = sum(1 for _, _, shape in tv.layout.items() if len(shape) == 2)
     print(f"K = {tv.K}, N = {tv.N:,}, {matrices} matrices; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print("| method | route | seconds | error on resblocks.0 against float64 SVDs |\n|---|---|---:|---:|")
-    gram_route = tsv_module._gram_route
     for method in args.methods.split(","):
         errors = block_errors(tv, method)
         seconds = {}
-        for route in ("float32 SVD", "float64 Gram"):
-            tsv_module._gram_route = gram_route if route == "float64 Gram" else (lambda a: False)
-            t0 = time.perf_counter()
-            merge(tv, method, lam=1.0)
-            seconds[route] = time.perf_counter() - t0
-            print(f"| {method} | {route} | {seconds[route]:.1f} | {errors[route]:.1e} |", flush=True)
-        tsv_module._gram_route = gram_route
+        for name in ROUTES:
+            with route(name):
+                t0 = time.perf_counter()
+                merge(tv, method, lam=1.0)
+                seconds[name] = time.perf_counter() - t0
+            print(f"| {method} | {name} | {seconds[name]:.1f} | {errors[name]:.1e} |", flush=True)
         print(f"{method}: the Gram route is {seconds['float32 SVD'] / seconds['float64 Gram']:.2f}× faster and "
               f"{errors['float32 SVD'] / max(errors['float64 Gram'], 1e-300):.0f}× closer to float64 SVDs")
 

@@ -19,3 +19,13 @@ def random_state_dict(shapes: dict, seed: int, base: dict | None = None, scale: 
         noise = torch.randn(s, generator=g)
         out[k] = noise if base is None else base[k] + scale * noise
     return out
+
+
+def structured_update(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """A task-vector-like update: small dense noise, plus for a matrix a rank-4 update (the few
+    directions per matrix that real task vectors have)."""
+    update = 1e-4 * torch.randn(shape, generator=generator)
+    if len(shape) == 2:
+        a, b = torch.randn(shape[0], 4, generator=generator), torch.randn(4, shape[1], generator=generator)
+        update += 2e-3 * (a @ b) / 4
+    return update

@@ -110,8 +110,8 @@ def record_path(zoo: Zoo, name: str, description: dict, point: bool = False) -> 
     from .evaluate import precision_key
     from .merge import REGISTRY
 
-    name_ = description.get("method")
-    method = REGISTRY.get(name_) if isinstance(name_, str) else None
+    method_name = description.get("method")
+    method = REGISTRY.get(method_name) if isinstance(method_name, str) else None
     if method is not None and method.revision > 1:  # revision 1 keeps the keys results were first stored under
         description = {**description, "revision": method.revision}
     key = digest({"zoo": zoo.key, **description, **precision_key()})

@@ -28,7 +28,8 @@ def task_vector_geometry(zoo: Zoo) -> dict:
         mask = top[:, start:start + CHUNK].double()
         shared += mask @ mask.T
     norms = gram.diagonal().sqrt()
-    cosine = gram / (norms.clamp_min(1e-30)[:, None] * norms.clamp_min(1e-30)[None, :])
+    safe = norms.clamp_min(1e-30)
+    cosine = gram / torch.outer(safe, safe)
     cosine.fill_diagonal_(1.0)
     cosine[norms == 0] = 0.0  # a task vector of zeros points nowhere
     cosine[:, norms == 0] = 0.0

@@ -25,6 +25,22 @@ def _gram_route(a: torch.Tensor) -> bool:
     return a.dtype in (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _gram_eigen(a: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool] | None:
+    """``a`` in float64 (transposed when wide, so that it is tall), and the eigenvalues λ = σ² (ascending)
+    and eigenvectors of its float64 Gram matrix xᵀx, when the Gram route applies to ``a``'s ``p``
+    largest singular values: float32-or-narrower input and σ_p ≥ :data:`GRAM_MIN_RATIO`·σ_1.  None
+    otherwise (float64 input; a rank-deficient or zero ``a``, where 1/σ is undefined).  The last
+    value says whether ``a`` was transposed."""
+    if p <= 0 or not _gram_route(a):
+        return None
+    wide = a.shape[0] < a.shape[1]
+    x = a.double().T if wide else a.double()
+    lam, vec = torch.linalg.eigh(x.T @ x)  # ascending
+    if not float(lam[-p]) >= GRAM_MIN_RATIO ** 2 * float(lam[-1]) > 0:
+        return None
+    return x, lam, vec, wide
+
+
 def nearest_orthogonal(a: torch.Tensor) -> torch.Tensor:
     """The orthogonal (semi-orthogonal) matrix closest to ``a`` in Frobenius norm: U Vᵀ of a = U S Vᵀ.
 
@@ -33,12 +49,11 @@ def nearest_orthogonal(a: torch.Tensor) -> torch.Tensor:
     CLIP tower's matrices on the CPU, BENCHMARKS.md) whenever ``a`` is well conditioned
     (:data:`GRAM_MIN_RATIO`); the SVD otherwise (rank-deficient ``a``, float64 input).
     """
-    if _gram_route(a) and a.numel():
-        x = a.double() if a.shape[0] >= a.shape[1] else a.double().T
-        lam, vec = torch.linalg.eigh(x.T @ x)  # ascending
-        if float(lam[0]) >= GRAM_MIN_RATIO ** 2 * float(lam[-1]) > 0:
-            polar = x @ ((vec * lam.rsqrt()) @ vec.T)
-            return (polar if a.shape[0] >= a.shape[1] else polar.T).to(a.dtype)
+    gram = _gram_eigen(a, min(a.shape))
+    if gram is not None:
+        x, lam, vec, wide = gram
+        polar = x @ ((vec * lam.rsqrt()) @ vec.T)
+        return (polar.T if wide else polar).to(a.dtype)
     u, _, vh = torch.linalg.svd(a, full_matrices=False)
     return u @ vh
 
@@ -51,17 +66,13 @@ def top_singular(d: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor, t
     (or U), σ = √λ, and the other side is d v / σ.  Taken when σ_p ≥ :data:`GRAM_MIN_RATIO`·σ_1; the
     SVD otherwise (a rank-deficient or zero ``d``, where d v / σ is undefined, and float64 input).
     """
-    m, n = d.shape
-    if p > 0 and _gram_route(d):
-        x = d.double()
-        tall = m >= n
-        lam, vec = torch.linalg.eigh(x.T @ x if tall else x @ x.T)  # ascending
-        lam, vec = lam.flip(0)[:p], vec.flip(1)[:, :p]
-        if float(lam[-1]) >= GRAM_MIN_RATIO ** 2 * float(lam[0]) > 0:
-            s = lam.sqrt()
-            other = (x @ vec if tall else x.T @ vec) / s
-            u, v = (other, vec) if tall else (vec, other)
-            return u.to(d.dtype), s.to(d.dtype), v.to(d.dtype)
+    gram = _gram_eigen(d, p)
+    if gram is not None:
+        x, lam, vec, wide = gram
+        s, right = lam[-p:].flip(0).sqrt(), vec[:, -p:].flip(1)  # the p largest, largest first
+        left = (x @ right) / s
+        u, v = (right, left) if wide else (left, right)
+        return u.to(d.dtype), s.to(d.dtype), v.to(d.dtype)
     u, s, vh = torch.linalg.svd(d, full_matrices=False)
     return u[:, :p], s[:p], vh[:p].T
 
