@@ -1,9 +1,11 @@
 """Knowledge Conflicts: C_{j|i} (Definition 1 / Eq. 3) for two methods side by side, in loss or
-accuracy form; hovering an entry shows the two evaluations it is the difference of."""
+accuracy form (hovering an entry shows the two evaluations it is the difference of); below, the same
+question in weight space: the tasks' singular-value spectra and their singular task interference (TSV)."""
 import streamlit as st
 
 from tatr_core.analysis.conflict import conflict_matrix
-from tatr_core.figures import conflict_extent, conflict_figure
+from tatr_core.analysis.tsv_view import tsv_view
+from tatr_core.figures import conflict_extent, conflict_figure, tsv_default_layer, tsv_spectrum_figure
 from tatr_core.merge import REGISTRY
 from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_failed, \
     show_figure, through_app
@@ -54,3 +56,23 @@ for col, side, method, record in records:
         fig = conflict_figure(record, form, bound)
         show_figure(fig, f"conflict-fig-{side}", f"conflict-{side}-{method}-{form}")
         show_failed(record)
+
+st.header("In weight space: task singular vectors")
+st.caption("Each task matrix ΔW = U Σ Vᵀ, per 2-D tensor. Left: how fast each task's singular values fall, so how "
+           "low-rank its update is. Right: the singular task interference ‖(UᵀU − I) Σ (VᵀV − I)‖₁ of two tasks' top "
+           "10% singular vectors (Gargiulo et al., 2025), 0 when they are orthogonal. No images are needed: it reads "
+           "the weights only. TSV-M orthogonalises these vectors to remove it.")
+with friendly_errors():
+    view = background(job_key(zoo.key, "tsv-view"), "Task singular vectors: SVD of every task matrix",
+                      lambda job: tsv_view(zoo, progress=job.progress))
+if view is not None and view["layers"]:
+    left, right = st.columns([3, 1])
+    layer = left.selectbox("Layer", view["layers"], key=control("tsv-layer", tsv_default_layer(view), view["layers"]),
+                           help="the 2-D tensor whose spectra are drawn")
+    scope = right.radio("Interference", ["mean over layers", "this layer"], horizontal=False,
+                        key=control("tsv-scope", "mean over layers", ["mean over layers", "this layer"]))
+    with friendly_errors():
+        show_figure(tsv_spectrum_figure(view, layer, per_layer=scope == "this layer"), "tsv-fig",
+                    f"tsv-spectrum-{layer}" + ("-layer" if scope == "this layer" else ""))
+elif view is not None:
+    st.info("This zoo's merged parameters hold no 2-D tensor, so there are no singular vectors to show.")

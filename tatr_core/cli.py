@@ -463,6 +463,8 @@ def _add_figure(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-task", action="store_true", help="sweeps: one line per task too")
     p.add_argument("--by", choices=["tensor", "block"], default="tensor", help="layer-sensitivity: columns")
     p.add_argument("--layer", default=None, help="tsv-spectrum: the 2-D tensor whose spectra to draw")
+    p.add_argument("--layer-interference", action="store_true",
+                   help="tsv-spectrum: the interference in --layer alone (default: its mean over the layers)")
     p.add_argument("--out", required=True, metavar="FILE.{pdf,svg,png,html}")
     p.set_defaults(func=_cmd_figure)
 
@@ -511,7 +513,8 @@ def build_figure(kind: str, zoo, args: argparse.Namespace, progress, evaluator=N
                            split=args.split, sample=args.sample, seed=args.seed, **kw)
         return figures.sweep_figure(rec, args.per_task)
     if kind == "tsv-spectrum":
-        return figures.tsv_spectrum_figure(tsv_view.tsv_view(zoo, progress=progress), args.layer)
+        return figures.tsv_spectrum_figure(tsv_view.tsv_view(zoo, progress=progress), args.layer,
+                                           per_layer=args.layer_interference)
     raise TatrError(f"unknown figure '{kind}'")
 
 
@@ -663,7 +666,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     evaluator = Evaluator(zoo)
     base = dict(method=None, tau=None, sensitivity=None, exemplars=None, seed=0,
                 split="test", sample=None, form="loss", task=None, step=0.1, values=None, parameter=None, per_task=False,
-                by="tensor", layer=None, orthogonal_fraction=None)
+                by="tensor", layer=None, layer_interference=False, orthogonal_fraction=None)
     jobs = [
         ("conflict-task_arithmetic", "conflict", {"method": "task_arithmetic"}, "Knowledge conflict C_{j|i}, Task Arithmetic (Eq. 3)"),
         ("conflict-tatr", "conflict", {"method": "tatr"}, "Knowledge conflict C_{j|i}, TATR"),

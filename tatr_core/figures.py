@@ -391,21 +391,32 @@ def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figur
                    legend=dict(orientation="h", x=0.0, y=-0.18, font=dict(size=12)) if many else dict(font=dict(size=12)))
 
 
-def tsv_spectrum_figure(record: dict, layer: str | None = None) -> go.Figure:
-    """Normalised singular-value spectra of each task's matrix in one layer, and the interference matrix."""
+def tsv_default_layer(record: dict) -> str:
+    """The layer the TSV figure shows unless told: the first MLP input matrix (``mlp.c_fc`` in open_clip)."""
+    return next((layer for layer in record["layers"] if "mlp.c_fc" in layer), record["layers"][0])
+
+
+def tsv_spectrum_figure(record: dict, layer: str | None = None, per_layer: bool = False) -> go.Figure:
+    """Normalised singular-value spectra of each task's matrix in one layer, and the singular task
+    interference between tasks: its mean over the layers, or (``per_layer``) that layer's own."""
     from plotly.subplots import make_subplots
 
     tasks = record["tasks"]
-    layer = layer or next((l for l in record["layers"] if "mlp.c_fc" in l), record["layers"][0])
+    if not record["layers"]:
+        raise TatrError("this zoo's merged parameters hold no 2-D tensor, so it has no singular vectors to show")
+    layer = layer or tsv_default_layer(record)
     if layer not in record["spectra"]:
         raise TatrError(f"no 2-D layer '{layer}'; choose one of {', '.join(record['layers'][:5])}, ...")
+    where = f"in {layer}" if per_layer else "mean over layers"
     fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=0.14,
-                        subplot_titles=(f"spectra of ΔW in {layer}", "singular task interference (mean over layers)"))
+                        subplot_titles=(f"spectra of ΔW in {layer}", f"singular task interference ({where})"))
     for t in tasks:
         s = record["spectra"][layer][t]
         fig.add_scatter(x=list(range(1, len(s) + 1)), y=s, mode="lines", name=t,
                         line=dict(color=task_colour(tasks, t), width=2), row=1, col=1)
-    fig.add_heatmap(z=record["interference"], x=tasks, y=tasks, colorscale="Blues", row=1, col=2,
+    z = record["per_layer"][layer] if per_layer else record["interference"]
+    fig.add_heatmap(z=z, x=tasks, y=tasks, colorscale="Blues", row=1, col=2,
+                    hovertemplate="tasks %{y} and %{x}: %{z:.4g}<extra></extra>",
                     colorbar=dict(title=dict(text="STI", side="right"), x=1.02))
     fig.update_xaxes(title_text="singular value index", type="log", row=1, col=1)
     fig.update_yaxes(title_text="σ / σ₁", type="log", row=1, col=1)

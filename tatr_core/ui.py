@@ -46,7 +46,7 @@ PAGES = [
     PageInfo("pages/sweeps.py", "Sweeps", ":material/show_chart:", "Merge",
              "accuracy against τ, λ or the exemplar count, several methods overlaid, live"),
     PageInfo("pages/knowledge_conflicts.py", "Knowledge Conflicts", ":material/compare_arrows:", "Analyse",
-             "C(j|i) of two methods side by side, in loss or accuracy"),
+             "C(j|i) of two methods side by side, in loss or accuracy; the tasks' singular-vector interference"),
     PageInfo("pages/trust_region.py", "Trust Region", ":material/shield:", "Analyse",
              "per-layer sensitivity, where the trust region cuts, the distribution of Ω"),
     PageInfo("pages/loss_landscape.py", "Loss Landscape", ":material/landscape:", "Analyse",

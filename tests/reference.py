@@ -249,3 +249,33 @@ def iso(pre: dict, fts: list[dict], lam: float, common_fraction: float | None) -
         left, right = _polar(torch.cat(us, 1)), _polar(torch.cat(vs, 0))
         out[key] = value + lam * torch.cat(sigmas).mean() * left @ right
     return out
+
+
+def tsv_view(pre: dict, fts: list[dict], rank_fraction: float) -> tuple[dict, dict]:
+    """The TSV view straight from its definition: a full float64 SVD of every task's matrix in every
+    2-D tensor, and the interference of every pair of tasks from its own concatenated U, Σ, V.
+    Returns ``({layer: [spectrum / σ₁ per task]}, {layer: K × K interference})``."""
+    spectra, interference = {}, {}
+    K = len(fts)
+    for key, w in pre.items():
+        if w.dim() != 2:
+            continue
+        rank = max(1, int(rank_fraction * min(w.shape)))
+        svds = []
+        spectra[key] = []
+        for ft in fts:
+            u, s, vh = torch.linalg.svd((ft[key] - w).double(), full_matrices=False)
+            spectra[key].append(s / s[0])
+            svds.append((u[:, :rank], s[:rank], vh[:rank].T))
+        m = torch.zeros(K, K, dtype=torch.float64)
+        for i in range(K):
+            for j in range(K):
+                if i == j:
+                    continue
+                u = torch.cat([svds[i][0], svds[j][0]], 1)
+                v = torch.cat([svds[i][2], svds[j][2]], 1)
+                sigma = torch.diag(torch.cat([svds[i][1], svds[j][1]]))
+                eye = torch.eye(2 * rank, dtype=torch.float64)
+                m[i, j] = ((u.T @ u - eye) @ sigma @ (v.T @ v - eye)).abs().sum()
+        interference[key] = m
+    return spectra, interference

@@ -1,6 +1,8 @@
 """Dashboard pages through streamlit's AppTest, on the micro zoo: the numbers shown are the computed
 ones, and moving a control changes them accordingly.  Pages run through the router ``app.py``
 (as in the browser), so shared controls and page links behave as they do for a user."""
+import json
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -105,6 +107,31 @@ def test_knowledge_conflicts_page_shows_the_computed_totals(micro_zoo):
     assert at.metric[0].value == f"{100 * ties['total_accuracy']:+.2f}"
     at.selectbox(key="conflict-left").set_value("tatr").run()  # the same method on both sides
     assert not at.exception and len(at.metric) == 2 and at.metric[0].value == at.metric[1].value
+
+
+def test_knowledge_conflicts_page_shows_the_task_singular_vectors(micro_zoo):
+    from tatr_core.analysis.tsv_view import tsv_view
+    from tatr_core.figures import tsv_default_layer
+
+    view = tsv_view(micro_zoo)
+    at = open_page("pages/knowledge_conflicts.py")
+    layer = at.selectbox(key="tsv-layer")
+    assert layer.value == tsv_default_layer(view) and list(layer.options) == view["layers"]
+
+    def heatmap():  # the interference matrix drawn on the page (the last figure's heatmap)
+        fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+        return sum(next(d["z"] for d in fig["data"] if d["type"] == "heatmap"), [])
+
+    def flat(matrix):
+        return pytest.approx(sum(matrix, []))
+
+    assert heatmap() == flat(view["interference"])
+    other = view["layers"][0]
+    layer.set_value(other).run()
+    at.radio(key="tsv-scope").set_value("this layer").run()
+    assert not at.exception and heatmap() == flat(view["per_layer"][other])
+    assert sum(view["per_layer"][other], []) != flat(view["interference"])
+    assert at.query_params["tsv-layer"] in (other, [other])
 
 
 def test_trust_region_page_follows_tau_and_the_sensitivity(micro_zoo):

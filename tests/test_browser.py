@@ -67,7 +67,7 @@ PAGES = [
     ("merge_lab", lambda p: move_slider(p, "τ", "ArrowLeft"), "tau-tatr=0.5", 1),
     ("compare_methods", lambda p: pick_radio(p, "Table 6"), "cm-table=sensitivity", 0),
     ("sweeps", lambda p: pick_radio(p, "λ (scaling)"), "sw-parameter=lam", 1),
-    ("knowledge_conflicts", lambda p: pick_radio(p, "accuracy"), "conflict-form=accuracy", 2),
+    ("knowledge_conflicts", lambda p: pick_radio(p, "accuracy"), "conflict-form=accuracy", 3),
     ("trust_region", lambda p: move_slider(p, "τ", "ArrowRight"), "tr-tau=2.0", 3),
     ("loss_landscape", lambda p: pick_select(p, "task loss shown beside the total", "shapes"), "ls-task=shapes", 3),
 ]
@@ -152,7 +152,7 @@ def test_the_dashboard_runs_its_analyses_on_ray(browser, micro_zoo):
     with dashboard("micro", ARTIFACTS / "streamlit-ray.log", env={"TATR_EXECUTOR": "ray", "TATR_RAY_WORKERS": "2"}) as url:
         page = browser.new_page(viewport={"width": 1440, "height": 1800})
         try:
-            for path, plots in (("knowledge_conflicts?conflict-form=accuracy", 2), ("loss_landscape", 3)):
+            for path, plots in (("knowledge_conflicts?conflict-form=accuracy", 3), ("loss_landscape", 3)):
                 page.goto(f"{url}/{path}", wait_until="domcontentloaded")
                 settle(page, plots)
                 assert not shown_errors(page), (path, shown_errors(page))

@@ -7,6 +7,7 @@ from argparse import Namespace
 from pathlib import Path
 
 import pytest
+import torch
 
 from tatr_core import figures
 from tatr_core.analysis.tables import (METHOD_ROWS, SENSITIVITY_ROWS, generalization_table, method_table, to_csv, to_latex,
@@ -21,7 +22,7 @@ HAVE_CHROMIUM = figures._chromium() is not None
 needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="chromium not installed: static export untested "
                                                                "(scripts/setup.sh installs it when run as root)")
 BASE = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=8, seed=0, split="test",
-            sample=40, form="loss", task=None, step=0.5, values=None, per_task=True, by="tensor", layer=None,
+            sample=40, form="loss", task=None, step=0.5, values=None, per_task=True, by="tensor", layer=None, layer_interference=False,
             parameter=None, orthogonal_fraction=None)
 #: the generic sweep needs a method and a parameter
 OVERRIDES = {"sweep": dict(method="pcb", parameter="density", values=[0.1, 0.3])}
@@ -99,12 +100,52 @@ def test_tsv_interference_is_zero_for_orthogonal_tasks():
     assert singular_task_interference(a, c) > 1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("K", [1, 2, 4])
+def test_tsv_view_against_full_svds(K, dtype):
+    """Spectra and interference (Gram route for float32, SVD for float64; all pairs from two Grams)
+    against full float64 SVDs and a pair-by-pair loop, on tall, wide and square matrices."""
+    from tatr_core.analysis.tsv_view import task_singular_view
+    from tatr_core.vectors import TaskVectors
+
+    import reference
+
+    g = torch.Generator().manual_seed(K)
+    pre = {"tall": torch.randn(40, 12, generator=g, dtype=dtype), "wide": torch.randn(10, 30, generator=g, dtype=dtype),
+           "square": torch.randn(16, 16, generator=g, dtype=dtype), "bias": torch.randn(16, generator=g, dtype=dtype)}
+    fts = [{k: w + torch.randn(w.shape, generator=g, dtype=dtype) * (0.1 + k_) for k, w in pre.items()} for k_ in range(K)]
+    names = [f"t{k}" for k in range(K)]
+    rec = task_singular_view(TaskVectors.from_state_dicts(pre, fts), names, rank_fraction=0.25)
+    spectra, interference = reference.tsv_view(pre, fts, 0.25)
+    assert rec["layers"] == ["tall", "wide", "square"]  # 2-D tensors only
+    tol = 1e-6 if dtype == torch.float32 else 1e-12  # float32 entries: the Gram route's σ/σ₁ to about 1e-8
+    for layer in rec["layers"]:
+        for k, t in enumerate(names):
+            torch.testing.assert_close(torch.tensor(rec["spectra"][layer][t], dtype=torch.float64), spectra[layer][k],
+                                       rtol=0, atol=tol)
+        torch.testing.assert_close(torch.tensor(rec["per_layer"][layer], dtype=torch.float64), interference[layer], rtol=1e-5, atol=1e-8)
+    mean = sum(interference.values()) / 3
+    torch.testing.assert_close(torch.tensor(rec["interference"], dtype=torch.float64), mean, rtol=1e-5, atol=1e-8)
+    if K > 1:
+        assert float(mean.max()) > 0
+
+
+def test_tsv_view_rejects_a_bad_rank_fraction(micro_zoo):
+    with pytest.raises(TatrError, match="rank_fraction must lie in"):
+        tsv_view(micro_zoo, rank_fraction=0.0, use_cache=False)
+
+
 def test_tsv_view(micro_zoo):
     rec = tsv_view(micro_zoo, use_cache=False)
     layer = rec["layers"][0]
     assert all(abs(rec["spectra"][layer][t][0] - 1.0) < 1e-12 for t in micro_zoo.task_names)
     m = rec["interference"]
     assert all(m[i][i] == 0 for i in range(4)) and all(m[i][j] == m[j][i] for i in range(4) for j in range(4))
+    # the figure shows the mean over layers, or one layer's own matrix
+    heat = [d for d in figures.tsv_spectrum_figure(rec).data if d.type == "heatmap"][0]
+    assert [list(r) for r in heat.z] == m
+    heat = [d for d in figures.tsv_spectrum_figure(rec, layer, per_layer=True).data if d.type == "heatmap"][0]
+    assert [list(r) for r in heat.z] == rec["per_layer"][layer]
 
 
 def check_latex(tex: str, labels: list[str]) -> None:

@@ -12,7 +12,14 @@ from __future__ import annotations
 import torch
 
 from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
+from ..errors import TatrError
+from ..merge.tsv import singular_spectrum
+from ..vectors import TaskVectors
 from ..zoo import Progress, Zoo, no_progress
+
+#: Bumped when the numbers a record holds may change, so that no record of older code is shown again.
+#: 2: spectra and triplets through the float64 Gram matrix; all pairs from one Gram of the stacked U (V).
+REVISION = 2
 
 
 def singular_task_interference(a: tuple, b: tuple) -> float:
@@ -25,36 +32,59 @@ def singular_task_interference(a: tuple, b: tuple) -> float:
     return float(((((u.T @ u) - eye) * s) @ ((v.T @ v) - eye)).abs().sum())
 
 
-@honours_no_cache
-def tsv_view(zoo: Zoo, rank_fraction: float = 0.1, progress: Progress = no_progress, use_cache: bool = True) -> dict:
-    """``{"layers", "spectra": {layer: {task: [σ/σ_max]}}, "interference": K×K, "per_layer": {layer: K×K}}``."""
-    key = digest({"zoo": zoo.key, "rank_fraction": rank_fraction})
-    path = cache_dir("results", zoo.key) / f"tsv-{key}.json"
-    if use_cache and (cached := lookup_json(path)) is not None:
-        return cached
-    tv = zoo.task_vectors
-    names = zoo.task_names
+def pairwise_interference(svds: list[tuple]) -> torch.Tensor:
+    """The K × K matrix of :func:`singular_task_interference` over every pair of tasks (0 on the diagonal),
+    from one Gram matrix of all K tasks' stacked U and one of their V: every pair's UᵀU and VᵀV are
+    blocks of those, so the layer costs two GEMMs instead of K(K − 1)/2 pairs of them."""
+    us, ss, vs = zip(*svds)
+    sizes = [s.numel() for s in ss]
+    starts = [sum(sizes[:k]) for k in range(len(sizes))]
+    u, s, v = torch.cat(us, 1), torch.cat(ss), torch.cat(vs, 1)
+    eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
+    gu, gv = u.T @ u - eye, v.T @ v - eye
+    out = torch.zeros(len(svds), len(svds), dtype=torch.float64)
+    for i in range(len(svds)):
+        for j in range(i + 1, len(svds)):
+            idx = torch.cat([torch.arange(starts[i], starts[i] + sizes[i]), torch.arange(starts[j], starts[j] + sizes[j])])
+            idx = idx.to(u.device)
+            a, b = gu[idx][:, idx], gv[idx][:, idx]
+            out[i, j] = out[j, i] = float(((a * s[idx]) @ b).abs().sum())
+    return out
+
+
+def task_singular_view(tv: TaskVectors, names: list[str], rank_fraction: float = 0.1,
+                       progress: Progress = no_progress) -> dict:
+    """The TSV view's record for task vectors ``tv`` (see :func:`tsv_view`), computed where ``tv`` lives."""
     layers = [(k, sl, shape) for k, sl, shape in tv.layout.items() if len(shape) == 2]
     spectra, per_layer = {}, {}
     total = torch.zeros(tv.K, tv.K, dtype=torch.float64)
-    for n, (key_, sl, shape) in enumerate(layers):
-        progress(n / len(layers), f"SVD of {key_}")
+    for n, (key, sl, shape) in enumerate(layers):
+        progress(n / len(layers), f"singular values of {key} ({n + 1}/{len(layers)})")
         rank = max(1, int(rank_fraction * min(shape)))
-        svds = []
-        spectra[key_] = {}
+        svds, spectra[key] = [], {}
         for k, t in enumerate(names):
-            u, s, vh = torch.linalg.svd(tv.deltas[k, sl].view(shape).double(), full_matrices=False)
-            spectra[key_][t] = (s / s[0].clamp(min=1e-30)).tolist()
-            svds.append((u[:, :rank], s[:rank], vh[:rank].T))
-        m = torch.zeros(tv.K, tv.K, dtype=torch.float64)
-        for i in range(tv.K):
-            for j in range(i + 1, tv.K):
-                m[i, j] = m[j, i] = singular_task_interference(svds[i], svds[j])
-        per_layer[key_] = m.tolist()
+            u, s, v, spectrum = singular_spectrum(tv.deltas[k, sl].view(shape), rank)
+            spectra[key][t] = (spectrum / spectrum[0].clamp(min=1e-30)).tolist()
+            svds.append((u, s, v))
+        m = pairwise_interference(svds)
+        per_layer[key] = m.tolist()
         total += m
-    record = {"tasks": names, "layers": [k for k, _, _ in layers], "rank_fraction": rank_fraction,
-              "spectra": spectra, "per_layer": per_layer, "interference": (total / max(1, len(layers))).tolist()}
+    progress(1.0, "TSV view done")
+    return {"tasks": list(names), "layers": [k for k, _, _ in layers], "rank_fraction": rank_fraction,
+            "spectra": spectra, "per_layer": per_layer, "interference": (total / max(1, len(layers))).tolist()}
+
+
+@honours_no_cache
+def tsv_view(zoo: Zoo, rank_fraction: float = 0.1, progress: Progress = no_progress, use_cache: bool = True) -> dict:
+    """``{"layers", "spectra": {layer: {task: [σ/σ_max]}}, "interference": K×K, "per_layer": {layer: K×K}}``."""
+    if not 0 < rank_fraction <= 1:
+        raise TatrError(f"rank_fraction must lie in (0, 1], got {rank_fraction}: it is the share of each "
+                        "matrix's singular triplets the interference keeps (TSV uses 0.1)")
+    key = digest({"zoo": zoo.key, "rank_fraction": rank_fraction, **({"revision": REVISION} if REVISION > 1 else {})})
+    path = cache_dir("results", zoo.key) / f"tsv-{key}.json"
+    if use_cache and (cached := lookup_json(path)) is not None:
+        return cached
+    record = task_singular_view(zoo.task_vectors, zoo.task_names, rank_fraction, progress)
     if use_cache:
         write_json_atomic(path, record)
-    progress(1.0, "TSV view done")
     return record
