@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tatr_core.analysis.conflict import conflict_matrix  # noqa: E402
 from tatr_core.analysis.sweeps import sweep  # noqa: E402
@@ -22,6 +23,8 @@ from tatr_core.evaluate import Evaluator  # noqa: E402
 from tatr_core.merge import REGISTRY, merge  # noqa: E402
 from tatr_core.runs import evaluate_method  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
+
+from orderings import ordering_checks, print_checks  # noqa: E402
 
 def shown(params: dict) -> str:
     """The parameters that matter for a row, compactly: λ=0.3, density=0.2, τ=1%, ..."""
@@ -79,33 +82,10 @@ def main() -> None:
     best_free = max((label for label, _, m, kw in method_rows() if label in avg and m not in ("pretrained", "individual")
                      and not REGISTRY[m].uses_data and "tau" not in kw and m != "tatr"), key=avg.get)
     print(f"best training-free method without TATR: {best_free} ({avg[best_free]:.1f})")
-    free = {label: avg[label] for label, _, m, kw in method_rows() if label in avg
+    free = {label for label, _, m, kw in method_rows() if label in avg
             and m not in ("pretrained", "individual") and not REGISTRY[m].uses_data}
-    merges = {label: v for label, v in avg.items() if label not in ("Pre-trained", "Individual")}
-    gap = avg["Individual"] - avg["Pre-trained"]
-    checks = [
-        ("individual ≥ zero-shot + 25 points", gap >= 25, f"{gap:+.1f}"),
-        ("Task Arithmetic recovers ≥ 35% of the gap", avg["Task Arithmetic"] - avg["Pre-trained"] >= 0.35 * gap,
-         f"{100 * (avg['Task Arithmetic'] - avg['Pre-trained']) / gap:.0f}%"),
-        ("TIES ≥ Task Arithmetic", avg["Ties-Merging"] >= avg["Task Arithmetic"],
-         f"{avg['Ties-Merging']:.1f} vs {avg['Task Arithmetic']:.1f}"),
-        ("TATR > Task Arithmetic", avg["TATR"] > avg["Task Arithmetic"], f"{avg['TATR']:.1f} vs {avg['Task Arithmetic']:.1f}"),
-        ("TSV-M is the best data-free method without TATR",
-         max((v for k, v in free.items() if "TATR" not in k), default=0) <= avg["TSV-M"], f"best {best_free}"),
-        ("AdaMerging (task- and layer-wise) > Task Arithmetic",
-         min(avg["TW AdaMerging"], avg["LW AdaMerging"]) > avg["Task Arithmetic"],
-         f"TW {avg['TW AdaMerging']:.1f}, LW {avg['LW AdaMerging']:.1f}"),
-        # the paper's Surgery row is above every other method; its TATR plug-in row above it
-        ("Surgery is the best of all merges (its TATR plug-in row aside)",
-         avg["Representation Surgery"] >= max(v for k, v in merges.items() if not k.startswith("Representation Surgery")),
-         f"Surgery {avg['Representation Surgery']:.1f}; best other "
-         f"{max((k for k in merges if not k.startswith('Representation Surgery')), key=merges.get)} "
-         f"({max(v for k, v in merges.items() if not k.startswith('Representation Surgery')):.1f})"),
-        ("every task has ≥ 200 test images", min(n.values()) >= 200, f"fewest {min(n.values())}"),
-    ]
     print("the orderings of the real CLIP zoos on this zoo:")
-    for what, holds, detail in checks:
-        print(f"  {'holds' if holds else 'DOES NOT HOLD'}: {what} ({detail})")
+    print_checks(ordering_checks(avg, n, free))
     for label in ("TW AdaMerging", "LW AdaMerging", "LW AdaMerging++"):
         ent = records[label]["learned"]["entropy"]
         coef = [c for row in records[label]["learned"]["coefficients"] for c in row]
