@@ -42,14 +42,14 @@ def pairwise_interference(svds: list[tuple]) -> torch.Tensor:
     u, s, v = torch.cat(us, 1), torch.cat(ss), torch.cat(vs, 1)
     eye = torch.eye(u.shape[1], dtype=u.dtype, device=u.device)
     gu, gv = u.T @ u - eye, v.T @ v - eye
-    out = torch.zeros(len(svds), len(svds), dtype=torch.float64)
+    out = torch.zeros(len(svds), len(svds), dtype=torch.float64, device=u.device)  # one copy to the host at the end
     for i in range(len(svds)):
         for j in range(i + 1, len(svds)):
-            idx = torch.cat([torch.arange(starts[i], starts[i] + sizes[i]), torch.arange(starts[j], starts[j] + sizes[j])])
-            idx = idx.to(u.device)
+            idx = torch.cat([torch.arange(starts[i], starts[i] + sizes[i], device=u.device),
+                             torch.arange(starts[j], starts[j] + sizes[j], device=u.device)])
             a, b = gu[idx][:, idx], gv[idx][:, idx]
-            out[i, j] = out[j, i] = float(((a * s[idx]) @ b).abs().sum())
-    return out
+            out[i, j] = out[j, i] = ((a * s[idx]) @ b).abs().sum()
+    return out.cpu()
 
 
 def task_singular_view(tv: TaskVectors, names: list[str], rank_fraction: float = 0.1,
@@ -63,9 +63,9 @@ def task_singular_view(tv: TaskVectors, names: list[str], rank_fraction: float =
         rank = max(1, int(rank_fraction * min(shape)))
         svds, spectra[key] = [], {}
         for k, t in enumerate(names):
-            u, s, v, spectrum = singular_spectrum(tv.deltas[k, sl].view(shape), rank)
+            u, spectrum, v = singular_spectrum(tv.deltas[k, sl].view(shape), rank)
             spectra[key][t] = (spectrum / spectrum[0].clamp(min=1e-30)).tolist()
-            svds.append((u, s, v))
+            svds.append((u, spectrum[:rank], v))
         m = pairwise_interference(svds)
         per_layer[key] = m.tolist()
         total += m
@@ -80,7 +80,7 @@ def tsv_view(zoo: Zoo, rank_fraction: float = 0.1, progress: Progress = no_progr
     if not 0 < rank_fraction <= 1:
         raise TatrError(f"rank_fraction must lie in (0, 1], got {rank_fraction}: it is the share of each "
                         "matrix's singular triplets the interference keeps (TSV uses 0.1)")
-    key = digest({"zoo": zoo.key, "rank_fraction": rank_fraction, **({"revision": REVISION} if REVISION > 1 else {})})
+    key = digest({"zoo": zoo.key, "rank_fraction": rank_fraction, "revision": REVISION})
     path = cache_dir("results", zoo.key) / f"tsv-{key}.json"
     if use_cache and (cached := lookup_json(path)) is not None:
         return cached

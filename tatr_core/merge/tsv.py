@@ -81,9 +81,9 @@ def top_singular(d: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor, t
     return u[:, :p], s[:p], vh[:p].T
 
 
-def singular_spectrum(d: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every singular value of ``d`` (descending) and its ``p`` largest triplets, all in float64:
-    ``(U (m × p), S (p,), V (n × p), spectrum (min(m, n),))``.
+def singular_spectrum(d: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every singular value of ``d`` (descending) and the singular vectors of its ``p`` largest, all in
+    float64: ``(U (m × p), spectrum (min(m, n),), V (n × p))``; ``spectrum[:p]`` are the triplets' σ.
 
     One ``eigh`` of the float64 Gram matrix serves both for float32 input (as in :func:`top_singular`);
     the small singular values it gives are exact to about √ε₆₄·σ₁ ≈ 1e-8·σ₁, below float32's own
@@ -91,11 +91,10 @@ def singular_spectrum(d: torch.Tensor, p: int) -> tuple[torch.Tensor, torch.Tens
     """
     gram = _gram_eigen(d, p)
     if gram is not None:
-        lam = gram[1]
-        u, s, v = _gram_triplets(*gram, p)
-        return u, s, v, lam.flip(0).clamp(min=0).sqrt()
+        u, _, v = _gram_triplets(*gram, p)
+        return u, gram[1].flip(0).clamp(min=0).sqrt(), v
     u, s, vh = torch.linalg.svd(d.double(), full_matrices=False)
-    return u[:, :p], s[:p], vh[:p].T, s
+    return u[:, :p], s, vh[:p].T
 
 
 def tsv_matrix(deltas: list[torch.Tensor]) -> torch.Tensor:
