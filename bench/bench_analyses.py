@@ -23,6 +23,7 @@ from tatr_core.analysis.components import component_accuracy, loss_landscape, me
 from tatr_core.analysis.conflict import conflict_matrix  # noqa: E402
 from tatr_core.analysis.layers import layer_sensitivity  # noqa: E402
 from tatr_core.analysis.sweeps import sweep  # noqa: E402
+from tatr_core import options  # noqa: E402
 from tatr_core.evaluate import Evaluator  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
 
@@ -34,8 +35,8 @@ def main() -> None:
     args = ap.parse_args()
     zoo = load_zoo(args.zoo)  # built (or found) in the real cache
     scratch = Path(tempfile.mkdtemp(prefix="tatr-bench-"))
-    os.symlink(cache.CACHE_ROOT / "zoos", scratch / "zoos")
-    cache.CACHE_ROOT = scratch
+    os.symlink(cache.root() / "zoos", scratch / "zoos")
+    options.set_current(options.current().replace(cache_root=scratch))
     ev = Evaluator(zoo)
     runs = [
         ("τ sweep, TATR gradient (7 points, incl. gradients)", lambda: sweep(zoo, "tatr", "tau", evaluator=ev)),

@@ -97,16 +97,11 @@ def _fit_uncached(zoo, method, params):
     """The method's fit with its on-disk caches bypassed (a fresh temporary cache root)."""
     import tempfile
 
-    import tatr_core.cache as cache
+    from tatr_core import options
     from tatr_core.runs import merge_tasks
 
-    old = cache.CACHE_ROOT
-    with tempfile.TemporaryDirectory() as d:
-        cache.CACHE_ROOT = Path(d)
-        try:
-            return merge_tasks(zoo, method, params, {})
-        finally:
-            cache.CACHE_ROOT = old
+    with tempfile.TemporaryDirectory() as d, options.using(cache_root=Path(d)):
+        return merge_tasks(zoo, method, params, {})
 
 
 def vitb32(steps: int) -> None:

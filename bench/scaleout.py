@@ -29,14 +29,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tatr_core.cache as cache  # noqa: E402
-from tatr_core import executors  # noqa: E402
+from tatr_core import executors, options  # noqa: E402
 from tatr_core.analysis.components import grid_axis, loss_landscape  # noqa: E402
 from tatr_core.analysis.conflict import conflict_matrix  # noqa: E402
 from tatr_core.evaluate import Evaluator  # noqa: E402
 from tatr_core.gradients import compute_task_gradients  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
 
-REAL_ROOT = cache.CACHE_ROOT
+REAL_ROOT = cache.root()
 WARM = ("zoos", "data", "grads")  # kinds every configuration shares
 
 
@@ -44,10 +44,9 @@ def cold_points_cache() -> Path:
     """A fresh cache root sharing only the zoos, images and gradients of the real one."""
     root = Path(tempfile.mkdtemp(prefix="tatr-scaleout-"))
     for kind in WARM:
-        name = f"{kind}-v{cache.SCHEMA[kind]}"
-        (REAL_ROOT / name).mkdir(parents=True, exist_ok=True)
-        os.symlink(REAL_ROOT / name, root / name)
-    cache.CACHE_ROOT = root
+        (REAL_ROOT / kind).mkdir(parents=True, exist_ok=True)
+        os.symlink(REAL_ROOT / kind, root / kind)
+    options.set_current(options.current().replace(cache_root=root))
     return root
 
 

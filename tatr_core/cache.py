@@ -1,16 +1,21 @@
-"""Content-addressed on-disk cache under ``cache/`` (git-ignored; ``$TATR_CACHE`` moves it).
+"""The on-disk cache under ``cache/`` (git-ignored; ``$TATR_CACHE`` or :class:`tatr_core.options.RunOptions`
+``cache_root`` moves it): atomic writes, and records that are verified when read back.
 
-Keys are hashes of JSON-able descriptions (a zoo's recipe, a method and its parameters, ...),
-under a folder per kind of entry that carries the kind's schema version (:data:`SCHEMA`):
-bump a kind's version whenever what it computes changes meaning, and no older entry is found
-again.  Every write goes to a temporary name in the same folder and is renamed into place, so
+Keys come from :mod:`tatr_core.keys` (one :class:`~tatr_core.keys.Spec` per computation); this module
+only stores.  Every write goes to a temporary name in the same folder and is renamed into place, so
 an interrupted run never leaves a half-written entry behind.
+
+**Records** (the JSON results of evaluations and analyses) are written in an envelope that names the
+key they were computed for and the SHA-256 of their content (:func:`store_record`).  Reading one back
+(:func:`load_record`) checks both, and the record's shape: an entry that was edited, truncated, copied
+from another key, or is not a record at all is never served; it is treated as missing (recomputed and
+rewritten), with a one-line notice.
 
 ``use_cache=False`` (``--no-cache``) means *recompute everything the result depends on*: the
 functions that take it run under :func:`recompute`, which makes every cache read inside them
-(gradients, Fishers, Grams, learned coefficients, Surgery modules, ...) miss, so the fresh
-values replace the stored ones.  Zoos and preprocessed images are inputs, keyed by their
-content (recipe hash, file sizes and times), and are not recomputed.
+(gradients, Fishers, Grams, learned coefficients, Surgery modules, task-vector files, ...) miss, so
+the fresh values replace the stored ones.  Zoos and preprocessed images are inputs, keyed by their
+content, and are not recomputed.
 """
 from __future__ import annotations
 
@@ -19,27 +24,22 @@ import contextvars
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-CACHE_ROOT = Path(os.environ.get("TATR_CACHE", Path(__file__).resolve().parents[1] / "cache"))
+from . import options
 
-#: Schema version of each kind of entry (the first part of a :func:`cache_dir` path).  Bump one
-#: when the computation behind that kind changes meaning; its old entries are then never read.
-SCHEMA = {
-    "zoos": 1,      # built-in zoos (the key is also a hash of the recipe)
-    "data": 1,      # preprocessed manifest images
-    "grads": 1,     # E|∇L_k| and E∇L_k at θ_pre
-    "fisher": 1,    # diagonal Fishers
-    "regmean": 1,   # RegMean input Grams
-    "vectors": 1,   # a manifest zoo's (K, N) task vectors, as a file mapped into memory
-    "results": 3,   # evaluations, analyses, learned coefficients, Surgery modules (3: TIES sums, C.4 signed variants)
-}
-
+LOG = logging.getLogger("tatr_core")
 _RECOMPUTE: contextvars.ContextVar[bool] = contextvars.ContextVar("tatr_recompute", default=False)
+
+
+def root() -> Path:
+    """The cache root in force (:func:`tatr_core.options.current`)."""
+    return options.current().cache_root
 
 
 @contextlib.contextmanager
@@ -74,20 +74,24 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-def cache_dir(kind: str, *parts: str) -> Path:
-    """The folder of one kind of entry (a key of :data:`SCHEMA`), versioned: ``<root>/<kind>-v<N>/...``."""
-    if kind not in SCHEMA:
-        raise KeyError(f"unknown cache kind '{kind}'; add it to cache.SCHEMA")
-    path = CACHE_ROOT.joinpath(f"{kind}-v{SCHEMA[kind]}", *parts)
+def cache_dir(folder: str, *parts: str) -> Path:
+    """A folder of the cache (made when missing)."""
+    path = root().joinpath(folder, *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def _clear(path: Path) -> None:
+    """Remove what stands at ``path`` where a file is to be written (a folder left there, say)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a unique temporary file beside ``path``, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:80]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -109,9 +113,47 @@ def read_json(path: Path) -> Any | None:
         return None  # missing or corrupt: recompute
 
 
-def lookup_json(path: Path) -> Any | None:
-    """A cached JSON result; None when it is missing, corrupt, or everything is being recomputed."""
-    return None if recomputing() else read_json(path)
+def content_hash(record: Any) -> str:
+    """SHA-256 of a record's canonical JSON (keys sorted): what its envelope records."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def store_record(path: Path, key: str, record: Any, about: dict | None = None) -> None:
+    """Write ``record`` to ``path`` in its envelope: the key it was computed for and its content hash."""
+    _clear(path)
+    envelope = {"key": key, "sha256": content_hash(record), **({"spec": about} if about else {}), "record": record}
+    write_json_atomic(path, envelope)
+
+
+def notice(message: str) -> None:
+    """A one-line notice (the CLI prints it as ``warning: ...``, the dashboard's log keeps it)."""
+    LOG.warning(message)
+
+
+def load_record(path: Path, key: str, check: Callable[[Any], bool] | None = None) -> Any | None:
+    """The record stored at ``path`` for ``key``, verified; None when it is missing, damaged or
+    everything is being recomputed.  A damaged entry (not an envelope, another key, a content hash
+    that does not match, a record of the wrong shape per ``check``) is named in a notice and left
+    to be overwritten by the recomputed one."""
+    if recomputing():
+        return None
+    if not path.exists() and not path.is_symlink():
+        return None
+    envelope = read_json(path) if path.is_file() else None
+    problem = None
+    if not isinstance(envelope, dict) or set(envelope) - {"key", "sha256", "spec", "record"} \
+            or not {"key", "sha256", "record"} <= set(envelope):
+        problem = "not a record this program wrote"
+    elif envelope["key"] != key:
+        problem = "it belongs to another computation"
+    elif envelope["sha256"] != content_hash(envelope["record"]):
+        problem = "its content does not match the hash recorded when it was written"
+    elif check is not None and not check(envelope["record"]):
+        problem = "its record has the wrong shape"
+    if problem is not None:
+        notice(f"cache entry {path} is damaged ({problem}); computing it again")
+        return None
+    return envelope["record"]
 
 
 def cached_tensors(path: Path, compute: Callable[[], dict], use_cache: bool = True) -> dict:

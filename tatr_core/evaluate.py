@@ -5,7 +5,8 @@ One encoder module per :class:`Evaluator`; parameters are swapped in with
 ``uint8`` tensors at the model's resolution and normalised batch by batch on the device,
 under ``torch.inference_mode``.
 
-Precision (:data:`PRECISIONS`; ``precision=`` or ``$TATR_PRECISION``, the CLI's ``--precision``):
+Precision (:data:`PRECISIONS`; ``precision=``, else the run options' :mod:`tatr_core.options`: the CLI's
+``--precision``, the sidebar's control, ``$TATR_PRECISION``):
 
 * ``auto`` (default): on CUDA, bf16 autocast (float32 accumulation in the matmuls) when a check
   against float32 on a few batches of every task finds the same predictions, and TF32 for the
@@ -20,8 +21,6 @@ bf16 blurs the small loss differences they are made of (``evaluate(..., precisio
 """
 from __future__ import annotations
 
-import contextvars
-import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,41 +30,25 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from . import options
 from .errors import TatrError
 from .models import channel_stats, head_logits, normalise
+from .options import PRECISIONS
 from .placement import compute_device
 from .zoo import Zoo
 
 SPLITS = ("train", "val", "test")
-PRECISIONS = ("auto", "fp32", "bf16")
 #: bf16 keeps 8 significant bits: logits closer than this share of their magnitude are a tie to it
 BF16_RESOLUTION = 2.0 ** -7
 
 
-#: the precision asked for in this context (a dashboard session's control; jobs inherit it), over $TATR_PRECISION
-_ASKED: contextvars.ContextVar[str | None] = contextvars.ContextVar("tatr_precision", default=None)
-
-
 def check_precision(precision: str | None) -> str:
-    """``precision``, else the one asked for in this context (:func:`set_precision`), else
-    ``$TATR_PRECISION``, else ``auto``; an unknown one is refused, naming the choices."""
-    precision = precision or _ASKED.get() or os.environ.get("TATR_PRECISION") or "auto"
+    """``precision``, else the run options' (:func:`tatr_core.options.current`); an unknown one is refused,
+    naming the choices."""
+    precision = precision or options.current().precision
     if precision not in PRECISIONS:
         raise TatrError(f"unknown precision '{precision}': use {', '.join(PRECISIONS)} (--precision, TATR_PRECISION)")
     return precision
-
-
-def set_precision(precision: str | None) -> None:
-    """Ask for ``precision`` in this context (a dashboard page run; the background jobs it starts
-    inherit it): every evaluator evaluates with it, and cache keys record it (:func:`precision_key`)."""
-    _ASKED.set(check_precision(precision) if precision else None)
-
-
-def precision_key() -> dict:
-    """What cache keys add for the precision asked for: nothing under ``auto`` (the default, and float32 on
-    the CPU), so that explicit ``fp32`` and ``bf16`` results never stand in for each other."""
-    precision = check_precision(None)
-    return {} if precision == "auto" else {"precision": precision}
 
 
 def bf16_agrees(ref: torch.Tensor, low: torch.Tensor, min_agreement: float = 0.99) -> bool:
@@ -153,8 +136,10 @@ class Evaluator:
     # -- precision ----------------------------------------------------------------------
     @property
     def precision(self) -> str:
-        """The precision in effect: the one asked for in this context, else the evaluator's own."""
-        return _ASKED.get() or self.default_precision
+        """The precision in effect: the run options' in this context (a page's control, a command's flag)
+        when one was asked for explicitly, else the evaluator's own."""
+        asked = options.current().precision
+        return asked if asked != "auto" else self.default_precision
 
     def arithmetic(self, precision: str | None = None) -> tuple[bool, bool]:
         """``(bf16 autocast, TF32 matmuls)`` for an evaluation; ``precision="fp32"`` (what the loss-based

@@ -1,4 +1,16 @@
-"""Who computes the points of an analysis (:mod:`tatr_core.points`): this process, or Ray actors.
+"""Who computes the points of an analysis (:mod:`tatr_core.points`): this process, or Ray actors,
+and :func:`run_points`, which drives them.
+
+:func:`run_points`:
+
+1. looks every point up in the results cache by its spec (a point asked for twice is computed once);
+2. hands the missing ones to the executor;
+3. writes each result to the cache as it comes back, in this process (the *driver*), so workers need
+   no shared filesystem;
+4. reports it at once (``on_result``), so pages can draw as points arrive.
+
+A point's cache entry is the same whichever executor computed it.  An interrupted landscape
+resumes where it stopped, and a Ray run and a local run share their results.
 
 * ``local`` (the default): one point after another, in this process, on the caller's evaluator.
   An error stops the analysis, as any error in this process does.
@@ -6,8 +18,9 @@
   or on their slice of the CPUs.  The driver feeds them points one at a time and takes results in
   the order they finish.
 
-Chosen by ``--executor local|ray``, ``--ray-address`` and ``--workers`` on the CLI, and by
-``TATR_EXECUTOR``, ``TATR_RAY_ADDRESS`` and ``TATR_RAY_WORKERS`` for the dashboard.  Without an
+Chosen by the run options (:class:`tatr_core.options.RunOptions`): ``--executor local|ray``,
+``--ray-address`` and ``--workers`` on the CLI, ``TATR_EXECUTOR``, ``TATR_RAY_ADDRESS`` and
+``TATR_RAY_WORKERS`` for the dashboard.  Without an
 address, Ray starts a private local instance with this machine's CPUs (and GPUs).  ``auto``
 joins the cluster started on this machine with ``ray start --head``.  ``host:port`` or
 ``ray://host:port`` joins a remote one.
@@ -35,20 +48,22 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import os
 import socket
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-from . import cache
+from . import options
 from .cache import recompute, recomputing
 from .errors import TatrError
+from .evaluate import Evaluator
+from .options import EXECUTORS
 from .placement import to_device
-from .points import Point, PointFailure, Shared, compute_point
-from .zoo import Progress, Zoo
-
-EXECUTORS = ("local", "ray")
+from .points import Point, PointFailure, PointRun, Shared, compute_point, record_check
+from .zoo import Progress, Zoo, load_zoo, no_progress
+from .zoo.mini import PRESETS
 #: tries per point before it is reported as failed
 TRIES = 2
 _REPO = Path(__file__).resolve().parents[1]
@@ -64,12 +79,10 @@ class LocalExecutor:
 
     def run(self, zoo: Zoo, items: Sequence[tuple[int, Point]], shared: Shared, evaluator,
             progress: Progress) -> Iterator[tuple[int, Any]]:
-        from .evaluate import Evaluator
-
         evaluator = evaluator or Evaluator(zoo)
         for index, point in items:
             progress(0.0, point.label)
-            yield index, compute_point(zoo, evaluator, point.kind, point.args, shared.values(point.shared),
+            yield index, compute_point(zoo, evaluator, point, shared.values(point.shared),
                                        lambda f, m, label=point.label: progress(f, f"{label}: {m}"))
 
 
@@ -78,8 +91,6 @@ LOCAL = LocalExecutor()
 
 def zoo_spec(zoo: Zoo) -> str:
     """What a worker passes to :func:`tatr_core.zoo.load_zoo` to load the driver's zoo."""
-    from .zoo.mini import PRESETS
-
     if zoo.info.get("manifest"):
         return str(Path(zoo.info["manifest"]).resolve())
     if zoo.name in PRESETS and zoo.info.get("folder"):
@@ -93,13 +104,11 @@ class ZooWorker:
 
     KEEP_SHARED = 8
 
-    def __init__(self, spec: str, key: str, threads: int):
+    def __init__(self, spec: str, key: str, threads: int, run_options: options.RunOptions):
         import torch
 
-        from .evaluate import Evaluator
-        from .zoo import load_zoo
-
         torch.set_num_threads(max(1, int(threads)))
+        options.set_current(run_options)  # the driver's cache root, precision and device
         self.zoo = load_zoo(spec)
         if self.zoo.key != key:
             raise TatrError(f"the Ray worker on {socket.gethostname()} loaded zoo '{spec}' with content key "
@@ -110,7 +119,7 @@ class ZooWorker:
     def where(self) -> str:
         return f"{socket.gethostname()} pid {os.getpid()} ({self.evaluator.device})"
 
-    def compute(self, kind: str, args: dict, names: list[str], refs: list, fresh: bool):
+    def compute(self, point: Point, names: list[str], refs: list, fresh: bool):
         import ray
 
         for name, ref in zip(names, refs):
@@ -121,7 +130,7 @@ class ZooWorker:
             self.shared.popitem(last=False)
         values = {n: self.shared[n] for n in names}
         with recompute() if fresh else contextlib.nullcontext():
-            return compute_point(self.zoo, self.evaluator, kind, args, values)
+            return compute_point(self.zoo, self.evaluator, point, values)
 
 
 def check_reachable(address: str) -> None:
@@ -172,8 +181,7 @@ class RayExecutor:
             check_reachable(self.address)
         if ray.is_initialized():
             return ray
-        env = {"TATR_CACHE": str(cache.CACHE_ROOT), "RAY_USAGE_STATS_ENABLED": "0",
-               **({"TATR_PRECISION": os.environ["TATR_PRECISION"]} if os.environ.get("TATR_PRECISION") else {}),
+        env = {**options.current().worker_environment(), "RAY_USAGE_STATS_ENABLED": "0",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")]))}
         kwargs: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                         "configure_logging": True}
@@ -206,7 +214,7 @@ class RayExecutor:
         if self._actor_class is None:
             self._actor_class = ray.remote(ZooWorker)
         actor = self._actor_class.options(num_cpus=cpu_each, num_gpus=gpu_each, max_restarts=0)
-        return actor.remote(zoo_spec(zoo), zoo.key, int(cpu_each))
+        return actor.remote(zoo_spec(zoo), zoo.key, int(cpu_each), options.current())
 
     def pool(self, zoo: Zoo, progress: Progress | None = None) -> list:
         """The workers holding ``zoo``: started on first use, and topped up after a cancelled run killed
@@ -257,7 +265,7 @@ class RayExecutor:
                     worker = idle.pop(0)
                     index, point = queue.popleft()
                     refs = [self._shared_ref(ray, zoo, n, shared) for n in point.shared]
-                    ref = worker.compute.remote(point.kind, point.args, list(point.shared), refs, fresh)
+                    ref = worker.compute.remote(point, list(point.shared), refs, fresh)
                     running[ref] = (worker, index, point)
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 progress(0.0, "")  # a heartbeat: a cancelled job stops here
@@ -332,19 +340,16 @@ _RAY: dict[tuple, RayExecutor] = {}
 
 
 def get_executor(name: str | None = None, address: str | None = None, workers: int | None = None):
-    """The executor called ``name`` (default ``$TATR_EXECUTOR``, else ``local``); Ray ones are kept per
-    (address, workers), so their workers stay up between analyses."""
-    name = name or os.environ.get("TATR_EXECUTOR") or "local"
+    """The executor called ``name`` (default: the run options', :mod:`tatr_core.options`); Ray ones are kept
+    per (address, workers), so their workers stay up between analyses."""
+    opts = options.current()
+    name = name or opts.executor
     if name == "local":
         return LOCAL
     if name != "ray":
         raise TatrError(f"unknown executor '{name}': use {' or '.join(EXECUTORS)} (--executor, TATR_EXECUTOR)")
-    address = address or os.environ.get("TATR_RAY_ADDRESS") or None
-    if workers is None and os.environ.get("TATR_RAY_WORKERS"):
-        try:
-            workers = int(os.environ["TATR_RAY_WORKERS"])
-        except ValueError:
-            raise TatrError(f"TATR_RAY_WORKERS must be a whole number, got {os.environ['TATR_RAY_WORKERS']!r}") from None
+    address = address or opts.ray_address
+    workers = opts.workers if workers is None else workers
     if workers is not None and workers < 1:
         raise TatrError(f"the number of Ray workers must be at least 1, got {workers}")
     key = (address, workers)
@@ -354,7 +359,7 @@ def get_executor(name: str | None = None, address: str | None = None, workers: i
 
 
 def current_executor():
-    """The executor set by :func:`using` in this context, else the one the environment names."""
+    """The executor set by :func:`using` in this context, else the one the run options name."""
     return _CURRENT.get() or get_executor()
 
 
@@ -365,3 +370,63 @@ def using(executor) -> Iterator[Any]:
         yield executor
     finally:
         _CURRENT.reset(token)
+
+
+def run_points(zoo: Zoo, points: Sequence[Point], *, shared: Shared | None = None, evaluator=None, executor=None,
+               progress: Progress = no_progress, on_result: Callable[[int, Any], None] | None = None,
+               what: str = "points") -> PointRun:
+    """Compute every point not in the cache, with ``executor`` (default: :func:`current_executor`).
+
+    ``on_result(index, result)`` is called for each point as its result is known (cached ones first).
+    A point that fails on every try (Ray) is left ``None`` and listed in ``failures``; an error in
+    the analysis's input (:class:`tatr_core.errors.TatrError`) stops the run.
+    """
+    shared = shared or Shared()
+    results: list = [None] * len(points)
+    same: dict[str, list[int]] = {}
+    for i, p in enumerate(points):
+        same.setdefault(p.spec.key(), []).append(i)
+
+    def deliver(first: int, result) -> None:
+        for j in same[points[first].spec.key()]:
+            results[j] = result
+            if on_result is not None:
+                on_result(j, result)
+
+    todo = []
+    for indices in same.values():
+        cached = points[indices[0]].spec.load(record_check(points[indices[0]]))
+        if cached is None:
+            todo.append(indices[0])
+        else:
+            deliver(indices[0], cached)
+    if not todo:
+        return PointRun(results, [], 0)
+    executor = executor or current_executor()
+    total, done = len(same), len(same) - len(todo)
+    failures: list[PointFailure] = []
+
+    said = [f"{what}: {done}/{total} from the cache"]
+
+    def point_progress(fraction: float, message: str) -> None:
+        """Executors report here; an empty message is a heartbeat (the Ray executor's, while it waits),
+        which repeats the last one: a cancelled job stops at it."""
+        if message:
+            said[0] = message
+        progress((done + min(max(fraction, 0.0), 1.0)) / total, said[0])
+
+    progress(done / total, said[0])
+    for index, outcome in executor.run(zoo, [(i, points[i]) for i in todo], shared, evaluator, point_progress):
+        done += 1
+        if isinstance(outcome, PointFailure):
+            failures.append(outcome)
+        else:
+            points[index].spec.store(outcome)
+            deliver(index, outcome)
+        said[0] = f"{what}: {done}/{total}"
+        progress(done / total, said[0])
+    if failures:
+        logging.getLogger("tatr_core").warning(
+            "%d of %d %s failed on every try and are left out: %s", len(failures), len(points), what,
+            "; ".join(f"{f.label} ({f.error})" for f in failures))
+    return PointRun(results, failures, len(todo))

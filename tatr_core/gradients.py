@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .cache import cache_dir, cached_tensors, digest, honours_no_cache
+from .cache import cached_tensors, honours_no_cache
 from .checkpoints import save_safetensors
 from .errors import TatrError
+from .keys import Spec
 from .placement import compute_device, free_memory_bytes
 from .models import channel_stats, head_logits, normalise
 from .zoo import Progress, Zoo, no_progress
@@ -93,9 +94,14 @@ def exemplars_of(zoo: Zoo, task: str, exemplars: int, seed: int, device) -> tupl
     return images[idx].to(device), labels[idx].to(device)
 
 
+def gradients_spec(zoo: Zoo, exemplars: int, seed: int) -> Spec:
+    """The spec of the gradients of a zoo over ``exemplars`` seeded exemplars per task."""
+    return Spec.of("grads", zoo.key, {"n": exemplars, "seed": seed, "tasks": zoo.task_names}, precision="auto")
+
+
 def gradients_path(zoo: Zoo, exemplars: int, seed: int) -> Path:
     """Where the gradients of a zoo over ``exemplars`` seeded exemplars per task are cached."""
-    return cache_dir("grads") / f"{zoo.key}-{digest({'n': exemplars, 'seed': seed, 'tasks': zoo.task_names})}.safetensors"
+    return gradients_spec(zoo, exemplars, seed).path()
 
 
 @honours_no_cache

@@ -1,7 +1,7 @@
 """Where the core's tensors live: the compute device, and the memory rule for K tasks of N parameters.
 
-The **compute device** is CUDA when there is one, the CPU otherwise; ``TATR_DEVICE`` (``cpu``,
-``cuda``, ``cuda:1``) overrides it.  The evaluator, the gradients, the data-using fits and the merges
+The **compute device** is CUDA when there is one, the CPU otherwise; the run options' ``device``
+(:mod:`tatr_core.options`: ``TATR_DEVICE`` = ``cpu``, ``cuda``, ``cuda:1``) overrides it.  The evaluator, the gradients, the data-using fits and the merges
 all use it, so a merge computes where its inputs already are and nothing makes a host round trip per
 merge.  On the CPU every function here is the identity: no copy is made.
 
@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from . import options
 from .errors import TatrError
 
 #: share of the free device memory the resident tensors may use
@@ -42,8 +43,8 @@ MERGE_ROOM = 4
 
 
 def compute_device() -> torch.device:
-    """``TATR_DEVICE`` when set, else CUDA when available, else the CPU."""
-    spec = os.environ.get("TATR_DEVICE", "").strip()
+    """The run options' device when set (``TATR_DEVICE``), else CUDA when available, else the CPU."""
+    spec = options.current().device
     if spec:
         try:
             device = torch.device(spec)

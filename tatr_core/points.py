@@ -1,22 +1,14 @@
 """Analyses as sets of points: each point is one merge (or one point of a plane) and one evaluation,
-cached on its own and computed by an executor.
+with a spec of its own (:class:`tatr_core.keys.Spec`: its cache entry and its key on every executor).
 
 Sweeps, conflict matrices, landscapes, component accuracies, method tables and the validation
-search are each a list of independent :class:`Point`\\ s.  :func:`run_points`:
+search are each a list of independent :class:`Point`\\ s, which :func:`tatr_core.executors.run_points`
+looks up in the cache and hands, when missing, to an executor (this process, or Ray actors).
 
-1. looks every point up in the results cache (a point asked for twice is computed once);
-2. hands the missing ones to the executor (:mod:`tatr_core.executors`: in this process, or Ray actors);
-3. writes each result to the cache as it comes back, in this process (the *driver*), so workers need
-   no shared filesystem;
-4. reports it at once (``on_result``), so pages can draw as points arrive.
-
-A point's cache entry is the same whichever executor computed it.  An interrupted landscape
-resumes where it stopped, and a Ray run and a local run share their results.
-
-Kinds of point (:data:`KINDS`), each a function ``(zoo, evaluator, args, shared, progress) -> JSON``:
+Kinds of point (:data:`KINDS`), each computed by a function of :mod:`tatr_core.runs`:
 
 * ``method``: one :func:`tatr_core.runs.method_record` (a row of a table, a point of a sweep or of
-  the validation search), cached exactly where :func:`tatr_core.runs.evaluate_method` caches it;
+  the validation search), its spec the one :func:`tatr_core.runs.evaluate_method` caches under;
 * ``subset``: a method re-run on a subset of the tasks and evaluated on given tasks (the conflict
   matrix's leave-one-out merges, Table 4's merge without the held-out tasks);
 * ``linear``: θ_pre + Σ_c w_c·v_c for shared flat vectors v_c (a landscape's grid point, the merged
@@ -28,23 +20,24 @@ run sends it to the workers once, through the object store.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .cache import lookup_json, write_json_atomic
 from .errors import TatrError
+from .keys import Spec
+from .runs import is_method_record, is_task_results, linear_record, method_record, subset_record
 from .zoo import Progress, Zoo, no_progress
 
 
 @dataclass(frozen=True)
 class Point:
-    kind: str                 #: a key of :data:`KINDS`
-    args: dict                #: JSON-able arguments of the kind's function
-    label: str                #: names the point in progress messages and failure reports
-    path: Path                #: its cache entry
+    spec: Spec                    #: its kind (a key of :data:`KINDS`), arguments and cache entry
+    label: str                    #: names the point in progress messages and failure reports
     shared: tuple[str, ...] = ()  #: names of the :class:`Shared` inputs it uses
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
 
 class Shared:
@@ -83,14 +76,12 @@ class PointRun:
     failures: list[PointFailure]
     computed: int            #: how many points were computed (the rest came from the cache)
 
-    def settle(self, record: dict, path: Path, use_cache: bool) -> dict:
-        """An analysis's record, finished: the failed points named in it, or, when none failed, the whole
-        record cached at ``path`` (a record with holes is never cached whole: the next request computes
-        only its missing points)."""
+    def mark_failures(self, record: dict) -> dict:
+        """An analysis's record with the points that failed named in it (``"failed"``): such a record is
+        never cached whole (:func:`tatr_core.analysis.registry.run`), so the next request computes only
+        its missing points."""
         if self.failures:
             record["failed"] = [f.as_dict() for f in self.failures]
-        elif use_cache:
-            write_json_atomic(path, record)
         return record
 
     def require_all(self, what: str) -> None:
@@ -101,138 +92,67 @@ class PointRun:
             raise TatrError(f"{len(self.failures)} of {len(self.results)} {what} failed on every try ({names})")
 
 
-def record_path(zoo: Zoo, name: str, description: dict, point: bool = False) -> Path:
-    """Where an analysis built from points caches its whole record (or, with ``point``, where one of its
-    points is cached): named by ``description`` (what it computes from) and the precision asked for
-    (:func:`tatr_core.evaluate.precision_key`) and, for a merge method past its first revision, that
-    revision (:attr:`tatr_core.merge.registry.MergeMethod.revision`)."""
-    from .cache import cache_dir, digest
-    from .evaluate import precision_key
-    from .merge import REGISTRY
-
-    method_name = description.get("method")
-    method = REGISTRY.get(method_name) if isinstance(method_name, str) else None
-    if method is not None and method.revision > 1:  # revision 1 keeps the keys results were first stored under
-        description = {**description, "revision": method.revision}
-    key = digest({"zoo": zoo.key, **description, **precision_key()})
-    return cache_dir("results", zoo.key, *(("points",) if point else ())) / f"{name}-{key}.json"
-
-
 # ------------------------------------------------------------------------------ kinds
 def _inputs(shared: dict) -> dict | None:
     return next(iter(shared.values()), None)
 
 
 def _method(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -> dict:
-    from .runs import method_record
-
     return method_record(zoo, args["method"], args["params"], split=args["split"], sample=args["sample"],
-                         seed=args["seed"], tasks=args["tasks"], evaluator=evaluator, inputs=_inputs(shared),
+                         seed=args["seed"] or 0, tasks=args["tasks"], evaluator=evaluator, inputs=_inputs(shared),
                          progress=progress)
 
 
 def _subset(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -> dict:
-    from .runs import evaluate_merge, merge_inputs, merge_tasks
-
-    inputs = _inputs(shared)
-    if inputs is None:
-        inputs = merge_inputs(zoo, args["params"], progress)
-    res = merge_tasks(zoo, args["method"], args["params"], inputs, args["merged"], progress=progress)
-    results = evaluate_merge(evaluator, res, args["tasks"], args["split"], args["sample"], args["seed"],
-                             args.get("precision"))
-    return {t: r.as_dict() for t, r in results.items()}
+    return subset_record(zoo, evaluator, args["method"], args["params"], args["merged"], args["tasks"], args["split"],
+                         args["sample"], args["seed"], _inputs(shared), args.get("precision"), progress)
 
 
 def _linear(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -> dict:
-    theta = zoo.task_vectors.pretrained
-    for name, weight in args["terms"]:  # in order: the same sums, in the same order, on every executor
-        theta = theta + weight * shared[name].to(theta.device)  # no copy when both are on one device
-    results = evaluator.evaluate(theta, args["tasks"], args["split"], args["sample"], args["seed"],
-                                 precision=args.get("precision"))
-    return {t: r.as_dict() for t, r in results.items()}
+    return linear_record(zoo, evaluator, args["terms"], shared, args["tasks"], args["split"], args["sample"],
+                         args["seed"], args.get("precision"))
 
 
-KINDS: dict[str, Callable[..., Any]] = {"method": _method, "subset": _subset, "linear": _linear}
+#: kind -> (compute(zoo, evaluator, args, shared, progress), the shape its record must have)
+KINDS: dict[str, tuple[Callable[..., Any], Callable[[Any], bool]]] = {
+    "method": (_method, is_method_record), "subset": (_subset, is_task_results), "linear": (_linear, is_task_results)}
 
 
-def compute_point(zoo: Zoo, evaluator, kind: str, args: dict, shared: dict, progress: Progress = no_progress):
+def record_check(point: Point) -> Callable[[Any], bool]:
+    """The shape a cached result of ``point`` must have to be served."""
+    return KINDS[point.kind][1]
+
+
+def compute_point(zoo: Zoo, evaluator, point: Point, shared: dict, progress: Progress = no_progress):
     """One point, its shared inputs on the zoo's compute device when the memory rule allows (moved
     there once per process, and kept while they fit: :class:`tatr_core.placement.Residency`)."""
     shared = {name: zoo.resident(name, value) for name, value in shared.items()}
-    return KINDS[kind](zoo, evaluator, args, shared, progress)
+    return KINDS[point.kind][0](zoo, evaluator, point.spec.arguments, shared, progress)
+
+
+def method_point(spec: Spec, label: str, inputs: str | None = None) -> Point:
+    """The evaluation ``spec`` (of kind ``method``: :func:`tatr_core.runs.method_spec`) as a point."""
+    return Point(spec, label, (inputs,) if inputs else ())
+
+
+def subset_point(zoo: Zoo, method: str, params: dict, merged: list[int] | None, tasks: Sequence[str], split: str,
+                 sample: int | None, seed: int, label: str, inputs: str | None = None,
+                 precision: str | None = None) -> Point:
+    """``method`` merged on the tasks ``merged`` (None: all) and evaluated on ``tasks``
+    (in float32 with ``precision="fp32"``)."""
+    args = {"method": method, "params": params, "merged": merged, "tasks": list(tasks), "split": split,
+            "sample": sample, "seed": seed, **({"precision": precision} if precision else {})}
+    return Point(Spec.of("subset", zoo.key, args), label, (inputs,) if inputs else ())
 
 
 def linear_point(zoo: Zoo, label: str, terms: Sequence[tuple[str, float]], tasks: Sequence[str], split: str,
                  sample: int | None, seed: int, source: dict, precision: str | None = None) -> Point:
     """θ_pre + Σ weight·shared[name], evaluated on ``tasks``.  ``source`` says what the shared vectors are
-    computed from (an analysis's parameters): with the terms it makes the point's cache key.
+    computed from (an analysis's parameters): with the terms it makes the point's key.
     ``precision="fp32"``: evaluated in float32 even where the evaluator uses bf16 (loss-based analyses)."""
     terms = [[n, float(w)] for n, w in terms]
-    args = {"terms": terms, "tasks": list(tasks), "split": split, "sample": sample, "seed": seed}
+    args = {"terms": terms, "tasks": list(tasks), "split": split, "sample": sample, "seed": seed if sample else 0,
+            "source": source}
     if precision is not None:
         args["precision"] = precision
-    path = record_path(zoo, "linear", {"source": source, **args, "seed": seed if sample else None}, point=True)
-    return Point("linear", args, label, path, tuple(n for n, _ in terms))
-
-
-# ------------------------------------------------------------------------------ running them
-def run_points(zoo: Zoo, points: Sequence[Point], *, shared: Shared | None = None, evaluator=None, executor=None,
-               progress: Progress = no_progress, on_result: Callable[[int, Any], None] | None = None,
-               what: str = "points") -> PointRun:
-    """Compute every point not in the cache, with ``executor`` (default: :func:`executors.current_executor`).
-
-    ``on_result(index, result)`` is called for each point as its result is known (cached ones first).
-    A point that fails on every try (Ray) is left ``None`` and listed in ``failures``; an error in
-    the analysis's input (:class:`tatr_core.errors.TatrError`) stops the run.
-    """
-    shared = shared or Shared()
-    results: list = [None] * len(points)
-    same: dict[Path, list[int]] = {}
-    for i, p in enumerate(points):
-        same.setdefault(p.path, []).append(i)
-
-    def deliver(first: int, result) -> None:
-        for j in same[points[first].path]:
-            results[j] = result
-            if on_result is not None:
-                on_result(j, result)
-
-    todo = []
-    for path, indices in same.items():
-        cached = lookup_json(path)
-        if cached is None:
-            todo.append(indices[0])
-        else:
-            deliver(indices[0], cached)
-    if not todo:
-        return PointRun(results, [], 0)
-    from .executors import current_executor
-
-    executor = executor or current_executor()
-    total, done = len(same), len(same) - len(todo)
-    failures: list[PointFailure] = []
-
-    said = [f"{what}: {done}/{total} from the cache"]
-
-    def point_progress(fraction: float, message: str) -> None:
-        """Executors report here; an empty message is a heartbeat (the Ray executor's, while it waits),
-        which repeats the last one: a cancelled job stops at it."""
-        if message:
-            said[0] = message
-        progress((done + min(max(fraction, 0.0), 1.0)) / total, said[0])
-
-    progress(done / total, said[0])
-    for index, outcome in executor.run(zoo, [(i, points[i]) for i in todo], shared, evaluator, point_progress):
-        done += 1
-        if isinstance(outcome, PointFailure):
-            failures.append(outcome)
-        else:
-            write_json_atomic(points[index].path, outcome)
-            deliver(index, outcome)
-        said[0] = f"{what}: {done}/{total}"
-        progress(done / total, said[0])
-    if failures:
-        logging.getLogger("tatr_core").warning(
-            "%d of %d %s failed on every try and are left out: %s", len(failures), len(points), what,
-            "; ".join(f"{f.label} ({f.error})" for f in failures))
-    return PointRun(results, failures, len(todo))
+    return Point(Spec.of("linear", zoo.key, args), label, tuple(n for n, _ in terms))

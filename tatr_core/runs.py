@@ -2,20 +2,26 @@
 
 ``evaluate_method(zoo, "tatr", tau=0.01)`` merges (computing per-task gradients at θ_pre when
 the sensitivity needs them), evaluates every task and returns the JSON-able record that
-``python -m tatr_core eval --json`` prints.  Records are cached on disk, content-addressed by
-zoo, method, parameters, split and sample, so a repeated request costs milliseconds.
+``python -m tatr_core eval --json`` prints.  Records are cached on disk under their spec's key
+(:func:`method_spec`: zoo, method, parameters, split, sample), so a repeated request costs milliseconds.
+
+Also the computations of the other kinds of point an analysis is made of (:mod:`tatr_core.points`):
+:func:`subset_record` (a method merged on some of the tasks) and :func:`linear_record` (θ_pre plus a
+weighted sum of shared vectors).
 """
 from __future__ import annotations
 
+import math
 import shlex
 import time
 from typing import Sequence
 
-from .cache import honours_no_cache, lookup_json, write_json_atomic
+from .cache import honours_no_cache
 from .errors import TatrError
 from .evaluate import Evaluator, average_accuracy
+from .gradients import compute_task_gradients
+from .keys import Spec
 from .merge import REGISTRY, check_merged_finite, merge, resolve_params
-from .points import record_path
 from .trust_region import SENSITIVITIES
 from .zoo import Progress, Zoo, no_progress
 
@@ -63,8 +69,6 @@ def merge_inputs(zoo: Zoo, params: dict, progress: Progress = no_progress) -> di
     """The (K, N) gradient tensors a merge with these parameters needs (computed once, cached)."""
     if merge_inputs_name(params) is None:
         return {}
-    from .gradients import compute_task_gradients
-
     g = compute_task_gradients(zoo, params["exemplars"], params["seed"], progress=progress)
     return {"grads": g.abs_mean, "signed_grads": g.mean}
 
@@ -94,11 +98,28 @@ def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = N
                               feature_maps=result.extras.get("feature_maps"), precision=precision)
 
 
-def method_record_path(zoo: Zoo, method: str, params: dict, split: str, sample: int | None, seed: int,
-                       tasks: Sequence[str]):
-    """Where the record of one method evaluation is cached (whichever executor computed it)."""
-    return record_path(zoo, method, {"method": method, "params": params, "split": split, "sample": sample,
-                                     "seed": seed if sample else None, "tasks": list(tasks)})
+def method_spec(zoo: Zoo, method: str, params: dict, split: str, sample: int | None, seed: int,
+                tasks: Sequence[str]) -> Spec:
+    """The spec of one method evaluation (its record's key, whichever executor computed it)."""
+    return Spec.of("method", zoo.key, {"method": method, "params": params, "split": split, "sample": sample,
+                                       "seed": seed if sample else None, "tasks": list(tasks)})
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def is_task_results(results) -> bool:
+    """Whether ``results`` has the shape of ``{task: {"accuracy", "loss", "n"}}`` (a cached point's record)."""
+    return isinstance(results, dict) and bool(results) and all(
+        isinstance(r, dict) and _number(r.get("accuracy")) and _number(r.get("loss")) and isinstance(r.get("n"), int)
+        and (math.isnan(r["accuracy"]) or 0.0 <= r["accuracy"] <= 1.0) for r in results.values())
+
+
+def is_method_record(record) -> bool:
+    """Whether ``record`` has the shape of :func:`evaluate_method`'s record."""
+    return (isinstance(record, dict) and is_task_results(record.get("tasks")) and isinstance(record.get("params"), dict)
+            and _number(record.get("average_accuracy")) and isinstance(record.get("method"), str))
 
 
 @honours_no_cache
@@ -114,15 +135,13 @@ def evaluate_method(zoo: Zoo, method: str, *, lam=None, density=None, tau=None, 
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
                            exemplars=exemplars, seed=seed, **extra)
     tasks = zoo.check_tasks(tasks)
-    path = method_record_path(zoo, method, params, split, sample, seed, tasks)
-    if use_cache:
-        cached = lookup_json(path)
-        if cached is not None:
-            return cached
+    spec = method_spec(zoo, method, params, split, sample, seed, tasks)
+    if use_cache and (cached := spec.load(is_method_record)) is not None:
+        return cached
     record = method_record(zoo, method, params, split=split, sample=sample, seed=seed, tasks=tasks,
                            evaluator=evaluator, progress=progress)
     if use_cache:
-        write_json_atomic(path, record)
+        spec.store(record)
     return record
 
 
@@ -165,6 +184,30 @@ def method_record(zoo: Zoo, method: str, params: dict, *, split: str, sample: in
     }
     progress(1.0, "done")
     return record
+
+
+def subset_record(zoo: Zoo, evaluator: Evaluator, method: str, params: dict, merged: Sequence[int] | None,
+                  tasks: Sequence[str], split: str, sample: int | None, seed: int, inputs: dict | None = None,
+                  precision: str | None = None, progress: Progress = no_progress) -> dict:
+    """``method`` merged on the tasks ``merged`` (indices; None: all) and evaluated on ``tasks``:
+    ``{task: {"accuracy", "loss", "n"}}`` (a conflict matrix's leave-one-out merge, Table 4's merge)."""
+    if inputs is None:
+        inputs = merge_inputs(zoo, params, progress)
+    res = merge_tasks(zoo, method, params, inputs, merged, progress=progress)
+    results = evaluate_merge(evaluator, res, tasks, split, sample, seed, precision)
+    return {t: r.as_dict() for t, r in results.items()}
+
+
+def linear_record(zoo: Zoo, evaluator: Evaluator, terms: Sequence[tuple[str, float]], vectors: dict,
+                  tasks: Sequence[str], split: str, sample: int | None, seed: int,
+                  precision: str | None = None) -> dict:
+    """θ_pre + Σ weight·vectors[name] over ``terms`` (in order: the same sums on every executor),
+    evaluated on ``tasks``: ``{task: {"accuracy", "loss", "n"}}``."""
+    theta = zoo.task_vectors.pretrained
+    for name, weight in terms:
+        theta = theta + weight * vectors[name].to(theta.device)  # no copy when both are on one device
+    results = evaluator.evaluate(theta, tasks, split, sample, seed, precision=precision)
+    return {t: r.as_dict() for t, r in results.items()}
 
 
 def eval_command(zoo: Zoo, method: str, params: dict) -> str:

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import evaluate_method
-from tatr_core.ui import PAGES
+from tatr_core.ui.navigation import PAGES
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +63,7 @@ def test_a_bad_zoo_is_reported_without_a_traceback(monkeypatch):
 
 
 def test_merge_lab_tau_zero_shows_task_arithmetic(micro_zoo):
-    at = open_page("pages/merge_lab.py")
+    at = open_page("app_pages/merge_lab.py")
     tatr = evaluate_method(micro_zoo, "tatr")
     assert at.metric[0].value == f"{100 * tatr['average_accuracy']:.1f}%"
     assert at.metric[2].value == f"{tatr['excluded']:,}"
@@ -79,24 +79,24 @@ def test_merge_lab_tau_zero_shows_task_arithmetic(micro_zoo):
 
 
 def test_controls_persist_across_pages_and_come_back_from_the_url(micro_zoo):
-    at = open_page("pages/merge_lab.py")
+    at = open_page("app_pages/merge_lab.py")
     at.selectbox(key="method").set_value("ties").run()
-    at.switch_page("pages/trust_region.py").run()
-    at.switch_page("pages/merge_lab.py").run()
+    at.switch_page("app_pages/trust_region.py").run()
+    at.switch_page("app_pages/merge_lab.py").run()
     assert at.selectbox(key="method").value == "ties"
     # a shared link: the view comes back from the URL query; a bad value is ignored
-    shared = open_page("pages/merge_lab.py", query={"method": "task_arithmetic", "lam-task_arithmetic": "0.5"})
+    shared = open_page("app_pages/merge_lab.py", query={"method": "task_arithmetic", "lam-task_arithmetic": "0.5"})
     ta = evaluate_method(micro_zoo, "task_arithmetic", lam=0.5)
     assert shared.selectbox(key="method").value == "task_arithmetic"
     assert shared.metric[0].value == f"{100 * ta['average_accuracy']:.1f}%"
-    bad = open_page("pages/merge_lab.py", query={"method": "no-such-method", "tau-tatr": "banana"})
+    bad = open_page("app_pages/merge_lab.py", query={"method": "no-such-method", "tau-tatr": "banana"})
     assert bad.selectbox(key="method").value == "tatr" and bad.select_slider(key="tau-tatr").value == 1.0
 
 
 def test_knowledge_conflicts_page_shows_the_computed_totals(micro_zoo):
     from tatr_core.analysis.conflict import conflict_matrix
 
-    at = open_page("pages/knowledge_conflicts.py")
+    at = open_page("app_pages/knowledge_conflicts.py")
     ta = conflict_matrix(micro_zoo, "task_arithmetic")
     tatr = conflict_matrix(micro_zoo, "tatr", tau=0.01)
     assert [m.value for m in at.metric] == [f"{ta['total_loss']:+.2f}", f"{tatr['total_loss']:+.2f}"]
@@ -114,7 +114,7 @@ def test_knowledge_conflicts_page_shows_the_task_singular_vectors(micro_zoo):
     from tatr_core.figures import tsv_default_layer
 
     view = tsv_view(micro_zoo)
-    at = open_page("pages/knowledge_conflicts.py")
+    at = open_page("app_pages/knowledge_conflicts.py")
     layer = at.selectbox(key="tsv-layer")
     assert layer.value == tsv_default_layer(view) and list(layer.options) == view["layers"]
 
@@ -137,7 +137,7 @@ def test_knowledge_conflicts_page_shows_the_task_singular_vectors(micro_zoo):
 def test_trust_region_page_follows_tau_and_the_sensitivity(micro_zoo):
     from tatr_core.analysis.layers import layer_sensitivity
 
-    at = open_page("pages/trust_region.py")
+    at = open_page("app_pages/trust_region.py")
     one = layer_sensitivity(micro_zoo, "gradient", 0.01)
     assert at.metric[0].value == f"{one['excluded_total']:,}"
     assert at.metric[1].value == f"{one['histogram']['threshold']:.3e}"
@@ -154,7 +154,7 @@ def test_trust_region_page_follows_tau_and_the_sensitivity(micro_zoo):
 def test_loss_landscape_page_shows_the_plane_it_computed(micro_zoo):
     from tatr_core.analysis.components import loss_landscape
 
-    at = open_page("pages/loss_landscape.py")
+    at = open_page("app_pages/loss_landscape.py")
     total = loss_landscape(micro_zoo, None, step=0.2)
     assert any(f"‖Δ⊥‖ = {total['norms']['orthogonal']:.3g}" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 3  # the two landscapes and Figure 2(a)
@@ -168,7 +168,7 @@ def test_loss_landscape_page_shows_the_plane_it_computed(micro_zoo):
 def test_loss_landscape_page_draws_figure_2a_with_the_band_it_is_given(micro_zoo):
     from tatr_core.analysis.components import loss_landscape, merged_component_accuracy
 
-    at = open_page("pages/loss_landscape.py", query={"ls-orthogonal": "50.0"})
+    at = open_page("app_pages/loss_landscape.py", query={"ls-orthogonal": "50.0"})
     assert len(at.get("plotly_chart")) == 3 and not at.exception
     plane = loss_landscape(micro_zoo, None, step=0.2, orthogonal_fraction=0.5)
     assert any(f"‖Δ⊥‖ = {plane['norms']['orthogonal']:.3g}" in c.value for c in at.caption)
@@ -181,7 +181,7 @@ def test_loss_landscape_page_draws_figure_2a_with_the_band_it_is_given(micro_zoo
 def test_sweeps_page_shows_the_best_points_of_each_method(micro_zoo):
     from tatr_core.analysis.sweeps import sweep
 
-    at = open_page("pages/sweeps.py")
+    at = open_page("app_pages/sweeps.py")
     table = at.dataframe[0].value
     expected = [sweep(micro_zoo, m, "tau", sensitivity="gradient") for m in ("tatr", "ties")]
     assert list(table["best test %"]) == [round(100 * max(p["average_accuracy"] for p in r["points"]), 2)
@@ -210,7 +210,7 @@ def test_compare_methods_page_shows_the_table_and_its_marks(micro_zoo):
 
     from tatr_core.analysis.tables import trains_at_test_time
 
-    at = open_page("pages/compare_methods.py")
+    at = open_page("app_pages/compare_methods.py")
     table = method_table(micro_zoo, test_time=False)  # training-free rows first: seconds, not minutes
     assert table["rows"] and not any(trains_at_test_time(r["method"]) for r in table["rows"])
     assert any("test-time training rows" in c.value for c in at.caption)
@@ -239,7 +239,7 @@ def test_compare_methods_page_shows_the_table_and_its_marks(micro_zoo):
 
 
 def test_learn_page_examples_follow_lambda(micro_zoo):
-    at = open_page("pages/learn.py")
+    at = open_page("app_pages/learn.py")
     ta = evaluate_method(micro_zoo, "task_arithmetic", lam=0.3)
     assert at.metric[0].value == f"{100 * ta['average_accuracy']:.1f}%"
     at.slider(key="learn-lam").set_value(0.0).run()
@@ -252,7 +252,7 @@ def test_learn_page_examples_follow_lambda(micro_zoo):
 def test_learn_page_states_what_its_numbers_show(micro_zoo):
     from tatr_core.analysis.components import component_accuracy, component_summary
 
-    at = open_page("pages/learn.py")
+    at = open_page("app_pages/learn.py")
     summary = component_summary(component_accuracy(micro_zoo))
     text = " ".join(m.value for m in at.markdown)
     K = len(micro_zoo.task_names)
@@ -269,7 +269,7 @@ def test_learn_page_states_what_its_numbers_show(micro_zoo):
 
 
 def test_merge_lab_runs_the_data_methods_and_shows_what_they_learned(micro_zoo):
-    at = open_page("pages/merge_lab.py", query={"method": "adamerging", "steps-adamerging": "50"})
+    at = open_page("app_pages/merge_lab.py", query={"method": "adamerging", "steps-adamerging": "50"})
     record = evaluate_method(micro_zoo, "adamerging", steps=50)
     assert at.metric[0].value == f"{100 * record['average_accuracy']:.1f}%"
     assert len(at.get("plotly_chart")) == 2  # accuracy bars and the learned layer-wise λ heatmap
@@ -319,14 +319,14 @@ def _average(direct: dict) -> float:
 
 
 def test_merge_lab_numbers_equal_an_explicitly_built_model(micro_zoo):
-    at = open_page("pages/merge_lab.py", query={"method": "task_arithmetic", "lam-task_arithmetic": "0.5"})
+    at = open_page("app_pages/merge_lab.py", query={"method": "task_arithmetic", "lam-task_arithmetic": "0.5"})
     assert at.metric[0].value == f"{100 * _average(_direct(micro_zoo, _explicit_ta(micro_zoo, 0.5))):.1f}%"
     at.slider(key="lam-task_arithmetic").set_value(0.0).run()
     assert at.metric[0].value == f"{100 * _average(_direct(micro_zoo, dict(micro_zoo.pretrained))):.1f}%"
 
 
 def test_conflict_total_equals_explicit_leave_one_out_models(micro_zoo):
-    at = open_page("pages/knowledge_conflicts.py")
+    at = open_page("app_pages/knowledge_conflicts.py")
     names = micro_zoo.task_names
     full = _direct(micro_zoo, _explicit_ta(micro_zoo, 0.3))
     total = 0.0
@@ -340,13 +340,13 @@ def test_conflict_total_equals_explicit_leave_one_out_models(micro_zoo):
 def test_lambda_sweep_best_point_equals_explicit_models(micro_zoo):
     from tatr_core.analysis.sweeps import DEFAULT_GRIDS
 
-    at = open_page("pages/sweeps.py", query={"sw-parameter": "lam", "sw-methods-lam": "task_arithmetic"})
+    at = open_page("app_pages/sweeps.py", query={"sw-parameter": "lam", "sw-methods-lam": "task_arithmetic"})
     best = max(_average(_direct(micro_zoo, _explicit_ta(micro_zoo, lam))) for lam in DEFAULT_GRIDS["lam"])
     assert list(at.dataframe[0].value["best test %"]) == [round(100 * best, 2)]
 
 
 def test_merge_lab_widgets_come_from_the_declarations(micro_zoo):
-    at = open_page("pages/merge_lab.py", query={"method": "dare"})
+    at = open_page("app_pages/merge_lab.py", query={"method": "dare"})
     assert at.metric[0].value == f"{100 * evaluate_method(micro_zoo, 'dare')['average_accuracy']:.1f}%"
     at.radio(key="base-dare").set_value("ties").run()
     at.select_slider(key="drop_rate-dare").set_value(0.9).run()
@@ -362,7 +362,7 @@ def test_merge_lab_widgets_come_from_the_declarations(micro_zoo):
 def test_sweeps_page_sweeps_a_declared_parameter(micro_zoo):
     from tatr_core.analysis.sweeps import sweep
 
-    at = open_page("pages/sweeps.py", query={"sw-parameter": "drop_rate"})
+    at = open_page("app_pages/sweeps.py", query={"sw-parameter": "drop_rate"})
     assert at.multiselect(key="sw-methods-drop_rate").value == ["dare"]
     expected = sweep(micro_zoo, "dare", "drop_rate")
     assert list(at.dataframe[0].value["best test %"]) == [
@@ -377,15 +377,15 @@ def test_long_computations_run_in_the_background_and_survive_a_page_change(micro
     from tatr_core.jobs import RUNNER
 
     monkeypatch.setenv("TATR_JOBS", "background")
-    at = open_page("pages/trust_region.py", query={"tr-exemplars": "4", "tr-tau": "0.5"})
+    at = open_page("app_pages/trust_region.py", query={"tr-exemplars": "4", "tr-tau": "0.5"})
     if RUNNER.pending():  # (on a fast machine it may be done already: then it is shown below all the same)
         texts = [p.proto.text for p in at.get("progress")]
         assert any("per-task gradients and Ω" in t and "runs in the background" in t for t in texts), texts
         assert not at.get("plotly_chart")  # nothing drawn from a result that is not there yet
-    at.switch_page("pages/home.py").run()  # away: the job goes on
+    at.switch_page("app_pages/home.py").run()  # away: the job goes on
     assert not at.exception
     assert RUNNER.wait(300)
-    at.switch_page("pages/trust_region.py").run()
+    at.switch_page("app_pages/trust_region.py").run()
     record = layer_sensitivity(micro_zoo, "gradient", 0.005, 4)
     assert at.metric[0].value == f"{record['excluded_total']:,}"
     assert len(at.get("plotly_chart")) == 3 and not at.exception
@@ -448,15 +448,11 @@ def test_the_sidebar_precision_control_sets_the_evaluation_and_says_where_merges
     assert not at.exception and at.query_params["precision"] in ("bf16", ["bf16"])
     assert any("Evaluation: cpu, bf16 autocast (precision bf16)" in c.value for c in at.sidebar.caption)
     # the home page's zero-shot numbers are now the bf16 evaluation, cached under its own key
-    import contextvars
+    from tatr_core import options
+    from tatr_core.evaluate import Evaluator
 
-    from tatr_core.evaluate import Evaluator, set_precision
-
-    def bf16_record():
-        set_precision("bf16")
-        return evaluate_method(micro_zoo, "pretrained", evaluator=Evaluator(micro_zoo))
-
-    bf16 = contextvars.copy_context().run(bf16_record)
+    with options.using(precision="bf16"):
+        bf16 = evaluate_method(micro_zoo, "pretrained", evaluator=Evaluator(micro_zoo))
     tasks = at.dataframe[0].value
     assert list(tasks["zero-shot %"]) == [round(100 * bf16["tasks"][t]["accuracy"], 1) for t in micro_zoo.task_names]
 
@@ -474,3 +470,25 @@ def test_out_of_memory_on_a_page_is_a_message_naming_what_to_lower(monkeypatch):
     assert not at.exception
     assert at.error and at.error[0].value.startswith("Out of memory: lower the sample size, the exemplar count")
     assert not at.expander  # no traceback on the page
+
+
+def test_every_page_job_is_keyed_by_the_spec_of_the_analysis_it_shows(micro_zoo):
+    """Each page's background job has the key of the analysis whose record it shows: after a page ran, every
+    spec it asked for holds its record in the cache under that same key; the same request from two pages
+    (Learn's and Knowledge Conflicts' Task Arithmetic conflict matrix) is one key, so one job."""
+    from tatr_core.analysis.conflict import conflict_spec
+    from tatr_core.ui import jobs
+
+    asked: dict[str, set] = {}
+    at = open_page()
+    for info in PAGES:
+        before = len(jobs.ASKED)
+        at.switch_page(info.path).run()
+        assert not at.exception and not at.error, info.path
+        asked[info.path] = {spec.key() for spec in jobs.ASKED[before:]}
+        for spec in jobs.ASKED[before:]:
+            assert spec.zoo == micro_zoo.key and spec.load() is not None, (info.path, spec.kind)
+    pages_with_jobs = [p for p, keys in asked.items() if keys]
+    assert len(pages_with_jobs) >= 6, pages_with_jobs
+    ta_conflict = conflict_spec(micro_zoo, "task_arithmetic").key()
+    assert ta_conflict in asked["app_pages/learn.py"] and ta_conflict in asked["app_pages/knowledge_conflicts.py"]

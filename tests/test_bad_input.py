@@ -152,7 +152,7 @@ def test_out_of_memory_is_a_message_naming_what_to_lower(monkeypatch, capsys):
     def boom(args):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(cli, "_cmd_zoo_info", boom)
+    monkeypatch.setattr(cli.zoo, "_cmd_zoo_info", boom)
     assert cli.main(["zoo", "info", "--zoo", "micro"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: out of memory") and "--sample" in err and "--exemplars" in err and "Traceback" not in err

@@ -173,14 +173,20 @@ def test_the_plugin_keeps_theta_pre_outside_the_trust_region(method):
     assert torch.equal(res.theta[~outside], plain.theta[~outside])
 
 
-def test_the_readme_method_table_is_the_generated_one():
+def test_the_docs_tables_are_the_generated_ones():
+    """docs/methods.md's method table and docs/analyses.md's figure table, generated from the registries."""
     from pathlib import Path
 
+    from tatr_core.figures.registry import markdown_table as figure_table
     from tatr_core.merge.registry import markdown_table
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("<!-- method-table:start -->\n", 1)[1].split("<!-- method-table:end -->", 1)[0]
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    methods = (docs / "methods.md").read_text()
+    block = methods.split("<!-- method-table:start -->\n", 1)[1].split("<!-- method-table:end -->", 1)[0]
     assert block == markdown_table(REGISTRY.values()), "run: .venv/bin/python scripts/method_table.py"
+    analyses = (docs / "analyses.md").read_text()
+    block = analyses.split("<!-- figure-table:start -->\n", 1)[1].split("<!-- figure-table:end -->", 1)[0]
+    assert block == figure_table(), "run: .venv/bin/python scripts/method_table.py --figures"
 
 
 def test_cli_flags_come_from_the_declarations():

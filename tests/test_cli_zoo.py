@@ -99,7 +99,7 @@ def test_a_shipped_build_installs_without_training_and_a_build_from_scratch_repr
     weights = ["pretrained.safetensors", "heads.safetensors"] + [f"finetuned_{t}.safetensors" for t in micro_zoo.task_names]
     shipped = mini.ship("micro", built)
     assert sorted(p.name for p in shipped.iterdir()) == sorted(weights + ["zoo.json"])  # no images: generated
-    monkeypatch.setattr(cache, "CACHE_ROOT", tmp_path / "cache")  # an empty cache: a newcomer's first start
+    monkeypatch.setenv("TATR_CACHE", str(tmp_path / "cache"))  # an empty cache: a newcomer's first start
 
     def no_training(*args, **kwargs):
         raise AssertionError("the shipped build must install without training")

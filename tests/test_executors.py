@@ -15,10 +15,12 @@ from tatr_core.analysis.components import component_accuracy, loss_landscape, me
 from tatr_core.analysis.conflict import conflict_matrix
 from tatr_core.analysis.sweeps import sweep
 from tatr_core.analysis.tables import method_table
-from tatr_core.cache import cache_dir, recompute
+from tatr_core.cache import recompute
 from tatr_core.errors import TatrError
 from tatr_core.jobs import JobCancelled, JobRunner
-from tatr_core.points import Point, Shared, linear_point, run_points
+from tatr_core.executors import run_points
+from tatr_core.keys import Spec
+from tatr_core.points import Point, Shared, linear_point
 from tatr_core.runs import evaluate_method
 
 from clirun import run_cli
@@ -87,10 +89,10 @@ def test_sweep_points_are_the_evaluations_eval_caches(micro_zoo):
 
 
 def test_a_point_asked_for_twice_in_one_run_is_computed_once(micro_zoo):
-    path = cache_dir("results", micro_zoo.key, "points") / "test-twice.json"
-    path.unlink(missing_ok=True)
-    point = Point("linear", {"terms": [], "tasks": micro_zoo.task_names[:1], "split": "test", "sample": 8, "seed": 0},
-                  "θ_pre", path)
+    spec = Spec.of("linear", micro_zoo.key, {"terms": [], "tasks": micro_zoo.task_names[:1], "split": "test",
+                                             "sample": 8, "seed": 0, "test": "twice"})
+    spec.path().unlink(missing_ok=True)
+    point = Point(spec, "θ_pre")
     counting = Counting()
     run = run_points(micro_zoo, [point, point], executor=counting)
     assert counting.points == ["θ_pre"] and run.results[0] == run.results[1] and run.computed == 1
@@ -232,12 +234,12 @@ def test_a_point_that_fails_twice_is_named_and_the_rest_complete(micro_zoo, ray_
         run = run_points(micro_zoo, [bad, good], shared=shared, executor=ray_executor)
     assert run.results[0] is None and run.results[1] is not None
     assert [f.label for f in run.failures] == ["broken point"] and "size" in run.failures[0].error
-    assert not bad.path.exists()  # nothing cached for it
+    assert not bad.spec.path().exists()  # nothing cached for it
 
 
 def test_an_input_error_on_a_worker_stops_the_run_with_its_message(micro_zoo, ray_executor):
-    point = Point("linear", {"terms": [], "tasks": micro_zoo.task_names, "split": "nope", "sample": 8, "seed": 0},
-                  "bad split", cache_dir("results", micro_zoo.key, "points") / "test-bad-split.json")
+    point = Point(Spec.of("linear", micro_zoo.key, {"terms": [], "tasks": micro_zoo.task_names, "split": "nope",
+                                                    "sample": 8, "seed": 0}), "bad split")
     with pytest.raises(TatrError, match="unknown split 'nope'"):
         run_points(micro_zoo, [point], executor=ray_executor)
 

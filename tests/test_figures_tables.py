@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -13,25 +12,30 @@ from tatr_core import figures
 from tatr_core.analysis.tables import (METHOD_ROWS, SENSITIVITY_ROWS, generalization_table, method_table, to_csv, to_latex,
                                        to_markdown, trains_at_test_time)
 from tatr_core.analysis.tsv_view import tsv_view
-from tatr_core.cli import FIGURES, build_figure
+from tatr_core.figures import FIGURES, build_figure
 from tatr_core.errors import TatrError
 from clirun import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
-HAVE_CHROMIUM = figures._chromium() is not None
+HAVE_CHROMIUM = figures.chromium() is not None
 needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="chromium not installed: static export untested "
                                                                "(scripts/setup.sh installs it when run as root)")
-BASE = dict(method=None, lam=None, density=None, tau=None, sensitivity=None, exemplars=8, seed=0, split="test",
-            sample=40, form="loss", task=None, step=0.5, values=None, per_task=True, by="tensor", layer=None, layer_interference=False,
-            parameter=None, orthogonal_fraction=None)
-#: the generic sweep needs a method and a parameter
-OVERRIDES = {"sweep": dict(method="pcb", parameter="density", values=[0.1, 0.3])}
+#: small settings, for every figure that takes them
+QUICK = dict(exemplars=8, sample=40, step=0.5, per_task=True)
+#: the generic sweep needs methods and a parameter; the fits train a few steps
+OVERRIDES = {"sweep": dict(methods=["pcb"], parameter="density", values=[0.1, 0.3]),
+             "adamerging-coefficients": dict(steps=3, batch=4), "surgery-gap": dict(steps=3, batch=4)}
+
+
+def quick(name: str) -> dict:
+    declared = FIGURES[name].declared
+    return {**{k: v for k, v in QUICK.items() if k in declared}, **OVERRIDES.get(name, {})}
 
 
 @pytest.fixture(scope="module")
 def micro_figures(micro_zoo):
-    return {kind: build_figure(kind, micro_zoo, Namespace(**{**BASE, **OVERRIDES.get(kind, {})}), lambda f, m: None)
-            for kind in FIGURES}
+    """Every figure of the registry, built on the micro zoo (a new figure is in this test without a line here)."""
+    return {name: build_figure(name, micro_zoo, quick(name)) for name in FIGURES}
 
 
 def test_every_figure_builds_with_labelled_axes(micro_figures, micro_zoo):
@@ -209,11 +213,11 @@ def test_cli_figure_table_report(micro_zoo, tmp_path):
                 "--out", tmp_path / "t.tex")
     assert r.returncode == 0, r.stderr
     check_latex((tmp_path / "t.tex").read_text(), [r[0] for r in METHOD_ROWS if not trains_at_test_time(r[2])])
-    r = run_cli("figure", "sweep", "--zoo", "micro", "--method", "dare", "--parameter", "drop_rate", "--values", "0", "0.5",
+    r = run_cli("figure", "sweep", "--zoo", "micro", "--methods", "dare", "--parameter", "drop_rate", "--values", "0", "0.5",
                 "--out", tmp_path / "dare.html")
     assert r.returncode == 0, r.stderr
     assert "drop rate p" in (tmp_path / "dare.html").read_text()
-    r = run_cli("figure", "sweep", "--zoo", "micro", "--method", "dare", "--out", tmp_path / "x.html")
+    r = run_cli("figure", "sweep", "--zoo", "micro", "--methods", "dare", "--out", tmp_path / "x.html")
     assert r.returncode == 2 and "needs --parameter" in r.stderr
     r = run_cli("figure", "conflict", "--zoo", "micro", "--out", tmp_path / "c.jpg")
     assert r.returncode == 2 and ".pdf, .svg, .png or .html" in r.stderr
@@ -223,8 +227,11 @@ def test_cli_figure_table_report(micro_zoo, tmp_path):
     html = (tmp_path / "fig2a.html").read_text()
     assert "Merging one component of the task vectors" in html and "the 50% of non-zero entries" in html
     r = run_cli("figure", "landscape", "--zoo", "micro", "--orthogonal-fraction", "2", "--out", tmp_path / "l.html")
-    assert r.returncode == 2 and "orthogonal fraction must be in [0, 1]" in r.stderr and not (tmp_path / "l.html").exists()
-    r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time")
+    assert r.returncode == 2 and "orthogonal_fraction of figure 'landscape' must be a number in [0, 1]" in r.stderr
+    assert not (tmp_path / "l.html").exists()
+    r = run_cli("figure", "conflict", "--zoo", "micro", "--step", "0.5", "--out", tmp_path / "c.html")
+    assert r.returncode == 2 and "figure 'conflict' takes no --step" in r.stderr
+    r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time", "--fixed")
     assert r.returncode == 0, r.stderr
     index = (tmp_path / "report" / "index.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", index)

@@ -172,9 +172,7 @@ def test_task_vectors_are_built_once_into_a_mapped_file_and_weights_are_read_onl
     ref = TaskVectors.from_files(root / "pretrained.safetensors", [root / f"{t}.safetensors" for t in TASKS], list(TASKS))
     tv = zoo.task_vectors
     assert torch.equal(tv.deltas, ref.deltas) and torch.equal(tv.pretrained, ref.pretrained)
-    from tatr_core.cache import cache_dir
-
-    mapped = str(cache_dir("vectors", zoo.key) / "deltas.bin")
+    mapped = zoo.info["vectors"]
     assert mapped in Path("/proc/self/maps").read_text()  # a file mapped into memory, not a copy
     finetuned = zoo.finetuned["colours"]  # read now, when used
     assert reads[-1] == "colours.safetensors"
@@ -182,12 +180,10 @@ def test_task_vectors_are_built_once_into_a_mapped_file_and_weights_are_read_onl
 
 
 def test_a_damaged_task_vector_file_is_rebuilt(layouts):
-    from tatr_core.cache import cache_dir
-
     path = str(layouts["roots"]["open_clip"])
     zoo = load_zoo(path)
     good = zoo.task_vectors.deltas.clone()
-    mapped = cache_dir("vectors", zoo.key) / "deltas.bin"
+    mapped = Path(zoo.info["vectors"])
     with open(mapped, "r+b") as fh:  # cut short, as by a full disk
         fh.truncate(mapped.stat().st_size // 2)
     assert torch.equal(load_zoo(path).task_vectors.deltas, good)

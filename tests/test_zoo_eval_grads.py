@@ -40,7 +40,7 @@ def test_micro_zoo_shape(micro_zoo):
 
 
 def test_build_is_deterministic(tmp_path, monkeypatch, micro_zoo):
-    monkeypatch.setattr(cache, "CACHE_ROOT", tmp_path)
+    monkeypatch.setenv("TATR_CACHE", str(tmp_path))
     again = mini.load("micro")
     for k, v in micro_zoo.pretrained.items():
         assert torch.equal(v, again.pretrained[k]), k
@@ -203,11 +203,27 @@ def test_no_cache_recomputes_what_the_result_stands_on(micro_zoo):
     assert compute_task_gradients(micro_zoo, 3, 7).abs_mean.equal(read_state_dict(path)["abs_mean"])
 
 
-def test_cache_entries_live_under_their_schema_version(micro_zoo):
-    from tatr_core.gradients import gradients_path
+def test_every_cache_entry_is_named_by_its_spec_and_versioned_in_one_table(micro_zoo, monkeypatch):
+    """One versioning scheme: a kind's revision (keys.KINDS) and a method's (its registration) are folded
+    into the spec's key; bumping either moves the entries it names, and nothing else."""
+    from tatr_core import keys
+    from tatr_core.gradients import gradients_path, gradients_spec
+    from tatr_core.runs import method_spec
 
-    assert gradients_path(micro_zoo, 3, 7).parent.name == f"grads-v{cache.SCHEMA['grads']}"
-    assert cache.cache_dir("results").name == f"results-v{cache.SCHEMA['results']}"
+    spec = gradients_spec(micro_zoo, 3, 7)
+    assert gradients_path(micro_zoo, 3, 7) == spec.path() == cache.root() / "grads" / micro_zoo.key / \
+        f"grads-{spec.key()}.safetensors"
+    args = ({"lam": 0.3}, "test", None, 0, micro_zoo.task_names)
+    ta, tsv = (method_spec(micro_zoo, m, *args) for m in ("task_arithmetic", "tsv"))
+    assert ta.path().parent == cache.root() / "results" / micro_zoo.key
+    assert ta.revisions() == {"kind": 1, "method": 1} and tsv.revisions()["method"] == 2  # the float64 Gram route
+    before_ta, before_tsv, before_grads = ta.key(), tsv.key(), spec.key()
+    monkeypatch.setitem(keys.REVISIONS, "method tsv", 3)
+    assert tsv.key() != before_tsv and ta.key() == before_ta and spec.key() == before_grads
+    monkeypatch.setitem(keys.REVISIONS, "kind grads", 2)
+    assert spec.key() != before_grads and ta.key() == before_ta
+    with pytest.raises(ValueError, match="declared with revisions"):
+        keys.declare("method tsv", 9)
 
 
 # ------------------------------------------------------------------------------ precision
@@ -231,8 +247,8 @@ def test_bf16_check_ignores_near_ties_and_catches_real_disagreements():
 
 def test_precision_switch(micro_zoo, monkeypatch):
     from tatr_core.errors import TatrError
-    from tatr_core.evaluate import Evaluator, precision_key
-    from tatr_core.runs import method_record_path
+    from tatr_core.evaluate import Evaluator
+    from tatr_core.runs import method_spec
 
     fp32 = Evaluator(micro_zoo, precision="fp32")
     bf16 = Evaluator(micro_zoo, precision="bf16")
@@ -245,61 +261,40 @@ def test_precision_switch(micro_zoo, monkeypatch):
     assert {t: r.loss for t, r in forced.items()} == {t: r.loss for t, r in a.items()}
     with pytest.raises(TatrError, match="unknown precision 'fp16'"):
         Evaluator(micro_zoo, precision="fp16")
-    assert precision_key() == {}
-    auto_path = method_record_path(micro_zoo, "pretrained", {}, "test", None, 0, micro_zoo.task_names)
+    auto_spec = method_spec(micro_zoo, "pretrained", {}, "test", None, 0, micro_zoo.task_names)
+    assert auto_spec.precision == ""
     monkeypatch.setenv("TATR_PRECISION", "bf16")
-    assert precision_key() == {"precision": "bf16"} and Evaluator(micro_zoo).autocast
-    assert method_record_path(micro_zoo, "pretrained", {}, "test", None, 0, micro_zoo.task_names) != auto_path
+    bf16_spec = method_spec(micro_zoo, "pretrained", {}, "test", None, 0, micro_zoo.task_names)
+    assert bf16_spec.precision == "bf16" and Evaluator(micro_zoo).autocast and bf16_spec.key() != auto_spec.key()
 
 
 def test_precision_asked_in_a_context_reaches_evaluators_cache_keys_and_background_jobs(micro_zoo):
-    """The dashboard's precision control: asked for in a page run's context, it overrides the evaluator's
+    """The dashboard's precision control: put in force for a page run's context, it overrides the evaluator's
     default, enters the cache keys, and the background jobs that run started inherit it."""
     import contextvars
     import time
 
-    from tatr_core.evaluate import Evaluator, check_precision, precision_key, set_precision
+    from tatr_core import options
+    from tatr_core.evaluate import Evaluator, check_precision
     from tatr_core.jobs import RUNNER
+    from tatr_core.keys import Spec
 
     evaluator = Evaluator(micro_zoo)  # one evaluator serves every precision
 
     def in_page_run():
-        set_precision("bf16")
-        assert check_precision(None) == "bf16" and precision_key() == {"precision": "bf16"}
+        options.set_current(options.current().replace(precision="bf16"))
+        assert check_precision(None) == "bf16" and Spec.of("method", micro_zoo.key).precision == "bf16"
         assert evaluator.arithmetic() == (True, False) and "precision bf16" in evaluator.describe()
         assert evaluator.arithmetic("fp32") == (True, False)  # bf16 asked explicitly wins over the analyses' fp32
-        job = RUNNER.submit("precision-inheritance-test", "test", lambda job: (check_precision(None), precision_key()))
+        job = RUNNER.submit("precision-inheritance-test", "test",
+                            lambda job: (check_precision(None), Spec.of("method", micro_zoo.key).precision))
         deadline = time.monotonic() + 30
         while not job.done and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert job.result == ("bf16", {"precision": "bf16"})
-        set_precision("fp32")
+        assert job.result == ("bf16", "bf16")
+        options.set_current(options.current().replace(precision="fp32"))
         assert evaluator.arithmetic() == (False, False) and evaluator.precision == "fp32"
 
     contextvars.copy_context().run(in_page_run)
-    assert check_precision(None) == "auto" and precision_key() == {}  # other contexts keep the default
+    assert check_precision(None) == "auto" and Spec.of("method", micro_zoo.key).precision == ""  # elsewhere: default
     assert evaluator.arithmetic() == (False, False) and evaluator.arithmetic("fp32") == (False, False)
-
-
-def test_a_methods_revision_renames_its_cached_results(micro_zoo, monkeypatch):
-    """Bumping a method's revision (a change in what it computes) moves its cached results to new keys,
-    so no result of the earlier code is shown again; revision 1 keeps the keys results were stored under."""
-    import dataclasses
-
-    from tatr_core.cache import cache_dir, digest
-    from tatr_core.merge import REGISTRY
-    from tatr_core.points import record_path
-    from tatr_core.runs import method_record_path
-
-    args = ({"lam": 0.3}, "test", None, 0, micro_zoo.task_names)
-    ta = method_record_path(micro_zoo, "task_arithmetic", *args)
-    description = {"method": "task_arithmetic", "params": {"lam": 0.3}, "split": "test", "sample": None, "seed": None,
-                   "tasks": micro_zoo.task_names}
-    assert REGISTRY["task_arithmetic"].revision == 1 and ta == record_path(micro_zoo, "task_arithmetic", description)
-    assert ta.name == f"task_arithmetic-{digest({'zoo': micro_zoo.key, **description})}.json"
-    assert ta.parent == cache_dir("results", micro_zoo.key)
-    assert REGISTRY["tsv"].revision == 2 and REGISTRY["iso_cts"].revision == 2  # the float64 Gram route
-    before = method_record_path(micro_zoo, "tsv", *args)
-    monkeypatch.setitem(REGISTRY, "tsv", dataclasses.replace(REGISTRY["tsv"], revision=3))
-    assert method_record_path(micro_zoo, "tsv", *args) != before
-    assert method_record_path(micro_zoo, "task_arithmetic", *args) == ta

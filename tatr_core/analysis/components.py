@@ -29,13 +29,15 @@ from typing import Callable
 
 import torch
 
-from ..cache import digest, honours_no_cache, lookup_json
+from ..cache import digest
 from ..errors import TatrError
-from ..evaluate import Evaluator
+from ..executors import run_points
 from ..gradients import compute_task_gradients
-from ..points import Shared, linear_point, record_path, run_points
+from ..keys import Spec
+from ..points import Shared, linear_point
 from ..trust_region import count_for_fraction, sensitivity, top_k_mask
 from ..zoo import Progress, Zoo, no_progress
+from .registry import Context, has_keys, register, run
 
 COMPONENTS = ("positive", "negative", "orthogonal")
 #: The paper's "≈ 0" made a number: the share of the non-zero entries that form Δ⊥.
@@ -97,19 +99,34 @@ def merged_components(zoo: Zoo, exemplars: int = 128, seed: int = 0, orthogonal_
     return split_by_product(deltas.sum(0), cross, orthogonal_fraction)
 
 
-@honours_no_cache
-def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0,
-                              orthogonal_fraction: float = ORTHOGONAL_FRACTION, split: str = "test",
-                              sample: int | None = None, evaluator: Evaluator | None = None,
-                              progress: Progress = no_progress, use_cache: bool = True) -> dict:
+def _split_spec(kind: str, zoo: Zoo, lam: float, exemplars: int, seed: int, orthogonal_fraction: float, split: str,
+                sample: int | None) -> Spec:
+    params = {"lam": lam, "exemplars": exemplars, "seed": seed,
+              "orthogonal_fraction": check_orthogonal_fraction(orthogonal_fraction)}
+    return Spec.of(kind, zoo.key, {"params": params, "split": split, "sample": sample})
+
+
+def merged_components_spec(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0,
+                           orthogonal_fraction: float = ORTHOGONAL_FRACTION, split: str = "test",
+                           sample: int | None = None) -> Spec:
+    """The spec of :func:`merged_component_accuracy`."""
+    return _split_spec("merged-components", zoo, lam, exemplars, seed, orthogonal_fraction, split, sample)
+
+
+def merged_component_accuracy(zoo: Zoo, *, evaluator=None, progress: Progress = no_progress, use_cache: bool = True,
+                              **kw) -> dict:
     """Figure 2(a): every task's accuracy and loss under θ_pre, Task Arithmetic (θ_pre + λ Σ_k Δ_k) and
     the merged models θ^pos / θ^neg / θ^orth_TATR = θ_pre + λ Σ_k Δ_k ⊙ 1_c, with each component's
-    share of the entries and of the squared norm."""
-    orthogonal_fraction = check_orthogonal_fraction(orthogonal_fraction)
-    params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
-    path = record_path(zoo, "merged-components", {"params": params, "split": split, "sample": sample})
-    if use_cache and (cached := lookup_json(path)) is not None:
-        return cached
+    share of the entries and of the squared norm.  ``kw``: :func:`merged_components_spec`'s parameters."""
+    return run(zoo, merged_components_spec(zoo, **kw), evaluator=evaluator, progress=progress, use_cache=use_cache)
+
+
+@register("merged-components", "Figure 2(a): merged models of one component", has_keys("tasks", "models", "params"),
+          lambda args: "Figure 2(a): five merged models")
+def _merged_components(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    params, split, sample = args["params"], args["split"], args["sample"]
+    lam, exemplars, seed, orthogonal_fraction = (params[k] for k in ("lam", "exemplars", "seed", "orthogonal_fraction"))
+    evaluator, progress = ctx.evaluator, ctx.progress
     names = zoo.task_names
     base = f"merged-{digest(params)}"  # the shared vectors' names say what they are computed from
     memo: dict = {}
@@ -124,11 +141,11 @@ def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, 
               **{c: [(f"{base}/{c}", lam)] for c in COMPONENTS}}
     points = [linear_point(zoo, f"Figure 2(a): {name}", terms, names, split, sample, seed, {"merged": params})
               for name, terms in models.items()]
-    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="Figure 2(a) models")
+    outcome = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="Figure 2(a) models")
     split_parts = parts()
     norm2 = float(sum(split_parts.values()).pow(2).sum()) or 1.0
     out: dict = {"tasks": names, "params": params, "split": split, "sample": sample, "models": {}}
-    for name, results in zip(models, run.results):
+    for name, results in zip(models, outcome.results):
         if results is None:
             continue
         row = {"tasks": results,
@@ -138,7 +155,7 @@ def merged_component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, 
             row["entries"] = int((split_parts[name] != 0).sum())
             row["norm_share"] = float(split_parts[name].pow(2).sum()) / norm2
         out["models"][name] = row
-    run.settle(out, path, use_cache)
+    outcome.mark_failures(out)
     progress(1.0, "Figure 2(a) done")
     return out
 
@@ -152,21 +169,30 @@ def task_components(zoo: Zoo, task: str | None, exemplars: int = 128, seed: int 
     return split_components(delta, g, orthogonal_fraction)
 
 
-@honours_no_cache
-def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0,
-                       orthogonal_fraction: float = ORTHOGONAL_FRACTION,
-                       split: str = "test", sample: int | None = None, evaluator: Evaluator | None = None,
-                       progress: Progress = no_progress, use_cache: bool = True) -> dict:
+def components_spec(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: int = 0,
+                    orthogonal_fraction: float = ORTHOGONAL_FRACTION, split: str = "test",
+                    sample: int | None = None) -> Spec:
+    """The spec of :func:`component_accuracy`."""
+    return _split_spec("components", zoo, lam, exemplars, seed, orthogonal_fraction, split, sample)
+
+
+def component_accuracy(zoo: Zoo, *, evaluator=None, progress: Progress = no_progress, use_cache: bool = True,
+                       **kw) -> dict:
     """Components per task (the per-task view beside Figure 2(a)): per task j, accuracy and loss of
     θ_pre + λ·C for each component C of the others' Δ, on task j.
 
     Also the zero-shot baseline, θ_pre + λ·Δ (all of the others' vector), and each component's
-    share of the entries and of the squared norm.
+    share of the entries and of the squared norm.  ``kw``: :func:`components_spec`'s parameters.
     """
-    params = {"lam": lam, "exemplars": exemplars, "seed": seed, "orthogonal_fraction": orthogonal_fraction}
-    path = record_path(zoo, "components", {"params": params, "split": split, "sample": sample})
-    if use_cache and (cached := lookup_json(path)) is not None:
-        return cached
+    return run(zoo, components_spec(zoo, **kw), evaluator=evaluator, progress=progress, use_cache=use_cache)
+
+
+@register("components", "components of the other tasks' vector, per task", has_keys("tasks", "per_task", "params"),
+          lambda args: "splitting the task vectors by each task's gradient")
+def _components(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    params, split, sample = args["params"], args["split"], args["sample"]
+    lam, exemplars, seed, orthogonal_fraction = (params[k] for k in ("lam", "exemplars", "seed", "orthogonal_fraction"))
+    evaluator, progress = ctx.evaluator, ctx.progress
     names = zoo.task_names
     base = f"per-task-{digest(params)}"
     memo: dict = {}
@@ -185,9 +211,9 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
             source = {"per_task": params, "task": task} if terms else {}
             points.append(linear_point(zoo, f"components for {task}: {name}", terms, [task], split, sample, seed, source))
             where.append((task, name))
-    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="component models")
+    outcome = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, what="component models")
     out: dict = {"tasks": names, "params": params, "split": split, "sample": sample, "per_task": {t: {} for t in names}}
-    for (task, name), result in zip(where, run.results):
+    for (task, name), result in zip(where, outcome.results):
         if result is not None:
             out["per_task"][task][name] = dict(result[task])
     for task in names:
@@ -197,7 +223,7 @@ def component_accuracy(zoo: Zoo, lam: float = 0.3, exemplars: int = 128, seed: i
             if name in out["per_task"][task]:
                 out["per_task"][task][name]["entries"] = int((part != 0).sum())
                 out["per_task"][task][name]["norm_share"] = float(part.pow(2).sum()) / norm2
-    run.settle(out, path, use_cache)
+    outcome.mark_failures(out)
     progress(1.0, "components done")
     return out
 
@@ -239,12 +265,20 @@ def plane_projection(theta_pre_offset: torch.Tensor, u: torch.Tensor, v: torch.T
     return a, b
 
 
-@honours_no_cache
-def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, stop: float = 1.2, step: float = 0.1,
+def landscape_spec(zoo: Zoo, task: str | None = None, *, start: float = -0.2, stop: float = 1.2, step: float = 0.1,
                    exemplars: int = 128, seed: int = 0, orthogonal_fraction: float = ORTHOGONAL_FRACTION,
-                   split: str = "test",
-                   sample: int | None = 200, evaluator: Evaluator | None = None, progress: Progress = no_progress,
-                   on_update: Callable[[dict], None] | None = None, use_cache: bool = True) -> dict:
+                   split: str = "test", sample: int | None = 200) -> Spec:
+    """The spec of :func:`loss_landscape`."""
+    if task is not None:
+        zoo.check_tasks([task])
+    axis = grid_axis(start, stop, step)
+    params = {"task": task, "axis": axis, "exemplars": exemplars, "seed": seed,
+              "orthogonal_fraction": check_orthogonal_fraction(orthogonal_fraction)}
+    return Spec.of("landscape", zoo.key, {"params": params, "split": split, "sample": sample})
+
+
+def loss_landscape(zoo: Zoo, task: str | None = None, *, evaluator=None, progress: Progress = no_progress,
+                   on_update: Callable[[dict], None] | None = None, use_cache: bool = True, **kw) -> dict:
     """Loss of every task (and their sum) over the Δ⊥ / Δ⁺ / Δ⁻ plane of ``task`` (None: the total loss).
 
     ``loss[task][ib][ia]`` is the loss at (a = axis[ia], b = axis[ib]); ``total`` sums the tasks.
@@ -255,12 +289,17 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
     ``failed`` lists the points that failed on every try (Ray); they stay ``None``.  Losses are
     evaluated in float32 whatever the evaluator's precision (bf16 blurs small loss differences).
     """
-    axis = grid_axis(start, stop, step)
-    params = {"task": task, "axis": axis, "exemplars": exemplars, "seed": seed,
-              "orthogonal_fraction": orthogonal_fraction}
-    path = record_path(zoo, "landscape", {"params": params, "split": split, "sample": sample})
-    if use_cache and (cached := lookup_json(path)) is not None:
-        return cached
+    return run(zoo, landscape_spec(zoo, task, **kw), evaluator=evaluator, progress=progress, on_update=on_update,
+               use_cache=use_cache)
+
+
+@register("landscape", "loss landscape", has_keys("tasks", "axis", "loss", "total", "points"),
+          lambda args: f"{len(args['params']['axis'])}×{len(args['params']['axis'])} merged models")
+def _landscape(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    params, split, sample = args["params"], args["split"], args["sample"]
+    task, axis, exemplars, seed, orthogonal_fraction = (params[k] for k in ("task", "axis", "exemplars", "seed",
+                                                                            "orthogonal_fraction"))
+    evaluator, progress, on_update = ctx.evaluator, ctx.progress, ctx.on_update
     names = zoo.task_names
     base = f"plane-{digest(params | {'axis': None})}"  # the plane, whatever the grid on it
     memo: dict = {}
@@ -298,7 +337,7 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
         if on_update is not None:
             on_update(record_now())
 
-    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=arrived,
+    outcome = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=arrived,
                      what="landscape points")
     p = plane()
     pa, pb = plane_projection(zoo.task_vectors.pretrained - (zoo.task_vectors.pretrained + p["origin"]), p["u"], p["v"])
@@ -307,4 +346,5 @@ def loss_landscape(zoo: Zoo, task: str | None = None, *, start: float = -0.2, st
         "points": {"orthogonal": [0.0, 0.0], "positive": [1.0, 0.0], "negative": [0.0, 1.0], "pretrained": [pa, pb]},
         "norms": {name: float(part.norm()) for name, part in p["parts"].items()},
     }
-    return run.settle(record, path, use_cache)
+    outcome.mark_failures(record)
+    return record

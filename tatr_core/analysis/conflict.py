@@ -10,14 +10,13 @@ float32 whatever the evaluator's precision (bf16 blurs the small loss difference
 """
 from __future__ import annotations
 
-from typing import Callable
-
-from ..cache import honours_no_cache, lookup_json
 from ..errors import TatrError
-from ..evaluate import Evaluator
-from ..points import Point, Shared, record_path, run_points
+from ..executors import run_points
+from ..keys import Spec
+from ..points import Point, Shared, subset_point
 from ..runs import BASELINES, merge_inputs, merge_inputs_name, method_params
 from ..zoo import Progress, Zoo, no_progress
+from .registry import Context, has_keys, register, run
 
 
 def subset_points(zoo: Zoo, method: str, params: dict, subsets: list, labels: list[str], split: str,
@@ -27,44 +26,34 @@ def subset_points(zoo: Zoo, method: str, params: dict, subsets: list, labels: li
     inputs = merge_inputs_name(params)
     if inputs is not None:
         shared.add(inputs, lambda: merge_inputs(zoo, params))
-    points = []
-    for merged, label in zip(subsets, labels):
-        args = {"method": method, "params": params, "merged": merged, "tasks": zoo.task_names, "split": split,
-                "sample": sample, "seed": seed, **({"precision": precision} if precision else {})}
-        path = record_path(zoo, f"subset-{method}", {"kind": "subset", **args}, point=True)
-        points.append(Point("subset", args, label, path, (inputs,) if inputs else ()))
-    return points
+    return [subset_point(zoo, method, params, merged, zoo.task_names, split, sample, seed, label, inputs, precision)
+            for merged, label in zip(subsets, labels)]
 
 
-@honours_no_cache
-def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, density=None, tau=None, sensitivity=None,
-                    exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
-                    evaluator: Evaluator | None = None, progress: Progress = no_progress,
-                    on_update: Callable[[dict], None] | None = None, use_cache: bool = True, **extra) -> dict:
-    """``{"tasks", "method", "params", "loss": K×K, "accuracy": K×K, "full", "without", "total_loss", "total_accuracy"}``.
-
-    ``loss[j][i]`` is C_{j|i} (row j: the task that suffers; column i: the task added); the
-    diagonal is ``None``.  ``full[task]`` and ``without[i][task]`` hold the two evaluations
-    every entry is the difference of.  ``failed`` lists the merges that failed on every try (Ray);
-    their row and column entries are ``None``, as are those of merges still to come in the partial
-    records ``on_update`` receives as merges arrive.
-    """
+def conflict_spec(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, density=None, tau=None, sensitivity=None,
+                  exemplars: int | None = None, seed: int = 0, split: str = "test", sample: int | None = None,
+                  **extra) -> Spec:
+    """The spec of :func:`conflict_matrix` (its parameters checked and completed)."""
     if method in BASELINES:
         raise TatrError(f"knowledge conflict needs a merge method, not '{method}'")
-    names = zoo.task_names
-    if len(names) < 2:
+    if len(zoo.task_names) < 2:
         raise TatrError("knowledge conflict needs at least two tasks")
     params = method_params(method, lam=lam, density=density, tau=tau, sensitivity=sensitivity,
                            exemplars=exemplars, seed=seed, **extra)
-    path = record_path(zoo, f"conflict-{method}", {"method": method, "params": params, "split": split, "sample": sample})
-    if use_cache and (cached := lookup_json(path)) is not None:
-        return cached
+    return Spec.of("conflict", zoo.key, {"method": method, "params": params, "split": split, "sample": sample,
+                                         "seed": seed})
+
+
+@register("conflict", "knowledge conflict", has_keys("tasks", "loss", "accuracy", "total_loss", "total_accuracy"),
+          lambda args: f"knowledge conflict of {args['method']}: K + 1 merges")
+def _conflict(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    names, method, params, split, sample = zoo.task_names, args["method"], args["params"], args["split"], args["sample"]
     K = len(names)
     shared = Shared()
     subsets = [None] + [[k for k in range(K) if k != i] for i in range(K)]
     labels = [f"{method} on all {K} tasks"] + [f"{method} without {n}" for n in names]
     # float32 even where the evaluator uses bf16: C is a difference of close losses
-    points = subset_points(zoo, method, params, subsets, labels, split, sample, seed, shared, precision="fp32")
+    points = subset_points(zoo, method, params, subsets, labels, split, sample, args["seed"], shared, precision="fp32")
     results: list = [None] * len(points)
 
     def assemble() -> dict:
@@ -84,11 +73,26 @@ def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, lam=None, dens
 
     def arrived(n: int, result: dict) -> None:
         results[n] = result
-        if on_update is not None:
-            on_update(assemble())
+        if ctx.on_update is not None:
+            ctx.on_update(assemble())
 
-    run = run_points(zoo, points, shared=shared, evaluator=evaluator, progress=progress, on_result=arrived,
+    outcome = run_points(zoo, points, shared=shared, evaluator=ctx.evaluator, progress=ctx.progress, on_result=arrived,
                      what="conflict merges")
-    record = run.settle(assemble(), path, use_cache)
-    progress(1.0, "conflict matrix done")
+    record = assemble()
+    outcome.mark_failures(record)
+    ctx.progress(1.0, "conflict matrix done")
     return record
+
+
+def conflict_matrix(zoo: Zoo, method: str = "task_arithmetic", *, evaluator=None, progress: Progress = no_progress,
+                    on_update=None, use_cache: bool = True, **kw) -> dict:
+    """``{"tasks", "method", "params", "loss": K×K, "accuracy": K×K, "full", "without", "total_loss", "total_accuracy"}``.
+
+    ``loss[j][i]`` is C_{j|i} (row j: the task that suffers; column i: the task added); the
+    diagonal is ``None``.  ``full[task]`` and ``without[i][task]`` hold the two evaluations
+    every entry is the difference of.  ``failed`` lists the merges that failed on every try (Ray);
+    their row and column entries are ``None``, as are those of merges still to come in the partial
+    records ``on_update`` receives as merges arrive.  ``kw``: :func:`conflict_spec`'s parameters.
+    """
+    return run(zoo, conflict_spec(zoo, method, **kw), evaluator=evaluator, progress=progress, on_update=on_update,
+               use_cache=use_cache)

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import torch
 
+from ..keys import Spec
 from ..trust_region import CHUNK, top_k_mask
 from ..zoo import Zoo
+from .registry import Context, has_keys, register
+
+
+def geometry_spec(zoo: Zoo) -> Spec:
+    """The spec of :func:`task_vector_geometry` (it depends on the task vectors only)."""
+    return Spec.of("geometry", zoo.key, {}, precision="auto")
+
+
+@register("geometry", "task-vector geometry", has_keys("tasks", "norms", "cosine", "overlap"),
+          lambda args: "norms and cosines of the task vectors")
+def _geometry(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    return task_vector_geometry(zoo)
 
 
 def task_vector_geometry(zoo: Zoo) -> dict:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..gradients import compute_task_gradients
+from ..keys import Spec
 from ..merge import compute_trust_region
-from ..trust_region import SENSITIVITIES, sensitivity
+from ..trust_region import SENSITIVITIES, check_tau, sensitivity, sensitivity_spec
 from ..zoo import Progress, Zoo, no_progress
+from .registry import Context, has_keys, register, run
 
 
 def block_of(key: str) -> str:
@@ -49,14 +50,25 @@ def omega_histogram(omega: torch.Tensor, threshold: float | None, bins: int = 80
             "negative": int((omega < 0).sum()), "threshold": threshold, "n": omega.numel()}
 
 
-@honours_no_cache
+def layers_spec(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, exemplars: int = 128, seed: int = 0) -> Spec:
+    """The spec of :func:`layer_sensitivity`."""
+    sensitivity_spec(variant)
+    return Spec.of("layers", zoo.key, {"params": {"variant": variant, "tau": check_tau(tau), "exemplars": int(exemplars),
+                                                  "seed": int(seed)}})
+
+
 def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, exemplars: int = 128, seed: int = 0,
                       progress: Progress = no_progress, use_cache: bool = True) -> dict:
-    params = {"variant": variant, "tau": tau, "exemplars": exemplars, "seed": seed}
-    key = digest({"zoo": zoo.key, "params": params, "record": 3})
-    path = cache_dir("results", zoo.key) / f"layers-{key}.json"
-    if use_cache and (cached := lookup_json(path)) is not None:
-        return cached
+    """Figure 4's record: Ω and each task's sensitivity per tensor and block, what τ excludes, Ω's histogram."""
+    return run(zoo, layers_spec(zoo, variant, tau, exemplars, seed), progress=progress, use_cache=use_cache)
+
+
+@register("layers", "per-layer sensitivity", has_keys("tasks", "tensors", "per_task", "histogram", "block_omega"),
+          lambda args: "per-task gradients and Ω")
+def _layers(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    params = args["params"]
+    variant, tau, exemplars, seed, progress = (params["variant"], params["tau"], params["exemplars"], params["seed"],
+                                               ctx.progress)
     tv = zoo.task_vectors
     g = compute_task_gradients(zoo, exemplars, seed, progress=progress)
     needs = SENSITIVITIES[variant].needs
@@ -98,6 +110,4 @@ def layer_sensitivity(zoo: Zoo, variant: str = "gradient", tau: float = 0.01, ex
         "block_per_task": {t: by_block(v) for t, v in per_task.items()},
         "excluded_total": region.excluded, "N": tv.N, "histogram": hist,
     }
-    if use_cache:
-        write_json_atomic(path, record)
     return record

@@ -12,9 +12,13 @@ from typing import Callable, Sequence
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..points import Point, Shared, run_points
-from ..runs import merge_inputs, merge_inputs_name, method_params, method_record_path
+from ..executors import run_points
+from ..keys import Spec
+from ..merge import REGISTRY
+from ..points import Point, Shared, method_point as point_of
+from ..runs import merge_inputs, merge_inputs_name, method_params, method_spec
 from ..zoo import Progress, Zoo, no_progress
+from .registry import Context, has_keys, register
 
 DEFAULT_GRIDS = {
     "tau": [0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05],
@@ -26,8 +30,6 @@ DEFAULT_GRIDS = {
 def sweepable(method: str) -> dict[str, list]:
     """{parameter: default grid} a sweep of ``method`` can take: τ, λ (when it has one), the exemplar
     count, and every numeric parameter it declares with a grid (tatr_core.merge.registry.Param)."""
-    from ..merge import REGISTRY
-
     spec = REGISTRY[method]
     out = {"tau": DEFAULT_GRIDS["tau"], "exemplars": DEFAULT_GRIDS["exemplars"]}
     if spec.default_lam is not None:
@@ -42,8 +44,6 @@ def extended_grid(method: str, parameter: str, zoo: Zoo | None = None) -> list:
     """The default grid of ``parameter`` for ``method`` with 2×, 4× and 8× its last value added, as far
     as the parameter's range allows (τ < 1; a declared parameter's bounds; for the exemplar count, the
     smallest training split of ``zoo``): for a best point at the edge."""
-    from ..merge import REGISTRY
-
     grid = list(sweepable(method)[parameter])
     last = grid[-1]
     param = REGISTRY[method].declared.get(parameter)
@@ -66,8 +66,6 @@ def extended_grid(method: str, parameter: str, zoo: Zoo | None = None) -> list:
 
 def declared_sweeps() -> dict[str, str]:
     """{parameter: label} of the numeric parameters the training-free methods declare with a grid."""
-    from ..merge import REGISTRY
-
     out: dict[str, str] = {}
     for spec in REGISTRY.values():
         if not spec.uses_data:
@@ -87,9 +85,8 @@ def method_point(zoo: Zoo, method: str, *, split: str = "test", sample: int | No
     inputs = merge_inputs_name(params)
     if inputs is not None and shared is not None:
         shared.add(inputs, lambda: merge_inputs(zoo, params))
-    args = {"method": method, "params": params, "split": split, "sample": sample, "seed": seed, "tasks": tasks}
-    return Point("method", args, label or method, method_record_path(zoo, method, params, split, sample, seed, tasks),
-                 (inputs,) if inputs is not None and shared is not None else ())
+    return point_of(method_spec(zoo, method, params, split, sample, seed, tasks), label or method,
+                    inputs if shared is not None else None)
 
 
 def run_methods(zoo: Zoo, calls: Sequence[dict], *, evaluator: Evaluator | None = None, progress: Progress = no_progress,
@@ -113,8 +110,6 @@ def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None 
     The points are computed by the current executor, in any order; ``points`` is in ``values``' order,
     also in the partial records ``on_update`` receives.
     """
-    from ..merge import REGISTRY
-
     if method not in REGISTRY:
         raise TatrError(f"unknown method '{method}'; choose one of {', '.join(REGISTRY)}")
     grids = sweepable(method)
@@ -146,3 +141,29 @@ def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None 
     progress(1.0, "sweep done")
     return {"method": method, "parameter": parameter, "values": values, "fixed": fixed,
             "points": [point(n, r) for n, r in enumerate(records)]}
+
+
+def sweeps_spec(zoo: Zoo, parameter: str, methods: Sequence[str], grids: dict[str, list], splits: Sequence[str] = ("test",),
+                **fixed) -> Spec:
+    """Several curves as one request (the Sweeps page's): each method's ``grids[method]`` on each split."""
+    for method in methods:
+        if method not in REGISTRY:
+            raise TatrError(f"unknown method '{method}'; choose one of {', '.join(REGISTRY)}")
+    return Spec.of("sweeps", zoo.key, {"parameter": parameter, "methods": list(methods), "splits": list(splits),
+                                       "grids": {m: list(grids[m]) for m in methods}, "fixed": fixed})
+
+
+@register("sweeps", "sweep curves", has_keys("curves"),
+          lambda args: f"{len(args['methods']) * len(args['splits'])} curves, "
+                       f"{sum(map(len, args['grids'].values())) * len(args['splits'])} points")
+def _sweeps(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    """Every curve, one after another; the curves so far are published as each point finishes."""
+    done: list[dict] = []
+    runs = [(m, split) for m in args["methods"] for split in args["splits"]]
+    for n, (method, split) in enumerate(runs):
+        record = sweep(zoo, method, args["parameter"], args["grids"][method], evaluator=ctx.evaluator, split=split,
+                       progress=lambda f, m, n=n: ctx.progress((n + f) / len(runs), m),
+                       on_update=(lambda partial: ctx.on_update({"curves": done + [partial]})) if ctx.on_update else None,
+                       **args["fixed"])
+        done.append(record)
+    return {"curves": done}

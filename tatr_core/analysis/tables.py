@@ -13,11 +13,17 @@ from typing import Callable, Sequence
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
-from ..points import Shared, run_points
+from ..executors import run_points
+from ..keys import Spec
+from ..merge import REGISTRY
+from ..points import Shared
 from ..runs import BASELINES, method_params
 from ..zoo import Progress, Zoo, no_progress
 from .conflict import subset_points
+from .registry import Context, has_keys, register
 from .sweeps import run_methods
+from .tuning import check_validation_split, tunable
+from .tuning import tune as tune_row
 
 #: methods whose plug-in rows also come in the zero-shot sensitivity (as the paper's Table 1 has them)
 ZERO_SHOT_PLUGIN_ROWS = ("ties",)
@@ -39,8 +45,6 @@ def method_rows() -> list[tuple[str, str, str, dict]]:
     appears here, plain and with TATR, without this module changing.  The sensitivity variants are
     Table 6 (:data:`SENSITIVITY_ROWS`).
     """
-    from ..merge import REGISTRY
-
     rows = [("Pre-trained", BASIC, "pretrained", {}), ("Individual", BASIC, "individual", {})]
     for spec in REGISTRY.values():
         if spec.name == "tatr":
@@ -112,8 +116,6 @@ def _add_gains(rows: list[dict]) -> None:
 
 def trains_at_test_time(method: str) -> bool:
     """Whether a row's method trains on unlabelled test images (AdaMerging, Surgery): minutes per row."""
-    from ..merge import REGISTRY
-
     return method in REGISTRY and REGISTRY[method].group == "Test-time training methods"
 
 
@@ -131,9 +133,6 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
     order), for pages that fill the table in as it is computed.  Without ``tune`` every row is one
     point and all of them run together on the current executor (:mod:`tatr_core.executors`).
     """
-    from .tuning import check_validation_split, tunable
-    from .tuning import tune as tune_row
-
     rows = [r for r in rows if test_time or not trains_at_test_time(r[2])]
     if tune:
         check_validation_split(zoo)
@@ -204,6 +203,16 @@ def _tuned(table: dict) -> bool:
 CHOSEN_COLUMN = "chosen on val"
 
 
+def held_out_split(zoo: Zoo, held_out: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(held-out tasks, merged tasks) of Table 4: ``held_out`` (default: the last two) and the rest."""
+    held_out = list(held_out) if held_out is not None else zoo.task_names[-2:]
+    seen = [t for t in zoo.task_names if t not in held_out]
+    if not seen or not held_out:
+        raise TatrError("generalization needs at least one merged and one held-out task")
+    zoo.check_tasks(held_out)
+    return held_out, seen
+
+
 def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, methods: Sequence[tuple] | None = None,
                          split: str = "test", sample: int | None = None, evaluator: Evaluator | None = None,
                          progress: Progress = no_progress) -> dict:
@@ -212,11 +221,7 @@ def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, met
     Columns: the merged tasks and their average, then the held-out tasks and their average.
     """
     names = zoo.task_names
-    held_out = list(held_out) if held_out is not None else names[-2:]
-    seen = [t for t in names if t not in held_out]
-    if not seen or not held_out:
-        raise TatrError("generalization needs at least one merged and one held-out task")
-    zoo.check_tasks(held_out)
+    held_out, seen = held_out_split(zoo, held_out)
     methods = methods or [("Task Arithmetic", "task_arithmetic", {}), ("TATR", "tatr", {})]
     idx = [names.index(t) for t in seen]
     shared, points, params_of = Shared(), [], []
@@ -238,6 +243,38 @@ def generalization_table(zoo: Zoo, held_out: Sequence[str] | None = None, *, met
     _add_gains(rows)
     return {"title": f"Generalization to held-out tasks ({', '.join(held_out)}) on zoo {zoo.name}",
             "columns": columns, "rows": rows, "held_out": held_out, "split": split, "sample": sample}
+
+
+TABLES = {"methods": "Methods (Table 1)", "sensitivity-variants": "Sensitivity variants (Table 6)",
+          "generalization": "Generalization to held-out tasks (Table 4)"}
+
+
+def table_spec(zoo: Zoo, kind: str, *, test_time: bool = True, tune: bool = False,
+               held_out: Sequence[str] | None = None, split: str = "test", sample: int | None = None) -> Spec:
+    """One of the paper's tables (:data:`TABLES`) on ``zoo``, as one request: its rows are cached one by one
+    (each a method evaluation), the spec keys the whole (a page's job, the CLI's table)."""
+    if kind not in TABLES:
+        raise TatrError(f"unknown table '{kind}'; choose one of {', '.join(TABLES)}")
+    args: dict = {"table": kind, "split": split, "sample": sample}
+    if kind == "methods":
+        args |= {"test_time": bool(test_time), "tune": bool(tune)}
+    elif kind == "sensitivity-variants":
+        args |= {"tune": bool(tune)}
+    else:
+        args |= {"held_out": held_out_split(zoo, held_out)[0]}
+    return Spec.of("table", zoo.key, args)
+
+
+@register("table", "method table", has_keys("title", "columns", "rows"), lambda args: TABLES[args["table"]])
+def _table_request(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    common = {"split": args["split"], "sample": args["sample"], "evaluator": ctx.evaluator, "progress": ctx.progress}
+    if args["table"] == "methods":
+        return method_table(zoo, METHOD_ROWS, test_time=args["test_time"], tune=args["tune"], on_update=ctx.on_update,
+                            **common)
+    if args["table"] == "sensitivity-variants":
+        return method_table(zoo, SENSITIVITY_ROWS, tune=args["tune"], on_update=ctx.on_update,
+                            title=f"TATR with each sensitivity (Table 6): test accuracy (%) on zoo {zoo.name}", **common)
+    return generalization_table(zoo, args["held_out"], **common)
 
 
 # ------------------------------------------------------------------------------ renderers

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import torch
 
-from ..cache import cache_dir, digest, honours_no_cache, lookup_json, write_json_atomic
 from ..errors import TatrError
+from ..keys import Spec
 from ..merge.tsv import singular_spectrum
 from ..vectors import TaskVectors
 from ..zoo import Progress, Zoo, no_progress
-
-#: Bumped when the numbers a record holds may change, so that no record of older code is shown again.
-#: 2: spectra and triplets through the float64 Gram matrix; all pairs from one Gram of the stacked U (V).
-REVISION = 2
+from .registry import Context, has_keys, register, run
 
 
 def singular_task_interference(a: tuple, b: tuple) -> float:
@@ -74,17 +71,20 @@ def task_singular_view(tv: TaskVectors, names: list[str], rank_fraction: float =
             "spectra": spectra, "per_layer": per_layer, "interference": (total / max(1, len(layers))).tolist()}
 
 
-@honours_no_cache
-def tsv_view(zoo: Zoo, rank_fraction: float = 0.1, progress: Progress = no_progress, use_cache: bool = True) -> dict:
-    """``{"layers", "spectra": {layer: {task: [σ/σ_max]}}, "interference": K×K, "per_layer": {layer: K×K}}``."""
+def tsv_spec(zoo: Zoo, rank_fraction: float = 0.1) -> Spec:
+    """The spec of :func:`tsv_view`."""
     if not 0 < rank_fraction <= 1:
         raise TatrError(f"rank_fraction must lie in (0, 1], got {rank_fraction}: it is the share of each "
                         "matrix's singular triplets the interference keeps (TSV uses 0.1)")
-    key = digest({"zoo": zoo.key, "rank_fraction": rank_fraction, "revision": REVISION})
-    path = cache_dir("results", zoo.key) / f"tsv-{key}.json"
-    if use_cache and (cached := lookup_json(path)) is not None:
-        return cached
-    record = task_singular_view(zoo.task_vectors, zoo.task_names, rank_fraction, progress)
-    if use_cache:
-        write_json_atomic(path, record)
-    return record
+    return Spec.of("tsv", zoo.key, {"rank_fraction": float(rank_fraction)})
+
+
+def tsv_view(zoo: Zoo, rank_fraction: float = 0.1, progress: Progress = no_progress, use_cache: bool = True) -> dict:
+    """``{"layers", "spectra": {layer: {task: [σ/σ_max]}}, "interference": K×K, "per_layer": {layer: K×K}}``."""
+    return run(zoo, tsv_spec(zoo, rank_fraction), progress=progress, use_cache=use_cache)
+
+
+@register("tsv", "task singular vectors", has_keys("tasks", "layers", "spectra", "interference", "per_layer"),
+          lambda args: "Task singular vectors: SVD of every task matrix")
+def _tsv(zoo: Zoo, args: dict, ctx: Context) -> dict:
+    return task_singular_view(zoo.task_vectors, zoo.task_names, args["rank_fraction"], ctx.progress)

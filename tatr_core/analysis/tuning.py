@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from ..errors import TatrError
 from ..evaluate import Evaluator
+from ..merge import REGISTRY
 from ..runs import BASELINES
-from .sweeps import run_methods
 from ..trust_region import SENSITIVITIES
 from ..zoo import Progress, Zoo, no_progress
+from .sweeps import run_methods
 
 LAM_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 TAU_GRID = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
@@ -32,8 +33,6 @@ TAU_GRID = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
 
 def tunable(method: str, params: dict) -> list[str]:
     """The parameters :func:`tune` chooses for a row of ``method`` with ``params``: "lam", "tau", both or none."""
-    from ..merge import REGISTRY
-
     if method in BASELINES:
         return []
     spec = REGISTRY[method]
@@ -66,8 +65,6 @@ def tune(zoo: Zoo, method: str, *, split: str = "val", sample: int | None = None
     if not names:
         return out
     check_validation_split(zoo, split)
-    from ..merge import REGISTRY
-
     spec = REGISTRY[method]
     grids = {"lam": list(lam_grid or LAM_GRID), "tau": list(tau_grid or TAU_GRID)}
     current = {"lam": params.get("lam", spec.default_lam), "tau": params.get("tau", spec.default_tau)}

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..cache import lookup_json, write_json_atomic
-from .fitting import device_of, fit_path, masked, plugin_region, subset, unlabelled_batch
+from .fitting import device_of, fit_spec, masked, plugin_region, subset, unlabelled_batch
 from .registry import BATCH, DENSITY, LR, STEPS, Param, register
 from .ties import ties_processed
 
@@ -95,6 +94,12 @@ def learn_coefficients(zoo, tv, deltas: torch.Tensor, names: list[str], params: 
             "raw_coefficients": coef.detach().cpu().tolist(), "entropy": history}
 
 
+def is_learned(record) -> bool:
+    """Whether a cached record has the shape of :func:`learn_coefficients`' result."""
+    return (isinstance(record, dict) and isinstance(record.get("coefficients"), list) and bool(record["coefficients"])
+            and all(isinstance(row, list) for row in record["coefficients"]) and isinstance(record.get("entropy"), list))
+
+
 def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, method: str):
     from . import MergeResult
 
@@ -102,11 +107,11 @@ def fit(zoo, params: dict, task_indices, inputs: dict, progress, *, plus: bool, 
     deltas = ties_processed(tv.deltas, params["density"]) if plus else tv.deltas
     region = plugin_region(tv, params, inputs, idx, task_indices is None)
     deltas = masked(deltas, region)  # Eq. 12: the mask before the coefficients are learned
-    path = fit_path(zoo, method, {"params": params, "tasks": names}, ".json")
-    learned = lookup_json(path)
+    spec = fit_spec(zoo, method, {"params": params, "tasks": names})
+    learned = spec.load(is_learned)
     if learned is None:
         learned = learn_coefficients(zoo, tv, deltas, names, params, progress)
-        write_json_atomic(path, learned)
+        spec.store(learned)
     coef = torch.tensor(learned["coefficients"], dtype=torch.float32, device=tv.pretrained.device)
     theta = merged_theta(tv.pretrained.float(), deltas.float(), coef, tv.layout).to(tv.dtype)
     return MergeResult(theta, method, params, region, extras={"learned": learned})

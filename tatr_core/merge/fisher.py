@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..cache import cache_dir, cached_tensors, digest, honours_no_cache
+from ..cache import cached_tensors, honours_no_cache
+from ..keys import Spec
 from .fitting import device_of, masked, plugin_region, subset
 from .registry import EXEMPLARS, register
 
@@ -77,7 +78,7 @@ def task_fisher(zoo, task: str, exemplars: int, seed: int, device=None, use_cach
     from ..models import channel_stats
 
     tv = zoo.task_vectors
-    path = cache_dir("fisher") / f"{zoo.key}-{task}-{digest({'n': exemplars, 'seed': seed})}.safetensors"
+    path = Spec.of("fisher", zoo.key, {"task": task, "n": exemplars, "seed": seed}, precision="auto").path()
 
     def compute() -> dict[str, torch.Tensor]:
         dev = device_of(device)

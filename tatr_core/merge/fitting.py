@@ -4,18 +4,17 @@
 * :func:`plugin_region` — the TATR trust region of those task vectors (Eq. 12/13 plug-in), None at τ = 0,
   and :func:`masked` — a vector times its mask;
 * :func:`unlabelled_batch` — a seeded batch of a task's test images, normalised (labels never used);
-* :func:`fit_path` — where a fitted result (coefficients, modules, Fishers, Grams) is cached.
+* :func:`fit_spec` — the spec (the cache entry) of a fitted result: learned coefficients, Surgery modules.
 
 Every loop here is seeded and runs on CUDA when present, on the CPU otherwise.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from ..cache import cache_dir, digest
+from ..keys import Spec
 from ..trust_region import TrustRegion, check_tau
 from ..vectors import TaskVectors
 
@@ -55,5 +54,7 @@ def unlabelled_batch(images_uint8: torch.Tensor, batch: int, generator: torch.Ge
     return normalise(images_uint8[pick.to(images_uint8.device)], mean, std)
 
 
-def fit_path(zoo, kind: str, payload: dict, suffix: str) -> Path:
-    return cache_dir("results", zoo.key) / f"fit-{kind}-{digest({'zoo': zoo.key, **payload})}{suffix}"
+def fit_spec(zoo, method: str, payload: dict, tensors: bool = False) -> Spec:
+    """What ``method`` learned from ``payload`` (its parameters and tasks): its JSON record, or with
+    ``tensors`` its learned tensors (Surgery's modules)."""
+    return Spec.of("fit-tensors" if tensors else "fit", zoo.key, {"method": method, **payload}, precision="auto")

@@ -24,18 +24,24 @@ from typing import Any, Callable
 import torch
 
 from ..errors import TatrError
+from ..keys import declare
 from ..vectors import TaskVectors
 
 Combine = Callable[[TaskVectors, dict], torch.Tensor]
 
 
+def _owner(name: str) -> str:
+    """How an error names whose parameter it is: 'tsv', or figure 'conflict' as given."""
+    return name if " " in name else f"'{name}'"
+
+
 @dataclass(frozen=True)
 class Param:
-    """One typed parameter of a merge method."""
+    """One typed parameter: of a merge method, and of a figure (:mod:`tatr_core.figures.registry`)."""
 
     name: str  #: keyword, record key and CLI flag (``--name``)
-    kind: type  #: float, int or str
-    default: Any
+    kind: type  #: float, int, str or bool
+    default: Any  #: None: left out, the value is decided elsewhere (each method's own τ, say)
     help: str
     low: float | None = None  #: lower bound (inclusive unless ``low_open``)
     high: float | None = None  #: upper bound (inclusive unless ``high_open``)
@@ -45,6 +51,7 @@ class Param:
     grid: tuple = ()  #: the values the pages offer (select slider); empty: a number box or a slider
     label: str = ""  #: the widget's label (default: the name)
     source: str = ""  #: where the default comes from
+    many: bool = False  #: a list of values (a flag that takes several: ``--values 0.1 0.3``)
 
     def with_default(self, default: Any, source: str = "", **changes: Any) -> "Param":
         """The same parameter with another default (and its source) for another method."""
@@ -52,8 +59,12 @@ class Param:
 
     def must(self) -> str:
         """What a value must be, in words: "a number in (0, 1]", "one of task, layer", ..."""
+        if self.many:
+            return "a list of " + dataclasses.replace(self, many=False).must().removeprefix("a ").removeprefix("one ")
+        if self.kind is bool:
+            return "true or false"
         if self.kind is str:
-            return "one of " + ", ".join(self.choices)
+            return "one of " + ", ".join(self.choices) if self.choices else "a name"
         what = "a whole number" if self.kind is int else "a number"
         if self.low is not None and self.high is not None:
             return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
@@ -64,27 +75,42 @@ class Param:
         return f"a finite {what[2:] if what.startswith('a ') else what}"
 
     def check(self, method: str, value: Any) -> Any:
-        """``value`` converted to the parameter's type, or a :class:`TatrError` naming what it must be."""
+        """``value`` converted to the parameter's type, or a :class:`TatrError` naming what it must be
+        (``None`` passes for a parameter whose default is None: left out).  ``method``: whose parameter it
+        is, as the message names it (a method's name, or "figure 'conflict'")."""
+        if value is None and self.default is None:
+            return None
+        if self.many:
+            if not isinstance(value, (list, tuple)) or not value:
+                raise TatrError(f"{self.name} of {_owner(method)} must be {self.must()}, got {value!r}")
+            one = dataclasses.replace(self, many=False)
+            return [one.check(method, v) for v in value]
         shown = "λ" if self.name == "lam" else self.name
+        if self.kind is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("true", "1", "false", "0"):
+                return str(value).lower() in ("true", "1")
+            raise TatrError(f"{shown} of {_owner(method)} must be true or false, got {value!r}")
         if self.kind is str:
             value = str(value)
             if self.choices and value not in self.choices:
-                raise TatrError(f"{shown} of '{method}' must be {self.must()}, got '{value}'")
+                raise TatrError(f"{shown} of {_owner(method)} must be {self.must()}, got '{value}'")
             return value
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise TatrError(f"{shown} of '{method}' must be {self.must()}, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise TatrError(f"{shown} of {_owner(method)} must be {self.must()}, got {value!r}") from None
         if not math.isfinite(number):
             raise TatrError(f"{shown} must be finite, got {value}")
         if self.kind is int:
             if not number.is_integer():
-                raise TatrError(f"{shown} of '{method}' must be a whole number, got {value!r}")
+                raise TatrError(f"{shown} of {_owner(method)} must be a whole number, got {value!r}")
             number = int(number)
         too_low = self.low is not None and (number <= self.low if self.low_open else number < self.low)
         too_high = self.high is not None and (number >= self.high if self.high_open else number > self.high)
         if too_low or too_high:
-            raise TatrError(f"{shown} of '{method}' must be {self.must()}, got {value}")
+            raise TatrError(f"{shown} of {_owner(method)} must be {self.must()}, got {value}")
         return number
 
 
@@ -104,7 +130,8 @@ class MergeMethod:
     rows: tuple[tuple[str, dict], ...] = ()  #: its rows in the paper's Table 1: (label, parameters)
     module: str = field(default="", compare=False)  #: the file that declares it
     #: bumped when what the method computes changes (even in its last digits): cached results of an
-    #: earlier revision are then never found again (:func:`tatr_core.points.record_path`)
+    #: earlier revision are then never found again (folded into every key that names the method,
+    #: :mod:`tatr_core.keys`)
     revision: int = 1
 
     @property
@@ -151,6 +178,7 @@ def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] =
             group=group or ("Test-time training methods" if uses_data else "Training-free methods"),
             order=order, reference=reference, rows=tuple(rows) if rows is not None else ((label, {}),),
             module=fn.__module__, revision=revision)
+        declare(f"method {name}", revision)
         return fn
     return deco
 

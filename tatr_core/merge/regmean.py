@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..cache import cache_dir, cached_tensors, digest, honours_no_cache
+from ..cache import cached_tensors, honours_no_cache
+from ..keys import Spec
 from .fitting import device_of, masked, plugin_region, subset
 from .registry import EXEMPLARS, Param, register
 
@@ -88,7 +89,7 @@ def task_grams(zoo, task: str, exemplars: int, seed: int, device=None, use_cache
     from ..gradients import exemplars_of
     from ..models import channel_stats
 
-    path = cache_dir("regmean") / f"{zoo.key}-{task}-{digest({'n': exemplars, 'seed': seed})}.safetensors"
+    path = Spec.of("regmean", zoo.key, {"task": task, "n": exemplars, "seed": seed}, precision="auto").path()
 
     def compute() -> dict[str, torch.Tensor]:
         dev = device_of(device)

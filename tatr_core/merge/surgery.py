@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..cache import lookup_json, write_json_atomic
 from ..checkpoints import read_state_dict, save_safetensors
-from .fitting import device_of, fit_path, plugin_region, subset
+from .fitting import device_of, fit_spec, plugin_region, subset
 from .registry import BATCH, LAM, LR, STEPS, Param, register
 
 RANK = Param("rank", int, 16, "rank of each task's low-rank module", low=1, grid=(2, 4, 8, 16, 32, 64),
@@ -95,9 +94,10 @@ def surgery(zoo, params, task_indices, inputs, progress):
     region = plugin_region(tv, params, inputs, idx, task_indices is None)
     theta = merge(tv, "task_arithmetic", lam=params["lam"], region=region).theta  # TATR when region is set
     payload = {"params": params, "tasks": names}
-    weights_path, report_path = fit_path(zoo, "surgery", payload, ".safetensors"), fit_path(zoo, "surgery", payload, ".json")
+    report_spec = fit_spec(zoo, "surgery", payload)
+    weights_path = fit_spec(zoo, "surgery", payload, tensors=True).path()
     device = device_of()
-    report = lookup_json(report_path)
+    report = report_spec.load(lambda r: isinstance(r, dict) and {"l1_before", "l1_after"} <= set(r))
     modules = {}
     if report is not None and weights_path.exists():
         try:
@@ -112,6 +112,6 @@ def surgery(zoo, params, task_indices, inputs, progress):
         modules, report = train_modules(zoo, theta, names, params, progress, device)
         save_safetensors({f"{t}.{k}": v.detach().cpu() for t, m in modules.items() for k, v in m.state_dict().items()},
                          weights_path)
-        write_json_atomic(report_path, report)
+        report_spec.store(report)
     maps = {t: m for t, m in modules.items()}
     return MergeResult(theta, "surgery", params, region, extras={"feature_maps": maps, "surgery": report})

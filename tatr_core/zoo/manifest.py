@@ -36,12 +36,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import cache_dir, digest
+from ..cache import digest
 from ..checkpoints import load_head, load_image_encoder, read_state_dict, save_safetensors
 from ..errors import TatrError
+from ..keys import Spec
 from ..models import OPENAI_MEAN, OPENAI_STD
 from ..vectors import mapped_task_vectors
-from . import Progress, Task, Zoo, no_progress
+from .base import Progress, Task, Zoo, no_progress
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TOP_KEYS = {"name", "arch", "pretrained", "clip", "image_size", "mean", "std", "tasks"}
@@ -167,8 +168,7 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 
 def _load_split(folder: Path, classes: list[str], size: int, manifest: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Images of ``<folder>/<class>/*`` as uint8 (n, 3, size, size), cached by content."""
-    key = digest({"stat": _stat(folder), "classes": classes, "size": size})
-    cached = cache_dir("data") / f"{key}.safetensors"
+    cached = Spec.of("data", "", {"stat": _stat(folder), "classes": classes, "size": size}, precision="auto").path()
     if cached.exists():
         try:
             sd = read_state_dict(cached)
@@ -271,13 +271,14 @@ def load(path: Path, progress: Progress = no_progress) -> Zoo:
     names = list(finetuned)
     # the task vectors, built once into a mapped file (one fine-tuned model in memory at a time), then
     # mapped on every later load; the fine-tuned weights themselves are read only when used
-    tv = mapped_task_vectors(cache_dir("vectors", key) / "deltas.bin", pretrained,
+    vectors = Spec.of("vectors", key, {}, precision="auto").path()
+    tv = mapped_task_vectors(vectors, pretrained,
                              [(lambda p=finetuned[n]: load_image_encoder(p)) for n in names], names,
                              [str(finetuned[n]) for n in names], str(pre_path),
                              progress=lambda f, m: progress(0.9 + 0.1 * f, m))
     progress(1.0, "zoo loaded")
     zoo = Zoo(zoo_name, arch, pretrained, LazyCheckpoints(finetuned), tasks, mean, std, key,
-              {"manifest": str(path), "folder": None})
+              {"manifest": str(path), "folder": None, "vectors": str(vectors)})
     zoo.__dict__["host_task_vectors"] = tv  # the cached property, filled
     return zoo
 

@@ -28,7 +28,7 @@ from ..checkpoints import read_state_dict, save_safetensors
 from ..data.mini import GENERIC, SPLITS, TASKS, generate_task
 from ..errors import TatrError
 from ..models import OPENAI_MEAN, OPENAI_STD, channel_stats, create_clip, head_logits, normalise, tokenizer, zero_shot_head
-from . import Progress, Task, Zoo, no_progress
+from .base import Progress, Task, Zoo, no_progress
 
 #: Bump when the build code changes in a way that changes the models.
 BUILD_VERSION = 1

@@ -5,9 +5,10 @@ import streamlit as st
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import evaluate_method
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import PAGES, current_zoo, friendly_errors, through_app
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.navigation import PAGES
+from tatr_core.ui.session import current_zoo
 
-through_app()
 st.title("TATR Studio")
 st.markdown(
     "Understand and do **multi-task model merging** of fine-tuned CLIP image encoders, built around "

@@ -2,10 +2,12 @@
 variants), Table 4 (generalization to held-out tasks) — best bold, second underlined; LaTeX / CSV."""
 import streamlit as st
 
-from tatr_core.analysis.tables import RENDERERS, SENSITIVITY_ROWS, generalization_table, method_table, to_html
-from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key, through_app
+from tatr_core.analysis.tables import RENDERERS, table_spec, to_html
+from tatr_core.ui.controls import control
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.jobs import analysis
+from tatr_core.ui.session import current_zoo
 
-through_app()
 st.title("Compare Methods")
 st.caption("Test accuracy (%) of every row's method on each task, computed on this zoo (cached after the first "
            "run), in the layout of the paper's tables.")
@@ -15,6 +17,7 @@ with friendly_errors():
 
 TABLES = {"methods": "Table 1: merging methods and TATR", "sensitivity": "Table 6: sensitivity variants",
           "generalization": "Table 4: generalization to held-out tasks"}
+KINDS = {"methods": "methods", "sensitivity": "sensitivity-variants", "generalization": "generalization"}
 with st.sidebar:
     which = st.radio("table", list(TABLES), key=control("cm-table", "methods", TABLES), format_func=TABLES.get)
     if which == "methods":
@@ -33,17 +36,6 @@ with st.sidebar:
         held_out = st.multiselect("held-out tasks", zoo.task_names,
                                   key=control("cm-held-out", zoo.task_names[-2:], zoo.task_names))
 
-def compute(job):
-    if which == "methods":
-        return method_table(zoo, evaluator=evaluator, progress=job.progress, test_time=test_time, tune=choose == "val",
-                            on_update=job.publish)
-    if which == "sensitivity":
-        return method_table(zoo, SENSITIVITY_ROWS, evaluator=evaluator, progress=job.progress, tune=choose == "val",
-                            title=f"TATR with each sensitivity: test accuracy (%) on zoo {zoo.name}",
-                            on_update=job.publish)
-    return generalization_table(zoo, held_out, evaluator=evaluator, progress=job.progress)
-
-
 def partial(table: dict) -> None:
     """The rows finished so far, in place of the table while the rest is computed."""
     st.subheader(table["title"])
@@ -52,12 +44,11 @@ def partial(table: dict) -> None:
     st.html(to_html(table))
 
 
-options = (test_time, choose) if which == "methods" else (choose,) if which == "sensitivity" else tuple(held_out)
 with friendly_errors():
-    if which == "generalization" and not held_out:
-        generalization_table(zoo, held_out)  # the message that says what to choose
-    table = background(job_key(zoo.key, "table", which, options), f"{TABLES[which]}", compute,
-                       show_partial=partial)
+    spec = table_spec(zoo, KINDS[which], test_time=which == "methods" and test_time,
+                      tune=which != "generalization" and choose == "val",
+                      held_out=held_out if which == "generalization" else None)
+    table = analysis(zoo, spec, evaluator, label=TABLES[which], show_partial=partial)
 if table is None:
     st.stop()
 

@@ -4,18 +4,17 @@ Each builder takes the analysis record (a JSON-able dict from :mod:`tatr_core.an
 returns a ``plotly.graph_objects.Figure`` in the publication template: readable fonts at
 column width, the Okabe–Ito colour-blind-safe palette, labelled axes with units, and the same
 task order and colour in every figure.  :func:`save_figure` writes HTML (self-contained) or
-PDF / SVG / PNG through kaleido and the system's chromium.
+PDF / SVG / PNG through kaleido and the system's chromium (:mod:`.export`).
 """
 from __future__ import annotations
 
 import math
-import os
-import shutil
-from pathlib import Path
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
-from .errors import TatrError
+from ..errors import TatrError
+from ..merge import REGISTRY
 
 #: Okabe & Ito (2008), colour-blind safe; tasks take colours in zoo order.
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -303,8 +302,6 @@ SWEEP_AXES = {"tau": ("τ: fraction of dimensions excluded (%)", 100.0), "lam": 
 
 
 def _declared_label(method: str, parameter: str) -> str:
-    from .merge import REGISTRY
-
     param = REGISTRY[method].declared[parameter]
     return param.label or param.name
 
@@ -327,8 +324,6 @@ def params_text(params: dict) -> str:
 
 def setting_text(method: str, params: dict, swept: str) -> str:
     """The parameters that matter for a curve, as a reader wants them: "λ = 0.3, τ = 1%"."""
-    from .merge import REGISTRY
-
     spec = REGISTRY.get(method)
     parts = []
     if swept != "lam" and params.get("lam") is not None and spec is not None and spec.default_lam is not None:
@@ -350,8 +345,6 @@ def sweep_figure(records: list[dict] | dict, per_task: bool = False) -> go.Figur
     Legends use the methods' display names and the parameters each curve was run at (λ, τ, ...);
     a validation curve is dashed beside its test curve; per-task lines take the task's colour and
     one dash style per method."""
-    from .merge import REGISTRY
-
     records = [records] if isinstance(records, dict) else records
     parameter = records[0]["parameter"]
     title, scale = SWEEP_AXES.get(parameter) or (_declared_label(records[0]["method"], parameter), 1.0)
@@ -399,8 +392,6 @@ def tsv_default_layer(record: dict) -> str:
 def tsv_spectrum_figure(record: dict, layer: str | None = None, per_layer: bool = False) -> go.Figure:
     """Normalised singular-value spectra of each task's matrix in one layer, and the singular task
     interference between tasks: its mean over the layers, or (``per_layer``) that layer's own."""
-    from plotly.subplots import make_subplots
-
     tasks = record["tasks"]
     if not record["layers"]:
         raise TatrError("this zoo's merged parameters hold no 2-D tensor, so it has no singular vectors to show")
@@ -424,44 +415,3 @@ def tsv_spectrum_figure(record: dict, layer: str | None = None, per_layer: bool 
     fig.update_xaxes(tickangle=-30, row=1, col=2)
     return _layout(fig, f"Task singular vectors (rank kept for interference: {100 * record['rank_fraction']:.0f}%)",
                    width=1150, height=560, legend=dict(orientation="h", x=0.0, y=-0.22, font=dict(size=12)))
-
-
-# ------------------------------------------------------------------------------ export
-FORMATS = (".pdf", ".svg", ".png", ".html")
-
-
-def _chromium() -> str | None:
-    for candidate in (os.environ.get("BROWSER_PATH"), "/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser"), shutil.which("google-chrome")):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return None
-
-
-def figure_bytes(fig: go.Figure, fmt: str) -> bytes:
-    """The figure as ``pdf`` / ``svg`` / ``png`` bytes (kaleido + chromium) or self-contained ``html``."""
-    fmt = fmt.lower().lstrip(".")
-    if fmt == "html":
-        return fig.to_html(include_plotlyjs=True, full_html=True).encode()
-    if f".{fmt}" not in FORMATS:
-        raise TatrError(f"unknown figure format '{fmt}'; use one of {', '.join(f[1:] for f in FORMATS)}")
-    browser = _chromium()
-    if browser is None:
-        raise TatrError("static export (PDF/SVG/PNG) needs chromium: install it (apt-get install chromium) "
-                        "or export to .html")
-    os.environ.setdefault("BROWSER_PATH", browser)
-    try:
-        return fig.to_image(format=fmt, scale=2 if fmt == "png" else 1)
-    except Exception as exc:  # kaleido / chromium failures: say what to do
-        raise TatrError(f"static export through chromium at {browser} failed ({str(exc).splitlines()[0]}); "
-                        "export to .html instead") from exc
-
-
-def save_figure(fig: go.Figure, path: str | os.PathLike) -> Path:
-    """Write ``fig`` to ``path`` (format from the suffix), atomically."""
-    path = Path(path)
-    if path.suffix.lower() not in FORMATS:
-        raise TatrError(f"{path}: name the figure file .pdf, .svg, .png or .html")
-    from .cache import write_bytes_atomic
-
-    return write_bytes_atomic(path, figure_bytes(fig, path.suffix))

@@ -2,14 +2,20 @@
 the orthogonal component is safe, and the trust region — each with a live example on the zoo."""
 import streamlit as st
 
-from tatr_core.analysis.components import component_accuracy, component_summary
-from tatr_core.analysis.conflict import conflict_matrix
-from tatr_core.figures import accuracy_bars_figure, conflict_figure, cosine_figure, per_task_components_figure
+from tatr_core.analysis import run
+from tatr_core.analysis.components import component_summary, components_spec
+from tatr_core.analysis.conflict import conflict_spec
+from tatr_core.analysis.evaluation import evaluation_spec
+from tatr_core.analysis.geometry import geometry_spec
+from tatr_core.figures import conflict_figure, per_task_components_figure
+from tatr_core.figures.registry import draw, stem
 from tatr_core.runs import evaluate_method
-from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, \
-    orthogonal_fraction_control, progress_bar, show_figure, through_app, zoo_geometry
+from tatr_core.ui.controls import TAU_CHOICES, control, orthogonal_fraction_control
+from tatr_core.ui.downloads import show_figure
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.jobs import analysis, progress_bar
+from tatr_core.ui.session import current_zoo
 
-through_app()
 st.title("Learn: merging in a trust region")
 st.caption("Five steps, each with a live example computed on the zoo in use. Every number below is computed "
            "(and cached); the other pages go deeper.")
@@ -23,7 +29,8 @@ with friendly_errors():
 st.header("1 · A task vector is what fine-tuning changed")
 st.latex(r"\Delta_k = \theta_k - \theta_{pre}")
 left, right = st.columns([2, 3])
-geometry = zoo_geometry(zoo)
+with friendly_errors():
+    geometry = run(zoo, geometry_spec(zoo))
 with left:
     st.markdown(
         f"Fine-tuning the pretrained CLIP image encoder θ_pre on task *k* gives θ_k. The difference Δ_k is a vector "
@@ -32,9 +39,9 @@ with left:
         "nearly orthogonal vectors, which is why adding them up works at all.")
     st.dataframe({"task": geometry["tasks"], "‖Δ_k‖": [round(v, 3) for v in geometry["norms"]]}, hide_index=True)
 with right:
-    fig = cosine_figure(geometry)
+    fig = draw("task-vector-cosines", [geometry], {})
     fig.update_layout(width=None, height=460)
-    show_figure(fig, "learn-cosine", "task-vector-cosines")
+    show_figure(fig, "learn-cosine", stem("task-vector-cosines", {}))
 
 # -- 2 -----------------------------------------------------------------------------------------
 st.header("2 · Task Arithmetic adds them")
@@ -46,17 +53,15 @@ with friendly_errors(), progress_bar("merging and evaluating") as progress:
 st.metric("Task Arithmetic: average accuracy", f"{100 * ta['average_accuracy']:.1f}%",
           f"{100 * (ta['average_accuracy'] - zs['average_accuracy']):+.1f} vs zero-shot, "
           f"{100 * (ta['average_accuracy'] - ind['average_accuracy']):+.1f} vs the fine-tuned models")
-fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, f"Task Arithmetic (λ = {lam:g})": ta},
-                           "One merged model against zero-shot and the individual models")
-show_figure(fig, "learn-ta", f"task-arithmetic-lam-{lam:g}")
+ta_params = {"method": "task_arithmetic", "lam": lam}
+show_figure(draw("accuracy", [zs, ind, ta], ta_params), "learn-ta", stem("accuracy", ta_params))
 
 # -- 3 -----------------------------------------------------------------------------------------
 st.header("3 · Knowledge conflict: adding one task hurts another")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^{K})\big) "
          r"- L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
 with friendly_errors():
-    conflict = background(job_key(zoo.key, "conflict", "task_arithmetic"), "knowledge conflict: K + 1 merges",
-                          lambda job: conflict_matrix(zoo, "task_arithmetic", evaluator=evaluator, progress=job.progress))
+    conflict = analysis(zoo, conflict_spec(zoo, "task_arithmetic"), evaluator)
 if conflict is not None:
     worst = max(((conflict["accuracy"][j][i], ti, tj) for j, tj in enumerate(conflict["tasks"])
                  for i, ti in enumerate(conflict["tasks"]) if i != j and conflict["accuracy"][j][i] is not None))
@@ -68,12 +73,12 @@ if conflict is not None:
             f"adding {worst[1]}'s vector costs {worst[2]} **{100 * worst[0]:.1f} points** of accuracy. "
             f"The total conflict C, the sum of all K(K−1) entries in loss (negative ones, where adding a task "
             f"helps, included), is **{conflict['total_loss']:+.2f}** nats.")
-        st.page_link("pages/knowledge_conflicts.py", label="Compare methods on Knowledge Conflicts",
+        st.page_link("app_pages/knowledge_conflicts.py", label="Compare methods on Knowledge Conflicts",
                      icon=":material/compare_arrows:")
     with right:
         fig = conflict_figure(conflict, "accuracy")
         fig.update_layout(width=None, height=480)
-        show_figure(fig, "learn-conflict", "conflict-task_arithmetic-accuracy")
+        show_figure(fig, "learn-conflict", stem("conflict", {"method": "task_arithmetic", "form": "accuracy"}))
 
 # -- 4 -----------------------------------------------------------------------------------------
 st.header("4 · Which parts of a task vector conflict")
@@ -85,10 +90,7 @@ st.markdown(
     "on task *j*.")
 fraction = orthogonal_fraction_control("learn-orthogonal")
 with friendly_errors():
-    components = background(job_key(zoo.key, "components-per-task", fraction),
-                            "splitting the task vectors by each task's gradient",
-                            lambda job: component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator,
-                                                           progress=job.progress))
+    components = analysis(zoo, components_spec(zoo, orthogonal_fraction=fraction), evaluator)
 if components is not None:
     summary = component_summary(components)
     K = len(summary["tasks"])
@@ -107,10 +109,10 @@ if components is not None:
     left, right = st.columns(2)
     with left:
         show_figure(per_task_components_figure(components, "accuracy"), "learn-components",
-                    f"components-per-task-accuracy-orth{100 * fraction:g}pct")
+                    stem("components-per-task", {"orthogonal_fraction": fraction}))
     with right:
         show_figure(per_task_components_figure(components, "loss"), "learn-components-loss",
-                    f"components-per-task-loss-orth{100 * fraction:g}pct")
+                    stem("components-per-task", {"orthogonal_fraction": fraction, "metric": "loss"}))
 
 # -- 5 -----------------------------------------------------------------------------------------
 st.header("5 · TATR merges inside a trust region")
@@ -121,9 +123,8 @@ st.markdown("Ω is large where some task vector is large **and** another task's 
             "of them and adds everything else.")
 tau_pct = st.select_slider("τ (%)", TAU_CHOICES[1:], key=control("learn-tau", 1.0, TAU_CHOICES[1:]))
 with friendly_errors():
-    tatr = background(job_key(zoo.key, "tatr", lam, tau_pct), f"TATR merge (τ = {tau_pct:g}%)",
-                      lambda job: evaluate_method(zoo, "tatr", lam=lam, tau=tau_pct / 100, evaluator=evaluator,
-                                                  progress=job.progress))
+    tatr = analysis(zoo, evaluation_spec(zoo, "tatr", lam=lam, tau=tau_pct / 100), evaluator,
+                    label=f"TATR merge (τ = {tau_pct:g}%)")
 if tatr is not None:
     c1, c2, c3 = st.columns(3)
     c1.metric(f"Task Arithmetic (λ = {lam:g})", f"{100 * ta['average_accuracy']:.1f}%")
@@ -131,7 +132,6 @@ if tatr is not None:
               f"{100 * (tatr['average_accuracy'] - ta['average_accuracy']):+.1f} points")
     c3.metric("dimensions left out", f"{tatr['excluded']:,}", f"of {zoo.task_vectors.N:,}", delta_color="off",
               delta_arrow="off")
-    fig = accuracy_bars_figure({f"Task Arithmetic (λ = {lam:g})": ta, f"TATR (λ = {lam:g}, τ = {tau_pct:g}%)": tatr},
-                               "Task Arithmetic and TATR, task by task")
-    show_figure(fig, "learn-tatr", f"task-arithmetic-vs-tatr-tau-{tau_pct:g}pct")
-st.page_link("pages/trust_region.py", label="See where the trust region cuts", icon=":material/shield:")
+    pair = {"lam": lam, "tau": tau_pct / 100}
+    show_figure(draw("tatr-vs-task-arithmetic", [ta, tatr], pair), "learn-tatr", stem("tatr-vs-task-arithmetic", pair))
+st.page_link("app_pages/trust_region.py", label="See where the trust region cuts", icon=":material/shield:")

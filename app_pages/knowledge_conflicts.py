@@ -3,14 +3,17 @@ accuracy form (hovering an entry shows the two evaluations it is the difference 
 question in weight space: the tasks' singular-value spectra and their singular task interference (TSV)."""
 import streamlit as st
 
-from tatr_core.analysis.conflict import conflict_matrix
-from tatr_core.analysis.tsv_view import tsv_view
+from tatr_core.analysis.conflict import conflict_spec
+from tatr_core.analysis.tsv_view import tsv_spec
 from tatr_core.figures import conflict_extent, conflict_figure, tsv_default_layer, tsv_spectrum_figure
+from tatr_core.figures.registry import stem
 from tatr_core.merge import REGISTRY
-from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_failed, \
-    show_figure, through_app
+from tatr_core.ui.controls import TAU_CHOICES, control
+from tatr_core.ui.downloads import show_figure
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.jobs import analysis, show_failed
+from tatr_core.ui.session import current_zoo
 
-through_app()
 st.title("Knowledge Conflicts")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^K)\big) - L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
 st.caption("How much adding task i to the merge (column) raises task j's loss (row); red is conflict. "
@@ -38,23 +41,21 @@ for col, side, method in zip(columns, ("left", "right"), (left_method, right_met
                     "(cached afterwards).")
     kw = {"tau": tau_pct / 100} if method == "tatr" else {}
     with col, friendly_errors():
-        record = background(job_key(zoo.key, "conflict", method, kw), f"{REGISTRY[method].label}: K + 1 merges",
-                            lambda job, method=method, kw=kw: conflict_matrix(zoo, method, evaluator=evaluator,
-                                                                              progress=job.progress,
-                                                                              on_update=job.publish, **kw),
-                            show_partial=lambda partial, side=side: show_figure(conflict_figure(partial, form),
-                                                                                f"conflict-live-{side}"))
-    records.append((col, side, method, record))
-ready = [r for _, _, _, r in records if r is not None]
+        spec = conflict_spec(zoo, method, **kw)
+        record = analysis(zoo, spec, evaluator, label=f"{REGISTRY[method].label}: K + 1 merges",
+                          show_partial=lambda partial, side=side: show_figure(conflict_figure(partial, form),
+                                                                              f"conflict-live-{side}"))
+    records.append((col, side, method, kw, record))
+ready = [r for *_, r in records if r is not None]
 bound = max(conflict_extent(r, form) for r in ready) if ready else None  # one colour scale for both sides
-for col, side, method, record in records:
+for col, side, method, kw, record in records:
     if record is None:
         continue
     with col:
         total = record["total_loss"] if form == "loss" else 100 * record["total_accuracy"]
         st.metric(f"{REGISTRY[method].label}: total C ({form})", f"{total:+.2f}")
         fig = conflict_figure(record, form, bound)
-        show_figure(fig, f"conflict-fig-{side}", f"conflict-{side}-{method}-{form}")
+        show_figure(fig, f"conflict-fig-{side}", stem("conflict", {"method": method, "form": form, **kw}))
         show_failed(record)
 
 st.header("In weight space: task singular vectors")
@@ -63,8 +64,7 @@ st.caption("Each task matrix ΔW = U Σ Vᵀ, per 2-D tensor. Left: how fast eac
            "10% singular vectors (Gargiulo et al., 2025), 0 when they are orthogonal. No images are needed: it reads "
            "the weights only. TSV-M orthogonalises these vectors to remove it.")
 with friendly_errors():
-    view = background(job_key(zoo.key, "tsv-view"), "Task singular vectors: SVD of every task matrix",
-                      lambda job: tsv_view(zoo, progress=job.progress))
+    view = analysis(zoo, tsv_spec(zoo))
 if view is not None and view["layers"]:
     left, right = st.columns([3, 1])
     layer = left.selectbox("Layer", view["layers"], key=control("tsv-layer", tsv_default_layer(view), view["layers"]),
@@ -72,7 +72,8 @@ if view is not None and view["layers"]:
     scope = right.radio("Interference", ["mean over layers", "this layer"], horizontal=False,
                         key=control("tsv-scope", "mean over layers", ["mean over layers", "this layer"]))
     with friendly_errors():
+        shown = {"layer": layer, "layer_interference": scope == "this layer"}
         show_figure(tsv_spectrum_figure(view, layer, per_layer=scope == "this layer"), "tsv-fig",
-                    f"tsv-spectrum-{layer}" + ("-layer" if scope == "this layer" else ""))
+                    stem("tsv-spectrum", shown))
 elif view is not None:
     st.info("This zoo's merged parameters hold no 2-D tensor, so there are no singular vectors to show.")

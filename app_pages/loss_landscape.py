@@ -3,12 +3,15 @@
 and the merged models built from one component, θ^pos / θ^neg / θ^orth (Figure 2a)."""
 import streamlit as st
 
-from tatr_core.analysis.components import grid_axis, loss_landscape, merged_component_accuracy
+from tatr_core.analysis.components import grid_axis, landscape_spec, merged_components_spec
 from tatr_core.figures import landscape_figure, merged_components_figure
-from tatr_core.ui import background, control, current_zoo, friendly_errors, job_key, orthogonal_fraction_control, \
-    show_failed, show_figure, through_app
+from tatr_core.figures.registry import stem
+from tatr_core.ui.controls import control, orthogonal_fraction_control
+from tatr_core.ui.downloads import show_figure
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.jobs import analysis, show_failed
+from tatr_core.ui.session import current_zoo
 
-through_app()
 st.title("Loss Landscape")
 st.latex(r"\theta(a, b) = \theta_{pre} + \Delta^{\perp} + a\,(\Delta^{+} - \Delta^{\perp}) + b\,(\Delta^{-} - \Delta^{\perp})")
 st.caption("Δ⁺ / Δ⁻ / Δ⊥: the parts of the task vectors whose product with the loss gradient E∇L ⊙ Δ is positive, "
@@ -44,12 +47,10 @@ with bottom:
                "test split. The paper finds θ^neg collapsing (Δ⁻ overshoots the optimum it points to) and θ^orth "
                "the safe part.")
     with friendly_errors():
-        merged = background(job_key(zoo.key, "merged-components", fraction), "Figure 2(a): five merged models",
-                            lambda job: merged_component_accuracy(zoo, orthogonal_fraction=fraction, evaluator=evaluator,
-                                                                  progress=job.progress))
+        merged = analysis(zoo, merged_components_spec(zoo, orthogonal_fraction=fraction), evaluator)
     if merged is not None:
         show_figure(merged_components_figure(merged), "ls-merged-components",
-                    f"components-merged-orth{100 * fraction:g}pct")
+                    stem("components", {"orthogonal_fraction": fraction}))
         show_failed(merged)
 
 def draw(record: dict, live: bool = False) -> None:
@@ -58,17 +59,14 @@ def draw(record: dict, live: bool = False) -> None:
     for col, task, name in ((left, None, "total"), (right, shown, shown)):
         with col:
             fig = landscape_figure(record, task)
-            show_figure(fig, f"ls-{'live-' if live else ''}{name}",
-                        None if live else f"landscape-{plane}-{name}-{n}x{n}-orth{100 * fraction:g}pct")
+            params = {"task": task_plane, "loss": name, "step": step, "orthogonal_fraction": fraction}
+            show_figure(fig, f"ls-{'live-' if live else ''}{name}", None if live else stem("landscape", params))
 
 
 with top:
     with friendly_errors():
-        record = background(job_key(zoo.key, "landscape", task_plane, step, fraction), f"{n}×{n} merged models",
-                            lambda job: loss_landscape(zoo, task_plane, step=step, orthogonal_fraction=fraction,
-                                                       evaluator=evaluator, progress=job.progress,
-                                                       on_update=job.publish),
-                            show_partial=lambda partial: draw(partial, live=True))
+        record = analysis(zoo, landscape_spec(zoo, task_plane, step=step, orthogonal_fraction=fraction), evaluator,
+                          show_partial=lambda partial: draw(partial, live=True))
     if record is not None:
         draw(record)
         show_failed(record)

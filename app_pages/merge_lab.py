@@ -8,14 +8,19 @@ import streamlit as st
 import yaml
 
 from tatr_core.checkpoints import save_safetensors
-from tatr_core.figures import accuracy_bars_figure, coefficients_figure, params_text, surgery_gap_figure
+from tatr_core.analysis.evaluation import evaluation_spec
+from tatr_core.figures import accuracy_bars_figure
+from tatr_core.figures.registry import draw, stem
 from tatr_core.merge import REGISTRY
 from tatr_core.runs import eval_command, evaluate_method, merge_inputs, merge_tasks, method_params
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, method_controls, \
-    show_figure, through_app
+from tatr_core.ui.controls import TAU_CHOICES, control
+from tatr_core.ui.downloads import show_figure
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.jobs import analysis
+from tatr_core.ui.session import current_zoo
+from tatr_core.ui.widgets import method_controls
 
-through_app()
 st.title("Merge Lab")
 
 with friendly_errors():
@@ -45,9 +50,8 @@ with friendly_errors():
     zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
     ind = evaluate_method(zoo, "individual", evaluator=evaluator)
 with friendly_errors():  # in the background: a fit takes minutes the first time, gradients half a minute
-    record = background(job_key(zoo.key, "eval", method, kw),
-                        f"{spec.label}: {'learning and evaluating' if spec.uses_data else 'merging and evaluating'}",
-                        lambda job: evaluate_method(zoo, method, evaluator=evaluator, progress=job.progress, **kw))
+    record = analysis(zoo, evaluation_spec(zoo, method, **kw), evaluator,
+                      label=f"{spec.label}: {'learning and evaluating' if spec.uses_data else 'merging and evaluating'}")
 if record is None:  # what is ready already: the two references the merged model will join
     show_figure(accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind},
                                      f"{spec.label}: per-task accuracy (the merged model joins when it is ready)"),
@@ -60,17 +64,14 @@ c1.metric("average accuracy", f"{100 * record['average_accuracy']:.1f}%",
 c2.metric("fine-tuned average", f"{100 * ind['average_accuracy']:.1f}%")
 c3.metric(f"excluded dimensions (of {zoo.task_vectors.N:,})", f"{record.get('excluded', 0):,}")
 
-params = params_text(record["params"])
-fig = accuracy_bars_figure({"zero-shot": zs, "fine-tuned": ind, REGISTRY[method].label: record},
-                           f"{REGISTRY[method].label}: per-task accuracy", params)
-show_figure(fig, f"merge-lab-{method}", f"merge-lab-{method}")
+shown = {"method": method, **kw}
+show_figure(draw("accuracy", [zs, ind, record], shown), f"merge-lab-{method}", stem("accuracy", shown))
 
 if "learned" in record:  # AdaMerging: what it learned
-    fig = coefficients_figure(record["learned"])
-    show_figure(fig, "ml-coefficients", f"adamerging-coefficients-{record['params']['granularity']}")
+    show_figure(draw("adamerging-coefficients", [record], shown), "ml-coefficients",
+                stem("adamerging-coefficients", shown))
 if "surgery" in record:
-    fig = surgery_gap_figure(record["surgery"])
-    show_figure(fig, "ml-surgery", "surgery-l1-gap")
+    show_figure(draw("surgery-gap", [record], shown), "ml-surgery", stem("surgery-gap", shown))
 
 st.subheader("Take it with you")
 recipe = {"zoo": zoo.info.get("manifest") or zoo.name, "method": method, "params": record["params"],

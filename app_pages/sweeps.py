@@ -4,14 +4,17 @@ Points appear as they finish, computed in the background (the sweep goes on if t
 other pages); each point is cached, so a sweep that was stopped resumes where it stopped."""
 import streamlit as st
 
-from tatr_core.analysis.sweeps import declared_sweeps, extended_grid, sweep, sweepable
+from tatr_core.analysis.sweeps import declared_sweeps, extended_grid, sweepable, sweeps_spec
 from tatr_core.figures import sweep_figure
+from tatr_core.figures.registry import stem
 from tatr_core.merge import REGISTRY
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, show_figure, \
-    through_app
+from tatr_core.ui.controls import TAU_CHOICES, control
+from tatr_core.ui.downloads import show_figure
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.jobs import analysis
+from tatr_core.ui.session import current_zoo
 
-through_app()
 st.title("Sweeps")
 st.caption("Each point merges the zoo with the method at that value and evaluates every task on its test split "
            "(and, dashed, its validation split). Sweeps run in the background: the curves fill in as points finish, "
@@ -55,29 +58,16 @@ splits = ["test", "val"] if with_val else ["test"]
 grids = {m: extended_grid(m, parameter, zoo) if extend else sweepable(m)[parameter] for m in methods}
 
 
-def compute(job) -> list[dict]:
-    """Every curve, one after another; the curves so far are published as each point finishes."""
-    done: list[dict] = []
-    runs = [(m, split) for m in methods for split in splits]
-    for n, (method, split) in enumerate(runs):
-        record = sweep(zoo, method, parameter, grids[method], evaluator=evaluator, split=split,
-                       progress=lambda f, m, n=n: job.progress((n + f) / len(runs), m),
-                       on_update=lambda partial: job.publish(done + [partial]), **fixed)
-        done.append(record)
-    return done
-
-
-def live(records: list[dict]) -> None:
-    show_figure(sweep_figure(records, per_task), "sweep-live")
+def live(record: dict) -> None:
+    show_figure(sweep_figure(record["curves"], per_task), "sweep-live")
 
 
 with friendly_errors():
-    done = background(job_key(zoo.key, "sweeps", parameter, methods, splits, grids, fixed),
-                      f"{len(methods) * len(splits)} curves, {sum(map(len, grids.values())) * len(splits)} points",
-                      compute, show_partial=live)
-if done is None:
+    record = analysis(zoo, sweeps_spec(zoo, parameter, methods, grids, splits, **fixed), evaluator, show_partial=live)
+if record is None:
     st.stop()
-show_figure(sweep_figure(done, per_task), "sweep-final", f"sweep-{parameter}-{'-'.join(methods)}")
+done = record["curves"]
+show_figure(sweep_figure(done, per_task), "sweep-final", stem("sweep", {"parameter": parameter, "methods": methods}))
 
 rows = []
 scale = 100 if parameter == "tau" else 1

@@ -2,13 +2,16 @@
 other task vectors (Figure 4), the fraction of each layer excluded at τ, and the distribution of Ω."""
 import streamlit as st
 
-from tatr_core.analysis.layers import layer_sensitivity
+from tatr_core.analysis.layers import layers_spec
 from tatr_core.figures import excluded_figure, layer_sensitivity_figure, omega_histogram_figure
+from tatr_core.figures.registry import stem
 from tatr_core.trust_region import SENSITIVITIES
-from tatr_core.ui import EXEMPLAR_CHOICES, TAU_CHOICES, background, control, current_zoo, friendly_errors, job_key, \
-    show_figure, through_app
+from tatr_core.ui.controls import EXEMPLAR_CHOICES, TAU_CHOICES, control
+from tatr_core.ui.downloads import show_figure
+from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui.jobs import analysis
+from tatr_core.ui.session import current_zoo
 
-through_app()
 st.title("Trust Region")
 st.latex(r"\Omega = \sum_{i}\sum_{j\neq i} \big|\mathbb{E}\,\nabla_\theta L_j(\theta_{pre})\big| \odot |\Delta_i|"
          r"\qquad m = \mathbb{1}\big[\Omega < \text{top-}\tau\text{ threshold}\big]")
@@ -31,8 +34,7 @@ with st.sidebar:
                   help="block: embeddings, each transformer block, the head; tensor: every parameter tensor")
 
 with friendly_errors():
-    record = background(job_key(zoo.key, "layers", variant, tau_pct, exemplars), "per-task gradients and Ω",
-                        lambda job: layer_sensitivity(zoo, variant, tau_pct / 100, exemplars, progress=job.progress))
+    record = analysis(zoo, layers_spec(zoo, variant, tau_pct / 100, exemplars), evaluator)
 if record is None:
     st.stop()  # the job fills the page when it is done
 
@@ -45,13 +47,14 @@ most = max(record["block_excluded"], key=record["block_excluded"].get)
 c3.metric("most excluded block", most, f"{100 * record['block_excluded'][most]:.2f}% of it", delta_color="off",
           delta_arrow="off")
 
+shown = {"sensitivity": variant, "tau": tau_pct / 100, "exemplars": exemplars, "by": by}
 fig = layer_sensitivity_figure(record, by)
-show_figure(fig, "tr-heatmap", f"layer-sensitivity-{by}")
+show_figure(fig, "tr-heatmap", stem("layer-sensitivity", shown))
 
 left, right = st.columns(2)
 with left:
     fig = excluded_figure(record, by)
-    show_figure(fig, "tr-excluded", f"excluded-{variant}-{tau_pct:g}pct-{by}")
+    show_figure(fig, "tr-excluded", stem("excluded", shown))
 with right:
     fig = omega_histogram_figure(record)
-    show_figure(fig, "tr-histogram", f"omega-histogram-{variant}")
+    show_figure(fig, "tr-histogram", stem("omega-histogram", {k: v for k, v in shown.items() if k != "by"}))

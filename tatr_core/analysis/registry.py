@@ -1,0 +1,85 @@
+"""The registry of analyses: every analysis is a kind of :class:`tatr_core.keys.Spec` and one function.
+
+An analysis module declares a *spec builder* (checks its parameters, fills in defaults, returns a
+:class:`~tatr_core.keys.Spec`) and registers its *compute* function under the spec's kind with
+:func:`register`.  :func:`run` is the one way to get an analysis's record: it serves the verified
+cached record of the spec, or computes it (its points on the current executor) and caches it.
+Pages run a spec as a background job keyed by ``spec.key()``; the CLI runs it in the foreground.
+
+    spec = conflict_spec(zoo, "task_arithmetic")
+    record = run(zoo, spec, evaluator=evaluator, progress=bar)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..cache import recompute
+from ..evaluate import Evaluator
+from ..keys import Spec
+from ..zoo import Progress, Zoo, no_progress
+
+
+@dataclass
+class Context:
+    """How an analysis runs: the evaluator to share, where progress and partial records go, the cache."""
+    evaluator: Evaluator | None = None
+    progress: Progress = no_progress
+    on_update: Callable[[dict], None] | None = None  #: partial records as points arrive (live figures)
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Analysis:
+    kind: str  #: the kind of its specs (tatr_core.keys.KINDS)
+    title: str
+    compute: Callable[[Zoo, dict, Context], dict]  #: (zoo, the spec's arguments, context) -> record
+    check: Callable[[Any], bool]  #: the shape a cached record must have to be served
+    label: Callable[[dict], str]  #: what a progress bar calls a run of it, from the spec's arguments
+
+
+ANALYSES: dict[str, Analysis] = {}
+
+
+def register(kind: str, title: str, check: Callable[[Any], bool], label: Callable[[dict], str] | None = None):
+    """Decorator: ``compute(zoo, args, context) -> record`` is the analysis of specs of ``kind``."""
+    def deco(fn):
+        if kind in ANALYSES:
+            raise ValueError(f"analysis '{kind}' registered twice")
+        ANALYSES[kind] = Analysis(kind, title, fn, check, label or (lambda args: title))
+        return fn
+    return deco
+
+
+def has_keys(*keys: str) -> Callable[[Any], bool]:
+    """A record check: a dict with these keys."""
+    return lambda record: isinstance(record, dict) and all(k in record for k in keys)
+
+
+def run(zoo: Zoo, spec: Spec, *, evaluator: Evaluator | None = None, progress: Progress = no_progress,
+        on_update: Callable[[dict], None] | None = None, use_cache: bool = True) -> dict:
+    """The record of ``spec`` (an analysis of :data:`ANALYSES` on ``zoo``): cached, or computed and cached.
+
+    ``use_cache=False`` recomputes it and everything it depends on (:func:`tatr_core.cache.recompute`).
+    A record that names failed points (``"failed"``: Ray points that failed on every try) is returned
+    but not cached whole: the next request computes only the missing points.
+    """
+    if spec.zoo != zoo.key:
+        raise ValueError(f"spec for zoo {spec.zoo} run on zoo {zoo.key}")
+    analysis = ANALYSES[spec.kind]
+    if use_cache and (cached := spec.load(analysis.check)) is not None:
+        return cached
+    context = Context(evaluator, progress, on_update, use_cache)
+    if use_cache:
+        record = analysis.compute(zoo, spec.arguments, context)
+    else:
+        with recompute():
+            record = analysis.compute(zoo, spec.arguments, context)
+    if use_cache and not record.get("failed"):
+        spec.store(record)
+    return record
+
+
+def label(spec: Spec) -> str:
+    """What a progress bar or a job list calls a run of ``spec``."""
+    return ANALYSES[spec.kind].label(spec.arguments)
