@@ -34,9 +34,12 @@ def test_layer_sensitivity_matches_direct_sums(micro_zoo):
 
 
 def test_tau_sweep_streams_points_and_starts_at_task_arithmetic(micro_zoo):
+    from tatr_core.cache import recompute
+
     seen = []
-    res = sweep(micro_zoo, "tatr", "tau", [0.0, 0.01, 0.05], sensitivity="zero-shot",
-                on_point=lambda v, r: seen.append((v, r["average_accuracy"])))
+    with recompute():  # every point computed, in order (cached points would be delivered first)
+        res = sweep(micro_zoo, "tatr", "tau", [0.0, 0.01, 0.05], sensitivity="zero-shot",
+                    on_point=lambda v, r: seen.append((v, r["average_accuracy"])))
     assert [v for v, _ in seen] == [0.0, 0.01, 0.05]
     ta = evaluate_method(micro_zoo, "task_arithmetic")
     assert res["points"][0]["tasks"] == ta["tasks"]  # τ = 0 is Task Arithmetic

@@ -231,7 +231,8 @@ def test_cli_figure_table_report(micro_zoo, tmp_path):
     assert not (tmp_path / "l.html").exists()
     r = run_cli("figure", "conflict", "--zoo", "micro", "--step", "0.5", "--out", tmp_path / "c.html")
     assert r.returncode == 2 and "figure 'conflict' takes no --step" in r.stderr
-    r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time", "--fixed")
+    r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time", "--fixed",
+                "--sample", "40")
     assert r.returncode == 0, r.stderr
     index = (tmp_path / "report" / "index.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", index)

@@ -7,7 +7,7 @@ from ..analysis import run as run_analysis
 from ..analysis.tables import RENDERERS, TABLES, table_spec
 from ..evaluate import Evaluator
 from ..figures import build_figure, save_figure
-from ..figures.registry import report_variants, stem
+from ..figures.registry import FIGURES, report_variants, stem
 from ..paths import check_output_dir, output_errors
 from .common import BarProgress, open_zoo, write_text
 from .table import add_table_options
@@ -18,6 +18,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zoo", required=True)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"], choices=["png", "pdf", "svg", "html"])
+    p.add_argument("--sample", type=int, default=None, metavar="N",
+                   help="evaluate every table and figure on a fixed seeded subsample of N images per task (a quick "
+                        "draft; default: each figure's own, the whole test split for most)")
     add_table_options(p)
     p.set_defaults(func=run)
 
@@ -37,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     with output_errors("--out", out), BarProgress(f"report {zoo.name}") as bar:
         for n, (kind, title) in enumerate(TABLES.items()):
             bar(n / total, f"table {kind}")
-            table = run_analysis(zoo, table_spec(zoo, kind, test_time=args.test_time, tune=not args.fixed),
-                                 evaluator=evaluator)
+            table = run_analysis(zoo, table_spec(zoo, kind, test_time=args.test_time, tune=not args.fixed,
+                                                 sample=args.sample), evaluator=evaluator)
             for fmt, suffix in (("latex", "tex"), ("csv", "csv"), ("markdown", "md")):
                 write_text(out / f"table-{kind}.{suffix}", RENDERERS[fmt](table))
             index += [f"### {title}", "", RENDERERS["markdown"](table),
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         index += ["## Figures", ""]
         for n, (name, title, params) in enumerate(figures):
             bar((len(TABLES) + n) / total, f"figure {name}")
+            if args.sample is not None and "sample" in FIGURES[name].declared:
+                params = {**params, "sample": args.sample}
             fig = build_figure(name, zoo, params, evaluator=evaluator)
             file_stem = stem(name, params)
             files = [save_figure(fig, out / f"{file_stem}.{fmt}").name for fmt in args.formats]
