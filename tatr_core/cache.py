@@ -11,6 +11,15 @@ key they were computed for and the SHA-256 of their content (:func:`store_record
 from another key, or is not a record at all is never served; it is treated as missing (recomputed and
 rewritten), with a one-line notice.
 
+**Tensors** (gradients, Fishers, Grams, learned modules) are safetensors files whose metadata records
+the SHA-256 of their content (:func:`store_tensors`); they are verified when first read in a process
+(:func:`load_tensors`), and a mismatch is recomputed.  Large mapped files verify block by block
+(:mod:`tatr_core.vectors`).
+
+A cache that cannot be written (a full disk, a read-only folder, ``TATR_CACHE`` naming a file) is an
+error naming the folder and the space needed (:func:`cache_errors`), never a traceback; a failed
+write leaves no temporary file behind.
+
 ``use_cache=False`` (``--no-cache``) means *recompute everything the result depends on*: the
 functions that take it run under :func:`recompute`, which makes every cache read inside them
 (gradients, Fishers, Grams, learned coefficients, Surgery modules, task-vector files, ...) miss, so
@@ -32,6 +41,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import options
+from .errors import TatrError
+from .paths import mib, space_needed
 
 LOG = logging.getLogger("tatr_core")
 _RECOMPUTE: contextvars.ContextVar[bool] = contextvars.ContextVar("tatr_recompute", default=False)
@@ -74,10 +85,38 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+@contextlib.contextmanager
+def cache_errors(path: str | os.PathLike, needed: int | None = None) -> Iterator[None]:
+    """What the system refuses while the cache is written at ``path`` (a full disk, a read-only folder),
+    as a :class:`TatrError` naming the folder and, when ``needed`` bytes are known, the space it takes."""
+    try:
+        yield
+    except TatrError:
+        raise
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise TatrError(f"the cache cannot be written at {path} ({reason}){space_needed(path, needed)}: free space "
+                        f"there, or set TATR_CACHE to a writable folder with room (the cache root is {root()}); "
+                        "nothing was left half-written") from None
+
+
 def cache_dir(folder: str, *parts: str) -> Path:
-    """A folder of the cache (made when missing)."""
-    path = root().joinpath(folder, *parts)
-    path.mkdir(parents=True, exist_ok=True)
+    """A folder of the cache (made when missing).  A file standing where one of the cache's own folders
+    belongs is removed, with a notice; a cache root that is a file, or cannot be written, is an error."""
+    base = root()
+    path = base.joinpath(folder, *parts)
+    if path.is_dir():
+        return path
+    if base.exists() and not base.is_dir():
+        raise TatrError(f"the cache root {base} is a file, not a folder: set TATR_CACHE to a folder (it is created "
+                        "when missing)")
+    for depth in range(1, len(parts) + 2):  # inside the root: the cache's own folders
+        part = base.joinpath(folder, *parts[:depth - 1])
+        if (part.is_symlink() and not part.exists()) or (part.exists() and not part.is_dir()):
+            notice(f"{part} is not a folder of the cache; removing it")
+            part.unlink()
+    with cache_errors(path):
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -120,9 +159,11 @@ def content_hash(record: Any) -> str:
 
 def store_record(path: Path, key: str, record: Any, about: dict | None = None) -> None:
     """Write ``record`` to ``path`` in its envelope: the key it was computed for and its content hash."""
-    _clear(path)
     envelope = {"key": key, "sha256": content_hash(record), **({"spec": about} if about else {}), "record": record}
-    write_json_atomic(path, envelope)
+    data = json.dumps(envelope, indent=1).encode()
+    with cache_errors(path.parent, len(data)):
+        _clear(path)
+        write_bytes_atomic(path, data)
 
 
 def notice(message: str) -> None:
@@ -156,19 +197,73 @@ def load_record(path: Path, key: str, check: Callable[[Any], bool] | None = None
     return envelope["record"]
 
 
-def cached_tensors(path: Path, compute: Callable[[], dict], use_cache: bool = True) -> dict:
-    """A dict of tensors kept in the safetensors file ``path``: read it when present and readable
-    (a damaged entry is removed and recomputed), else ``compute()`` and store the result."""
-    from .checkpoints import read_state_dict, save_safetensors
+def tensor_hash(tensors: dict) -> str:
+    """SHA-256 over a dict of tensors: names, dtypes, shapes and bytes, in name order."""
+    import torch
 
-    if use_cache and not recomputing() and path.exists():
-        try:
-            return read_state_dict(path)
-        except Exception:
-            path.unlink(missing_ok=True)
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
+    return h.hexdigest()
+
+
+#: (path, inode, size, mtime) of the tensor files verified in this process
+_VERIFIED: set[tuple] = set()
+
+
+def _identity(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def store_tensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """Cache ``tensors`` in the safetensors file ``path``, their content hash in its metadata."""
+    from .checkpoints import save_safetensors
+
+    needed = sum(t.numel() * t.element_size() for t in tensors.values())
+    with cache_errors(path.parent, needed):
+        _clear(path)
+        save_safetensors(tensors, path, metadata={**(metadata or {}), "tatr_sha256": tensor_hash(tensors)})
+    _VERIFIED.add(_identity(path))
+    return path
+
+
+def load_tensors(path: Path) -> dict | None:
+    """The tensors cached at ``path``, verified against the hash written with them (once per process);
+    None, with a notice, when the entry is damaged (then recomputed)."""
+    from safetensors import safe_open
+
+    from .checkpoints import read_state_dict
+
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as fh:
+            recorded = (fh.metadata() or {}).get("tatr_sha256")
+        tensors = read_state_dict(path)
+    except Exception:  # a truncated or foreign file
+        recorded, tensors = None, None
+    if tensors is not None and _identity(path) in _VERIFIED:
+        return tensors
+    if tensors is None or recorded is None or recorded != tensor_hash(tensors):
+        notice(f"cache entry {path} is damaged (its content does not match the hash written with it); "
+               "computing it again")
+        return None
+    _VERIFIED.add(_identity(path))
+    return tensors
+
+
+def cached_tensors(path: Path, compute: Callable[[], dict], use_cache: bool = True) -> dict:
+    """A dict of tensors kept in the safetensors file ``path``: read and verified when present (a damaged
+    entry is recomputed, never served), else ``compute()`` and store the result."""
+    if use_cache and not recomputing() and (tensors := load_tensors(path)) is not None:
+        return tensors
     tensors = compute()
     if use_cache:
-        save_safetensors(tensors, path)
+        store_tensors(path, tensors)
     return tensors
 
 

@@ -5,6 +5,18 @@ them as an inline error.  Anything else that escapes is a bug.
 """
 
 
+#: how many characters of a value an error message shows (a hostile file's 80 MB value is not echoed back)
+SHOWN = 80
+
+
+def shown(value, limit: int = SHOWN) -> str:
+    """``repr(value)``, cut to ``limit`` characters with the length said, for error messages."""
+    text = repr(value) if not isinstance(value, str) else repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters)"
+
+
 class TatrError(ValueError):
     """A problem with the user's input, stated with what is wrong and how to fix it."""
 

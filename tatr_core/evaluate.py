@@ -225,6 +225,10 @@ class Evaluator:
                     fm = feature_maps[task]
                     z = (fm.to(self.device) if isinstance(fm, torch.nn.Module) else fm)(z)
                 logits = head_logits(z, self.heads[task])
+                if not bool(torch.isfinite(logits).all()):
+                    raise TatrError(f"the model's outputs on task '{task}' are not finite (NaN or Inf logits): its "
+                                    "parameters are out of the range the arithmetic can hold; a merge's λ (--lam) far "
+                                    "above 1 does this. Use a smaller --lam; no accuracy was computed")
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
                 correct += int((logits.argmax(1) == y).sum())
             n = len(labels)

@@ -19,6 +19,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .cache import cached_tensors, honours_no_cache
 from .checkpoints import save_safetensors
 from .errors import TatrError
+from .paths import inside, safe_name
 from .keys import Spec
 from .placement import compute_device, free_memory_bytes
 from .models import channel_stats, head_logits, normalise
@@ -140,7 +141,9 @@ def write_gradient_files(zoo: Zoo, grads: TaskGradients, out_dir: str | os.PathL
     layout = zoo.task_vectors.layout
     written = []
     meta = {"exemplars": str(grads.exemplars), "seed": str(grads.seed), "zoo": zoo.name}
-    for k, task in enumerate(zoo.task_names):
-        for kind, tensor in (("grads", grads.abs_mean[k]), ("signed_grads", grads.mean[k])):
-            written.append(save_safetensors(layout.unflatten(tensor.clone()), out / f"{task}.{kind}.safetensors", meta))
+    files = [(inside(out, f"{safe_name(task)}.{kind}.safetensors"), tensor)  # every name checked before a write
+             for k, task in enumerate(zoo.task_names)
+             for kind, tensor in (("grads", grads.abs_mean[k]), ("signed_grads", grads.mean[k]))]
+    for path, tensor in files:
+        written.append(save_safetensors(layout.unflatten(tensor.clone()), path, meta))
     return written

@@ -4,23 +4,106 @@
 * an output must be creatable and writable, must not be a folder where a file is wanted (or the
   reverse), and must not be one of the inputs: not the same path, not a symlink to one, not a hard
   link to one — writing there would destroy the input;
+* a path longer than the system allows (4,096 bytes, 255 per name) is refused up front, not by a
+  traceback from the first call that touches it;
 * :func:`output_errors` turns what the operating system still refuses at write time (a full disk,
-  a read-only mount) into a :class:`TatrError` naming the flag, while the atomic writers leave any
-  existing file intact.
+  a read-only mount) into a :class:`TatrError` naming the flag, the folder and the space needed,
+  while the atomic writers leave any existing file intact and no temporary file behind;
+* :func:`safe_name` is the one way a name read from a file (a manifest's task) becomes part of a
+  file name: separators, ``..``, absolute paths and control characters are refused.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import TatrError
+from .errors import TatrError, shown
+
+#: the system's limits on a path and on one name in it (Linux: PATH_MAX, NAME_MAX)
+MAX_PATH_BYTES = 4096
+MAX_NAME_BYTES = 255
+#: the longest task name that becomes part of a file name
+MAX_TASK_NAME = 100
+
+
+def check_length(path: str | os.PathLike, what: str = "path") -> Path:
+    """``path`` as a Path, refused (naming the limit) when it or one of its names is longer than the system allows."""
+    text = os.fsencode(os.fspath(path))
+    if len(text) > MAX_PATH_BYTES:
+        raise TatrError(f"the {what} is {len(text):,} bytes long; the limit is {MAX_PATH_BYTES:,}: give a shorter one")
+    long = [part for part in text.split(b"/") if len(part) > MAX_NAME_BYTES]
+    if long:
+        raise TatrError(f"the {what} {shown(os.fsdecode(long[0]), 40)} has a name of {len(long[0]):,} bytes; the "
+                        f"limit is {MAX_NAME_BYTES} per name: give a shorter one")
+    return Path(os.fsdecode(text))
+
+
+def safe_name(name: str, what: str = "task") -> str:
+    """``name`` (read from a file: a manifest's task name), checked to be usable as part of a file name in a
+    folder the user gave: no separator, no ``..``, not absolute, no control character, not empty, at most
+    :data:`MAX_TASK_NAME` characters.  Refused with an error naming it; never changed silently."""
+    text = str(name)
+    problem = None
+    if not text.strip():
+        problem = "is empty"
+    elif len(text) > MAX_TASK_NAME:
+        problem = f"is {len(text):,} characters long (the limit is {MAX_TASK_NAME})"
+    elif "/" in text or "\\" in text or os.sep in text:
+        problem = "holds a path separator"
+    elif text in (".", "..") or text.startswith("."):
+        problem = "starts with a dot"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in text):
+        problem = "holds a control character"
+    if problem is not None:
+        raise TatrError(f"{what} name {shown(text, 40)} {problem}: it becomes part of file names, so give it a plain "
+                        "name (letters, digits, spaces, - and _)")
+    return text
+
+
+def inside(folder: str | os.PathLike, name: str) -> Path:
+    """``folder / name``, refused unless it stays inside ``folder`` (after resolving any link)."""
+    folder = Path(folder)
+    path = folder / name
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise TatrError(f"{shown(name, 40)} would be written outside {folder}; nothing was written")
+    return path
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB" if n < 10 * 2**30 else f"{n / 2**30:,.1f} GiB"
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Bytes free on the file system that holds ``path`` (or its nearest existing folder)."""
+    path = Path(path)
+    anchor = path if path.is_dir() else _existing_ancestor(path)
+    try:
+        return shutil.disk_usage(anchor).free
+    except OSError:
+        return 0
+
+
+def space_needed(path: str | os.PathLike, needed: int | None) -> str:
+    """"; it needs about X and Y are free there" for a message, or "" when the size is not known."""
+    if not needed:
+        return ""
+    return f"; it needs about {mib(needed)} and {mib(free_bytes(path))} are free there"
+
+
+def check_space(path: str | os.PathLike, needed: int, what: str, fix: str) -> None:
+    """Refuse, before anything is written, a write of ``needed`` bytes where fewer are free."""
+    free = free_bytes(path)
+    if free < needed:
+        raise TatrError(f"{what} needs about {mib(needed)} in {Path(path).parent if not Path(path).is_dir() else path}, "
+                        f"and {mib(free)} are free there: {fix}; nothing was written")
 
 
 def check_input(path: str | os.PathLike, what: str = "input") -> Path:
     """``path`` as a Path, refused unless it is an existing regular file or folder."""
-    path = Path(path)
+    path = check_length(path, what)
     if not path.exists():
         raise TatrError(f"{path}: no such file or folder")
     if not (path.is_file() or path.is_dir()):
@@ -52,7 +135,7 @@ def _check_creatable(path: Path, flag: str) -> None:
 
 def check_output_file(path: str | os.PathLike, flag: str = "--out", inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """An output file that can be written and is none of ``inputs`` (path, symlink or hard link)."""
-    path = Path(path)
+    path = check_length(path, f"{flag} path")
     if path.is_dir():
         raise TatrError(f"{flag} {path} is a folder; give a file name")
     if path.exists() and not path.is_file():
@@ -73,7 +156,7 @@ def check_output_file(path: str | os.PathLike, flag: str = "--out", inputs: Iter
 
 def check_output_dir(path: str | os.PathLike, flag: str = "--out", inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """An output folder: an existing writable folder, or one that can be created."""
-    path = Path(path)
+    path = check_length(path, f"{flag} path")
     if path.exists():
         if not path.is_dir():
             raise TatrError(f"{flag} {path} is a file; give a folder (it is created when missing)")
@@ -88,13 +171,14 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out", inputs: Itera
 
 
 @contextlib.contextmanager
-def output_errors(flag: str, path: str | os.PathLike) -> Iterator[None]:
-    """Report an operating-system refusal while writing ``path`` as a :class:`TatrError`."""
+def output_errors(flag: str, path: str | os.PathLike, needed: int | None = None) -> Iterator[None]:
+    """Report an operating-system refusal while writing ``path`` as a :class:`TatrError` naming the flag,
+    the folder and (when ``needed`` bytes are known) the space it takes."""
     try:
         yield
     except TatrError:
         raise
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise TatrError(f"{flag} {path}: cannot write it ({reason}); nothing was replaced. "
-                        "Choose a writable location with free space") from exc
+        raise TatrError(f"{flag} {path}: cannot write it in {Path(path).parent} ({reason}){space_needed(path, needed)}; "
+                        "nothing was replaced. Choose a writable location with free space") from None

@@ -15,9 +15,10 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
-from .cache import write_bytes_atomic
+from .cache import cache_errors, notice, recomputing, write_bytes_atomic
 from .checkpoints import StateDict, check_finite, load_image_encoder
 from .errors import CheckpointError, TatrError
+from .paths import check_space
 
 #: Keys the pretrained model may hold that fine-tuned Hugging Face ``CLIPVisionModel``
 #: checkpoints lack (they have no projection); they are carried over from the pretrained model.
@@ -205,6 +206,52 @@ def _in_memory(K: int, N: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty((K, N), dtype=dtype)
 
 
+#: the task-vector file is verified in blocks of this many bytes (hashed in parallel threads)
+BLOCK_BYTES = 64 * 2**20
+#: (path, inode, size, mtime) of the task-vector files verified in this process
+_VERIFIED: set[tuple] = set()
+
+
+def block_hashes(path: Path, block: int = BLOCK_BYTES) -> list[str]:
+    """SHA-256 of each ``block``-byte block of ``path`` (the last one shorter), hashed in parallel threads
+    (``hashlib`` releases the interpreter lock on large buffers)."""
+    import hashlib
+    import mmap
+    from concurrent.futures import ThreadPoolExecutor
+
+    size = path.stat().st_size
+    if size == 0:
+        return []
+    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        view = memoryview(mm)
+        try:
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                return list(pool.map(lambda start: hashlib.sha256(view[start:start + block]).hexdigest(),
+                                     range(0, size, block)))
+        finally:
+            view.release()
+
+
+def _identity(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _verified(path: Path, meta: dict) -> str | None:
+    """None when the file at ``path`` is the one its record describes (checked once per process), else
+    what is wrong with it."""
+    if path.is_symlink() or not path.is_file():
+        return "it is not a regular file"
+    if _identity(path) in _VERIFIED:
+        return None
+    if meta.get("block_bytes") != BLOCK_BYTES or not isinstance(meta.get("sha256"), list):
+        return "it has no block hashes (written by an older version)"
+    if block_hashes(path) != meta["sha256"]:
+        return "its content does not match the hashes recorded when it was built"
+    _VERIFIED.add(_identity(path))
+    return None
+
+
 def mapped_task_vectors(path: Path, pretrained: Mapping[str, torch.Tensor],
                         finetuned: Sequence[Callable[[], Mapping[str, torch.Tensor]]], names: Sequence[str],
                         sources: Sequence[str], pretrained_source: str,
@@ -215,8 +262,13 @@ def mapped_task_vectors(path: Path, pretrained: Mapping[str, torch.Tensor],
     and reads no fine-tuned checkpoint.  Pages of a mapped file are read when used, can be dropped
     by the OS and are shared by every process on the machine that maps the same file: the Ray
     workers on one node hold one copy.  ``path`` must be named by the models' content (a cache key);
-    ``<path>.json`` records K, N, the dtype and the names, and is written last, so a build cut short
-    leaves nothing that is read.
+    ``<path>.json`` records K, N, the dtype, the names and the SHA-256 of every 64 MiB block, and is
+    written last, so a build cut short leaves nothing that is read.
+
+    The file is verified against those hashes the first time a process maps it: a damaged, truncated,
+    replaced or linked-over file is rebuilt (with a notice), never served.  Under ``--no-cache``
+    (:func:`tatr_core.cache.recompute`) it is rebuilt.  Before a build, the free space is checked and
+    the file's blocks are reserved, so a full disk is an error naming the folder, not a crash.
     """
     path = Path(path)
     meta_path = path.with_name(path.name + ".json")
@@ -227,15 +279,23 @@ def mapped_task_vectors(path: Path, pretrained: Mapping[str, torch.Tensor],
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
         pass
-    if (meta and meta.get("names") == list(names) and meta.get("dtype") == str(dtype) and path.exists()
+    if (isinstance(meta, dict) and meta.get("names") == list(names) and meta.get("dtype") == str(dtype)
+            and not recomputing() and path.exists()
             and path.stat().st_size == meta["K"] * meta["N"] * itemsize):
-        layout = ParamLayout.from_state_dict(pretrained, exclude=frozenset(meta["carried"]))
-        if layout.numel == meta["N"]:
-            check_finite(pretrained, pretrained_source)
-            pre = layout.flatten(pretrained, dtype, pretrained_source)
-            deltas = torch.from_file(str(path), shared=False, size=meta["K"] * meta["N"], dtype=dtype)
-            return TaskVectors(layout, pre, deltas.view(meta["K"], meta["N"]), list(names), dict(pretrained))
-    path.parent.mkdir(parents=True, exist_ok=True)
+        problem = _verified(path, meta)
+        if problem is None:
+            mapped = _map(path, meta, pretrained, names, pretrained_source)
+            if mapped is not None:
+                return mapped
+        else:
+            notice(f"the task-vector file {path} is damaged ({problem}); building it again")
+    elif path.exists() and meta is not None and not recomputing():
+        notice(f"the task-vector file {path} does not match its record; building it again")
+    with cache_errors(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink() or path.exists():
+            path.unlink()
+        meta_path.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
     def loader(k: int, load: Callable[[], Mapping[str, torch.Tensor]]):
@@ -245,20 +305,43 @@ def mapped_task_vectors(path: Path, pretrained: Mapping[str, torch.Tensor],
             return load()
         return read
 
+    def allocate(K: int, N: int, dt: torch.dtype) -> torch.Tensor:
+        size = K * N * torch.empty((), dtype=dt).element_size()
+        check_space(path.parent, size, f"the task-vector file of {K} tasks × {N:,} parameters",
+                    "free space there, or set TATR_CACHE to a disk with room")
+        with cache_errors(path.parent, size), open(tmp, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, size)  # the blocks exist now: a full disk cannot fault the mapping
+        return torch.from_file(str(tmp), shared=True, size=K * N, dtype=dt).view(K, N)
+
     try:
         tv = TaskVectors.from_state_dicts(
             pretrained, [loader(k, f) for k, f in enumerate(finetuned)], names, sources, pretrained_source,
-            allocate=lambda K, N, dt: torch.from_file(str(tmp), shared=True, size=K * N, dtype=dt).view(K, N))
+            allocate=allocate)
         K, N = tv.K, tv.N
         carried = sorted(k for k in CARRY_IF_MISSING_IN_FINETUNED if k in pretrained and k not in tv.layout.keys)
         del tv  # unmaps the file: everything written is in it
-        os.replace(tmp, path)
+        meta = {"K": K, "N": N, "dtype": str(dtype), "names": list(names), "carried": carried,
+                "block_bytes": BLOCK_BYTES, "sha256": block_hashes(tmp)}
+        with cache_errors(path.parent):
+            os.replace(tmp, path)
+            write_bytes_atomic(meta_path, json.dumps(meta).encode())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    write_bytes_atomic(meta_path, json.dumps({"K": K, "N": N, "dtype": str(dtype), "names": list(names),
-                                              "carried": carried}).encode())
-    return mapped_task_vectors(path, pretrained, finetuned, names, sources, pretrained_source)
+    _VERIFIED.add(_identity(path))
+    return _map(path, meta, pretrained, names, pretrained_source)
+
+
+def _map(path: Path, meta: dict, pretrained: Mapping[str, torch.Tensor], names: Sequence[str],
+         pretrained_source: str) -> TaskVectors | None:
+    """The task vectors of a verified file, mapped (None when its layout does not fit ``pretrained``)."""
+    layout = ParamLayout.from_state_dict(pretrained, exclude=frozenset(meta["carried"]))
+    if layout.numel != meta["N"]:
+        return None
+    check_finite(pretrained, pretrained_source)
+    pre = layout.flatten(pretrained, compute_dtype(pretrained), pretrained_source)
+    deltas = torch.from_file(str(path), shared=False, size=meta["K"] * meta["N"], dtype=compute_dtype(pretrained))
+    return TaskVectors(layout, pre, deltas.view(meta["K"], meta["N"]), list(names), dict(pretrained))
 
 
 def _stem(path: str | os.PathLike) -> str:

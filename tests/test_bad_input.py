@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -71,6 +72,16 @@ def files(tmp_path_factory):
         (d / f"{name}.yaml").write_text(text)
     (d / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1") + b"arch: TATR-micro-ViT\n")
     (d / "folder.yaml").mkdir()
+    # names that would be paths, and documents that would blow up memory
+    for name, task in (("task_dotdot", "../../x"), ("task_absolute", "/tmp/x"), ("task_control", "a\u0007b")):
+        (d / f"{name}.yaml").write_text(GOOD_MANIFEST.format(extra="").replace("  one:", f"  {json.dumps(task)}:"))
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)},"
+        f" *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8))
+    (d / "aliases.yaml").write_text(laughs + "name: *i\narch: TATR-micro-ViT\n")
+    (d / "deep.yaml").write_text("arch: TATR-micro-ViT\nname: " + "[" * 40 + "]" * 40 + "\n")
+    (d / "huge.yaml").write_text("arch: TATR-micro-ViT\n# " + "x" * (1 << 20) + "\n")
+    (d / "long_mean.yaml").write_text(GOOD_MANIFEST.format(extra="mean: [" + ", ".join(["0.5"] * 100_000) + "]"))
     return d
 
 
@@ -96,7 +107,7 @@ CASES = [
     # outputs that cannot be written
     ("merge-out-is-a-folder", MERGE + " --out '{d}/a folder.safetensors'", "is a folder"),
     ("merge-out-under-a-file", MERGE + " --out {pre}/merged.safetensors", "is a file"),
-    ("merge-out-refused-by-the-system", MERGE + " --out /proc/merged.safetensors", "cannot write it"),
+    ("merge-out-refused-by-the-system", MERGE + " --out /proc/merged.safetensors", "--out /proc/merged.safetensors:"),
     ("grads-out-is-a-file", "grads --zoo micro --exemplars 2 --out {pre}", "is a file"),
     ("grads-zero-exemplars", "grads --zoo micro --exemplars 0 --out {d}/g", "at least 1"),
     ("figure-out-under-a-file", "figure conflict --zoo micro --out {pre}/f.png", "is a file"),
@@ -122,6 +133,27 @@ CASES = [
     ("report-unknown-zoo", "report --zoo {d}/missing.yaml --out {d}/report", "no such manifest file"),
     ("grads-unknown-zoo", "grads --zoo nozoo --out {d}/g", "unknown zoo 'nozoo'"),
     ("eval-tau-out-of-range", "eval --zoo micro --method tatr --tau 2", "τ"),
+    # names from files are not paths
+    ("task-named-dotdot", "grads --zoo {d}/task_dotdot.yaml --exemplars 2 --out {d}/g", "holds a path separator"),
+    ("task-named-absolute", "grads --zoo {d}/task_absolute.yaml --exemplars 2 --out {d}/g", "holds a path separator"),
+    ("task-named-control-character", "zoo info --zoo {d}/task_control.yaml", "holds a control character"),
+    # limits before work
+    ("landscape-grid-too-fine", "figure landscape --zoo micro --step 0.0001 --out {d}/l.html", "the limit is 61 × 61"),
+    ("landscape-step-nan", "figure landscape --zoo micro --step nan --out {d}/l.html", "step must be finite"),
+    ("sweep-too-many-values", "figure tau-sweep --zoo micro --values " + " ".join(["0.01"] * 101) + " --out {d}/s.html",
+     "over the limit of 100"),
+    ("tune-grid-too-long", "tune --zoo micro --method task_arithmetic --lam-grid " + " ".join(["0.3"] * 101),
+     "over the limit of 100"),
+    ("manifest-yaml-aliases", "zoo info --zoo {d}/aliases.yaml", "YAML alias"),
+    ("manifest-too-deep", "zoo info --zoo {d}/deep.yaml", "nests deeper than"),
+    ("manifest-too-large", "zoo info --zoo {d}/huge.yaml", "a manifest may hold at most"),
+    ("manifest-value-shown-short", "zoo info --zoo {d}/long_mean.yaml", "characters)"),
+    # odd values and paths
+    ("out-name-300-characters", MERGE + " --out {d}/" + "m" * 300 + ".safetensors", "the limit is 255 per name"),
+    ("zoo-name-300-characters", "zoo info --zoo {d}/" + "z" * 300 + ".yaml", "the limit is 255 per name"),
+    ("surgery-rank-1e20", "eval --zoo micro --method surgery --rank 100000000000000000000", "in [1, 4096]"),
+    ("lambda-1e10-gives-no-nan-accuracy", "eval --zoo micro --method task_arithmetic --lam 1e10 --json",
+     "not finite"),
 ]
 
 
@@ -137,9 +169,38 @@ def test_bad_input_is_a_clear_error_and_touches_nothing(files, micro_zoo, capsys
     assert code == 2, err
     last = err.strip().splitlines()[-1]  # after any progress bar: one line saying what is wrong
     assert last.startswith("error: ") and fragment in last, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and len(last) < 600, len(last)  # one short line, whatever the input held
     assert _digests(files) == before  # no input or existing file changed, nothing half-written left beside them
     assert not list(files.glob(".*.tmp")) and not (files / "new.safetensors").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    ("eval --zoo micro --method dare --seed 100000000000000000000", "a seed is a whole number in [0, 4294967295]"),
+    ("eval --zoo micro --method dare --seed 1e20", "a seed is a whole number"),
+    ("eval --zoo micro --method surgery --rank 1e20", "invalid int value"),
+])
+def test_numbers_out_of_range_are_usage_errors(capsys, argv, fragment):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv.split())
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and fragment in err and "Traceback" not in err
+
+
+def test_a_page_link_with_a_huge_parameter_shows_a_message_not_a_hang(micro_zoo, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("TATR_ZOO", "micro")
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    at.query_params["zoo"] = "z" * 300 + ".yaml"  # a name the system cannot hold: the CLI's message, on the page
+    at.run()
+    assert not at.exception
+    assert any("the limit is 255 per name" in e.value for e in at.error), [e.value for e in at.error]
+    at = AppTest.from_file("../app.py", default_timeout=120)
+    at.query_params["zoo"] = "micro" * 100_000  # over the length any control takes: ignored, with a message
+    at.run()
+    assert not at.exception and not at.error
+    assert any("over the limit of 4,096" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert at.text_input(key="zoo").value == "micro"  # the default zoo, shown
 
 
 def test_zoo_build_refuses_an_unknown_preset(capsys):

@@ -178,13 +178,14 @@ def test_evaluate_method_records_and_tau0_equals_task_arithmetic(micro_zoo):
 def test_no_cache_recomputes_what_the_result_stands_on(micro_zoo):
     """A stale gradient file (here: all zeros, so Ω = 0 and nothing is excluded) is what a cached run
     stands on; use_cache=False (--no-cache) recomputes it too, and stores the fresh one."""
-    from tatr_core.checkpoints import read_state_dict, save_safetensors
+    from tatr_core.cache import store_tensors
+    from tatr_core.checkpoints import read_state_dict
     from tatr_core.gradients import gradients_path
 
     tv = micro_zoo.task_vectors
     path = gradients_path(micro_zoo, 3, 7)
     zeros = torch.zeros((tv.K, tv.N), dtype=tv.dtype)
-    save_safetensors({"abs_mean": zeros, "mean": zeros.clone()}, path)
+    store_tensors(path, {"abs_mean": zeros, "mean": zeros.clone()})  # stale, though intact: it verifies
     stale = evaluate_method(micro_zoo, "tatr", exemplars=3, seed=7, tau=0.05)
     assert stale["excluded"] == 0  # it read the planted file
     fresh = evaluate_method(micro_zoo, "tatr", exemplars=3, seed=7, tau=0.05, use_cache=False)

@@ -25,6 +25,7 @@ its least-squares projection onto the plane.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -247,10 +248,20 @@ def component_summary(record: dict) -> dict:
     return out
 
 
+#: the most points per axis of a landscape (61 × 61 = 3,721 merged models: hours on a laptop)
+MAX_GRID = 61
+
+
 def grid_axis(start: float = -0.2, stop: float = 1.2, step: float = 0.1) -> list[float]:
-    """Coordinates start, start+step, ..., stop (exact decimals, both ends included)."""
-    if step <= 0 or stop < start:
-        raise TatrError(f"landscape grid needs start ≤ stop and step > 0, got {start}, {stop}, {step}")
+    """Coordinates start, start+step, ..., stop (exact decimals, both ends included), at most
+    :data:`MAX_GRID` of them (checked before anything is allocated)."""
+    if not all(math.isfinite(x) for x in (start, stop, step)) or step <= 0 or stop < start:
+        raise TatrError(f"landscape grid needs finite start ≤ stop and step > 0, got {start}, {stop}, {step}")
+    points = round((stop - start) / step) + 1
+    if points > MAX_GRID:
+        smallest = math.ceil((stop - start) / (MAX_GRID - 1) * 1e4) / 1e4
+        raise TatrError(f"a landscape grid with step {step:g} over [{start:g}, {stop:g}] has {points:,} × {points:,} "
+                        f"points; the limit is {MAX_GRID} × {MAX_GRID} (--step at least {smallest:g}): use a larger --step")
     n = int(round((stop - start) / step)) + 1
     return [round(start + i * step, 10) for i in range(n)]
 

@@ -20,6 +20,8 @@ from ..runs import merge_inputs, merge_inputs_name, method_params, method_spec
 from ..zoo import Progress, Zoo, no_progress
 from .registry import Context, has_keys, register
 
+#: the most values one sweep (or one round of the validation search) evaluates
+MAX_POINTS = 100
 DEFAULT_GRIDS = {
     "tau": [0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05],
     "lam": [0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0],
@@ -120,6 +122,9 @@ def sweep(zoo: Zoo, method: str, parameter: str, values: Sequence[float] | None 
     values = list(grids[parameter] if values is None else values)
     if not values:
         raise TatrError("a sweep needs at least one value")
+    if len(values) > MAX_POINTS:
+        raise TatrError(f"a sweep of {len(values):,} values is over the limit of {MAX_POINTS} (--values): each value is a "
+                        "merge and an evaluation of every task; sweep fewer")
     calls = [dict(fixed, method=method, label=f"{method}: {parameter} = {value}",
                   **{parameter: int(value) if parameter in ("exemplars", "min_tasks") else value}) for value in values]
     done: dict[int, dict] = {}

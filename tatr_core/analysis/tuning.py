@@ -25,7 +25,7 @@ from ..merge import REGISTRY
 from ..runs import BASELINES
 from ..trust_region import SENSITIVITIES
 from ..zoo import Progress, Zoo, no_progress
-from .sweeps import run_methods
+from .sweeps import MAX_POINTS, run_methods
 
 LAM_GRID = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 TAU_GRID = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
@@ -67,6 +67,10 @@ def tune(zoo: Zoo, method: str, *, split: str = "val", sample: int | None = None
     check_validation_split(zoo, split)
     spec = REGISTRY[method]
     grids = {"lam": list(lam_grid or LAM_GRID), "tau": list(tau_grid or TAU_GRID)}
+    for name, grid in grids.items():
+        if len(grid) > MAX_POINTS:
+            raise TatrError(f"a {name} grid of {len(grid):,} values is over the limit of {MAX_POINTS} "
+                            f"(--{name}-grid): each value is a merge and an evaluation on validation")
     current = {"lam": params.get("lam", spec.default_lam), "tau": params.get("tau", spec.default_tau)}
     current = {n: current[n] for n in names}
     rounds = ["lam", "tau", "lam"] if names == ["lam", "tau"] else names

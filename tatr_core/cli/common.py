@@ -3,6 +3,7 @@ generated from declared parameters (:class:`tatr_core.merge.registry.Param`), at
 from __future__ import annotations
 
 import argparse
+import logging
 import resource
 import sys
 from pathlib import Path
@@ -10,12 +11,47 @@ from typing import Iterable
 
 from .. import options
 from ..cache import write_bytes_atomic
-from ..errors import TatrError
+from ..errors import TatrError, shown
 from ..executors import LOCAL, check_reachable, get_executor
 from ..merge import REGISTRY
-from ..merge.registry import Param
+from ..merge.registry import MAX_SEED, Param
 from ..options import EXECUTORS, PRECISIONS
 from ..zoo import load_zoo
+
+
+def seed_value(text: str) -> int:
+    """An argparse type: a whole number in [0, 2³² − 1] (the seeds every generator here takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number, got {shown(text)}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number in [0, {MAX_SEED}], got {shown(text)}")
+    return value
+
+
+def print_json(obj) -> None:
+    """``obj`` as one line of valid JSON: a non-finite number (NaN, ±Inf) is written as null, with a warning."""
+    import json
+    import math
+
+    bad: list[str] = []
+
+    def clean(value, where: str):
+        if isinstance(value, float) and not math.isfinite(value):
+            bad.append(where)
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    cleaned = clean(obj, "")
+    if bad:
+        logging.getLogger("tatr_core").warning("%d non-finite number(s) written as null: %s", len(bad),
+                                               ", ".join(bad[:5]) + (" …" if len(bad) > 5 else ""))
+    print(json.dumps(cleaned, allow_nan=False))
 
 
 def peak_rss_gib() -> float:

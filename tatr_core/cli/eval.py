@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 
+from ..cache import recompute
 from ..errors import TatrError
 from ..merge import REGISTRY
 from ..runs import EVAL_METHODS, evaluate_method, method_params
 from ..trust_region import SENSITIVITIES
-from .common import BarProgress, add_parameter_flags, add_precision_option, method_kwargs, open_zoo
+from .common import (BarProgress, add_parameter_flags, add_precision_option, method_kwargs, open_zoo, print_json,
+                     seed_value)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -19,12 +21,13 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None)
     p.add_argument("--exemplars", type=int, default=None,
                    help="exemplars per task for the gradients, Fisher and RegMean (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the exemplars, the training batches and --sample")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of the exemplars, the training batches and --sample")
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--sample", type=int, default=None, help="evaluate on a fixed seeded subsample of this size per task")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
     add_parameter_flags(p, REGISTRY.values())
-    p.add_argument("--no-cache", action="store_true", help="recompute even when a cached result exists")
+    p.add_argument("--no-cache", action="store_true", help="recompute everything the result depends on (gradients, fits, a manifest zoo's task-vector "
+                        "file), even when cached; the zoo's images are inputs and are kept")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_precision_option(p)
     p.set_defaults(func=run)
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
                   **own)  # fail fast on bad options, before loading the zoo
     if args.exemplars is not None and args.exemplars <= 0:
         raise TatrError(f"--exemplars must be at least 1, got {args.exemplars}")
-    zoo = open_zoo(args.zoo)
+    with recompute() if args.no_cache else contextlib.nullcontext():  # --no-cache: the task-vector file too
+        zoo = open_zoo(args.zoo)
     bar = BarProgress(f"eval {args.method}")
     try:
         record = evaluate_method(zoo, args.method, tau=args.tau, sensitivity=args.sensitivity,
@@ -45,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        print(json.dumps({k: record[k] for k in ("method", "params", "tasks", "average_accuracy")}
-                         | {k: record[k] for k in ("split", "sample", "zoo", "excluded", "N", "learned", "surgery")
-                            if k in record}))
+        print_json({k: record[k] for k in ("method", "params", "tasks", "average_accuracy")}
+                   | {k: record[k] for k in ("split", "sample", "zoo", "excluded", "N", "learned", "surgery")
+                      if k in record})
         return 0
     shown = " ".join(f"{k}={v}" for k, v in record["params"].items())
     print(f"{args.method} on zoo {zoo.name} ({args.split} split{', sample ' + str(args.sample) if args.sample else ''}) {shown}")

@@ -9,10 +9,10 @@ from pathlib import Path
 from ..checkpoints import in_layout_of, load_image_encoder, read_state_dict, save_safetensors
 from ..errors import TatrError
 from ..merge import REGISTRY, merge, resolve_params
-from ..paths import check_input, check_output_file, output_errors
+from ..paths import check_input, check_output_file, check_space, output_errors
 from ..trust_region import SENSITIVITIES
 from ..vectors import TaskVectors
-from .common import add_parameter_flags, method_kwargs, peak_rss_gib
+from .common import add_parameter_flags, method_kwargs, peak_rss_gib, seed_value
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="per-task E|∇L_k| files (same keys as the model), one per fine-tuned model, same order")
     p.add_argument("--signed-grads", nargs="+", metavar="S", default=None,
                    help="per-task E∇L_k files, for --sensitivity positive/negative")
-    p.add_argument("--seed", type=int, default=0, help="seed of a method's random draws (dare)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed of a method's random draws (dare)")
     add_parameter_flags(p, free)
     p.add_argument("--out", required=True, metavar="MERGED.safetensors", help="where to write the merged encoder")
     p.add_argument("--layout", choices=["input", "vision"], default="input",
@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     merged = tv.to_state_dict(result.theta)
     if args.layout == "input":
         merged = in_layout_of(merged, raw_pretrained)
-    with output_errors("--out", out):
+    needed = sum(t.numel() * t.element_size() for t in merged.values())
+    check_space(out, needed, f"--out {out}: the merged model", "choose a folder with room")
+    with output_errors("--out", out, needed):
         save_safetensors(merged, out, metadata={"tatr_recipe": json.dumps(recipe)})
     pct = 100.0 * result.excluded / tv.N
     shown = " ".join(f"{k}={v}" for k, v in result.params.items())

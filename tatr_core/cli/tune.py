@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from ..analysis.tuning import tunable, tune
 from ..errors import TatrError
@@ -10,7 +9,7 @@ from ..merge import REGISTRY
 from ..runs import evaluate_method, method_params
 from ..trust_region import SENSITIVITIES, check_tau
 from .common import (BarProgress, add_executor_options, add_parameter_flags, add_precision_option, method_kwargs,
-                     open_zoo)
+                     open_zoo, print_json, seed_value)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="TATR plug-in on (τ > 0: τ is chosen too) or off (0); default: the method's")
     p.add_argument("--sensitivity", choices=list(SENSITIVITIES), default=None)
     p.add_argument("--exemplars", type=int, default=None, help="exemplars per task for the gradients (default 128)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--sample", type=int, default=None, help="evaluate on a fixed seeded subsample of this size per task")
     p.add_argument("--lam-grid", type=float, nargs="+", default=None, metavar="L", help="λ values (default 0.1 … 1.0)")
     p.add_argument("--tau-grid", type=float, nargs="+", default=None, metavar="T",
@@ -54,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        print(json.dumps({**tuned, "test": {k: test[k] for k in ("params", "tasks", "average_accuracy")}}))
+        print_json({**tuned, "test": {k: test[k] for k in ("params", "tasks", "average_accuracy")}})
         return 0
     chosen = ", ".join(f"{k} = {v:g}" for k, v in tuned["chosen"].items())
     print(f"{args.method} on zoo {zoo.name}: chosen on val {chosen} ({len(tuned['trace'])} points, "

@@ -192,7 +192,9 @@ DENSITY = Param("density", float, 0.2, "fraction of each task vector kept by TIE
 EXEMPLARS = Param("exemplars", int, 128, "training images per task (gradients, Fishers, Grams)", low=1,
                   grid=(1, 2, 4, 8, 16, 32, 64, 128), label="exemplars per task",
                   source="the TATR paper's exemplar set of 128")
-SEED = Param("seed", int, 0, "seed of the method's random draws", low=0, label="seed")
+#: seeds are 32-bit (torch's generators and every loader's take them)
+MAX_SEED = 2**32 - 1
+SEED = Param("seed", int, 0, "seed of the method's random draws", low=0, high=MAX_SEED, label="seed")
 LR = Param("lr", float, 1e-3, "Adam learning rate", low=0.0, low_open=True, grid=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
            label="learning rate (Adam)", source="AdaMerging's and Surgery's 1e-3 (Yang et al., 2024)")
 STEPS = Param("steps", int, 500, "training steps", low=1, grid=(50, 100, 200, 500, 1000), label="training steps",

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from ..checkpoints import read_state_dict, save_safetensors
+from ..cache import load_tensors, store_tensors
 from .fitting import device_of, fit_spec, plugin_region, subset
 from .registry import BATCH, LAM, LR, STEPS, Param, register
 
-RANK = Param("rank", int, 16, "rank of each task's low-rank module", low=1, grid=(2, 4, 8, 16, 32, 64),
+RANK = Param("rank", int, 16, "rank of each task's low-rank module", low=1, high=4096, grid=(2, 4, 8, 16, 32, 64),
              label="rank of the per-task module", source="Surgery's rank 16 (Yang et al., 2024)")
 
 
@@ -99,19 +99,19 @@ def surgery(zoo, params, task_indices, inputs, progress):
     device = device_of()
     report = report_spec.load(lambda r: isinstance(r, dict) and {"l1_before", "l1_after"} <= set(r))
     modules = {}
-    if report is not None and weights_path.exists():
+    sd = load_tensors(weights_path) if report is not None else None
+    if sd is not None:
         try:
-            sd = read_state_dict(weights_path)
             for t in names:
                 m = SurgeryModule(sd[f"{t}.down.weight"].shape[1], params["rank"], torch.Generator())
                 m.load_state_dict({"down.weight": sd[f"{t}.down.weight"], "up.weight": sd[f"{t}.up.weight"]})
                 modules[t] = m.to(device).eval()
-        except Exception:  # a damaged cache entry: train again
+        except (KeyError, RuntimeError):  # modules of another shape: train again
             modules = {}
     if not modules:
         modules, report = train_modules(zoo, theta, names, params, progress, device)
-        save_safetensors({f"{t}.{k}": v.detach().cpu() for t, m in modules.items() for k, v in m.state_dict().items()},
-                         weights_path)
+        store_tensors(weights_path, {f"{t}.{k}": v.detach().cpu() for t, m in modules.items()
+                                     for k, v in m.state_dict().items()})
         report_spec.store(report)
     maps = {t: m for t, m in modules.items()}
     return MergeResult(theta, "surgery", params, region, extras={"feature_maps": maps, "surgery": report})

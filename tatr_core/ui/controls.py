@@ -47,6 +47,10 @@ def _valid(value: Any, valid: Collection | Callable[[Any], bool] | None) -> bool
     return value in valid
 
 
+#: the longest value a control takes from the URL (a zoo's manifest path is the longest a user types)
+MAX_QUERY = 4096
+
+
 def control(key: str, default: Any, valid: Collection | Callable[[Any], bool] | None = None) -> str:
     """Prepare the shared control ``key`` and return the key for the widget (created without a default).
 
@@ -57,6 +61,10 @@ def control(key: str, default: Any, valid: Collection | Callable[[Any], bool] | 
     if key not in st.session_state:
         value = default
         raw = st.query_params.get(key)
+        if raw is not None and len(raw) > MAX_QUERY:
+            st.warning(f"The link's ?{key}= is {len(raw):,} characters long, over the limit of {MAX_QUERY:,}: "
+                       f"it is ignored, and {key} starts at its default.")
+            raw = None
         if raw is not None:
             try:
                 parsed = _parse(raw, default)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import TatrError
+from ..errors import TatrError, shown
+from ..paths import check_length
 from . import manifest, mini
 from .base import Progress, Task, Zoo, no_progress
 
@@ -20,7 +21,7 @@ def load_zoo(spec: str, progress: Progress = no_progress) -> Zoo:
     """A zoo by name (``mini``, ``micro``) or manifest path; built-in zoos are built when not cached."""
     if spec in mini.PRESETS:
         return mini.load(spec, progress)
-    path = Path(spec)
+    path = check_length(spec, "zoo manifest path")
     if path.suffix.lower() in (".yaml", ".yml", ".json") or path.exists():
         return manifest.load(path, progress)
-    raise TatrError(f"unknown zoo '{spec}': use {', '.join(mini.PRESETS)} or the path of a zoo manifest (.yaml/.json)")
+    raise TatrError(f"unknown zoo {shown(spec)}: use {', '.join(mini.PRESETS)} or the path of a zoo manifest (.yaml/.json)")

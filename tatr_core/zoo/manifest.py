@@ -20,7 +20,10 @@
         templates: ["a photo of the number: \"{}\"."]
 
 Every problem (unreadable manifest, a missing field or file, a head whose class count does
-not match the data, an unknown key) raises :class:`TatrError` naming the file and the fix.
+not match the data, an unknown key) raises :class:`TatrError` naming the file and the fix.  A manifest
+is read within stated limits, checked before anything is built from it (:data:`MAX_MANIFEST_BYTES`,
+:data:`MAX_DEPTH`, no YAML aliases), and a task name must be a plain name (it becomes part of file
+names: :func:`tatr_core.paths.safe_name`).
 Images are resized (shorter side, bicubic) and centre-cropped as open_clip's evaluation
 transform does, then cached as uint8 tensors under ``cache/data/``.
 """
@@ -36,40 +39,74 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..cache import digest
-from ..checkpoints import load_head, load_image_encoder, read_state_dict, save_safetensors
-from ..errors import TatrError
+from ..cache import digest, load_tensors, store_tensors
+from ..checkpoints import load_head, load_image_encoder, read_state_dict
+from ..errors import TatrError, shown
 from ..keys import Spec
 from ..models import OPENAI_MEAN, OPENAI_STD
+from ..paths import check_length, safe_name
 from ..vectors import mapped_task_vectors
 from .base import Progress, Task, Zoo, no_progress
 
+#: the largest manifest read (a real 20-task zoo's is a few kB)
+MAX_MANIFEST_BYTES = 1 << 20
+#: how deeply a manifest's mappings and lists may nest (a zoo's need 3)
+MAX_DEPTH = 16
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 TOP_KEYS = {"name", "arch", "pretrained", "clip", "image_size", "mean", "std", "tasks"}
 TASK_KEYS = {"finetuned", "head", "data", "classes", "classnames", "templates", "splits"}
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
 
+def _check_yaml_shape(text: str, path: Path) -> None:
+    """Refuse, before any object is built, a YAML document with aliases (a few bytes of them can stand for
+    billions of nodes) or deeper than :data:`MAX_DEPTH`."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise TatrError(f"{path}: uses a YAML alias or anchor (&, *), which manifests do not allow: write each "
+                            "value out")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise TatrError(f"{path}: nests deeper than {MAX_DEPTH} levels; a zoo manifest needs 3")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
 def _read(path: Path) -> dict:
+    path = check_length(path, "manifest path")
     if not path.exists():
         raise TatrError(f"{path}: no such manifest file")
     if path.is_dir():
         raise TatrError(f"{path}: is a folder; give the manifest file (.yaml or .json) inside it")
     if not path.is_file():
         raise TatrError(f"{path}: not a regular file (a FIFO, socket or device?); give a manifest file")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise TatrError(f"{path}: {size:,} bytes; a manifest may hold at most {MAX_MANIFEST_BYTES:,} "
+                        "(a zoo's takes a few kB): is this the manifest?")
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TatrError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from exc
+        raise TatrError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest as UTF-8") from None
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
     try:
-        if path.suffix.lower() == ".json":
+        if kind == "JSON":
             data = json.loads(text)
         else:
             import yaml
 
+            _check_yaml_shape(text, path)
             data = yaml.safe_load(text)
+    except TatrError:
+        raise
+    except RecursionError:
+        raise TatrError(f"{path}: nests deeper than {MAX_DEPTH} levels; a zoo manifest needs 3") from None
     except Exception as exc:
-        raise TatrError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({str(exc).splitlines()[0]})") from exc
+        raise TatrError(f"{path}: not valid {kind} ({str(exc).splitlines()[0][:200]})") from None
     if not isinstance(data, dict):
         raise TatrError(f"{path}: a zoo manifest is a mapping with arch, pretrained and tasks")
     return data
@@ -81,41 +118,42 @@ def _is_number(x: Any) -> bool:
 
 def _path_field(value: Any, field: str, path: Path) -> None:
     if value is not None and not isinstance(value, str):
-        raise TatrError(f"{path}: '{field}' must be a path (a string), got {type(value).__name__} {value!r}")
+        raise TatrError(f"{path}: '{field}' must be a path (a string), got {type(value).__name__} {shown(value)}")
 
 
 def _name_list(value: Any, field: str, path: Path) -> None:
     if value is not None and (not isinstance(value, list) or not value
                               or not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in value)):
-        raise TatrError(f"{path}: '{field}' must be a non-empty list of names, got {value!r}")
+        raise TatrError(f"{path}: '{field}' must be a non-empty list of names, got {shown(value)}")
 
 
 def _check_fields(data: dict, path: Path) -> None:
     """Every field's type and range, each error naming the field and what it must be."""
     for key in ("name", "arch"):
         if key in data and data[key] is not None and not isinstance(data[key], str):
-            raise TatrError(f"{path}: '{key}' must be a string, got {data[key]!r}")
+            raise TatrError(f"{path}: '{key}' must be a string, got {shown(data[key])}")
     for key in ("pretrained", "clip"):
         _path_field(data.get(key), key, path)
     if data.get("image_size") is not None:
         size = data["image_size"]
         if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 4096:
-            raise TatrError(f"{path}: 'image_size' must be a whole number of pixels in [8, 4096], got {size!r}")
+            raise TatrError(f"{path}: 'image_size' must be a whole number of pixels in [8, 4096], got {shown(size)}")
     for key in ("mean", "std"):
         if data.get(key) is None:
             continue
         value = data[key]
         if not isinstance(value, list) or len(value) != 3 or not all(_is_number(v) for v in value):
-            raise TatrError(f"{path}: '{key}' must be a list of three numbers (one per RGB channel), got {value!r}")
+            raise TatrError(f"{path}: '{key}' must be a list of three numbers (one per RGB channel), got {shown(value)}")
         if key == "std" and not all(v > 0 for v in value):
-            raise TatrError(f"{path}: 'std' must be positive in every channel, got {value!r}")
+            raise TatrError(f"{path}: 'std' must be positive in every channel, got {shown(value)}")
     tasks = data.get("tasks")
     if tasks is not None and not isinstance(tasks, dict):
         raise TatrError(f"{path}: 'tasks' must map task names to their files, got {type(tasks).__name__}")
     for name, t in (tasks or {}).items():
         where = f"tasks.{name}"
         if not isinstance(name, (str, int)) or isinstance(name, bool):
-            raise TatrError(f"{path}: task name {name!r} must be a string")
+            raise TatrError(f"{path}: task name {shown(name)} must be a string")
+        safe_name(str(name))
         if not isinstance(t, dict):
             raise TatrError(f"{path}: task '{name}' must be a mapping with finetuned, head and data")
         for key in ("finetuned", "head", "data"):
@@ -125,12 +163,12 @@ def _check_fields(data: dict, path: Path) -> None:
         templates = t.get("templates")
         if templates is not None and (not isinstance(templates, list) or not templates
                                       or not all(isinstance(x, str) and "{}" in x for x in templates)):
-            raise TatrError(f"{path}: '{where}.templates' must be a list of prompts each containing {{}}, got {templates!r}")
+            raise TatrError(f"{path}: '{where}.templates' must be a list of prompts each containing {{}}, got {shown(templates)}")
         splits = t.get("splits")
         if splits is not None:
             if not isinstance(splits, dict) or not all(k in ("train", "val", "test") and isinstance(v, str) and v
                                                        for k, v in splits.items()):
-                raise TatrError(f"{path}: '{where}.splits' must map train / val / test to folder names, got {splits!r}")
+                raise TatrError(f"{path}: '{where}.splits' must map train / val / test to folder names, got {shown(splits)}")
 
 
 def _require(data: dict, key: str, where: str, path: Path) -> Any:
@@ -169,12 +207,9 @@ def _load_image(path: Path, size: int) -> np.ndarray:
 def _load_split(folder: Path, classes: list[str], size: int, manifest: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Images of ``<folder>/<class>/*`` as uint8 (n, 3, size, size), cached by content."""
     cached = Spec.of("data", "", {"stat": _stat(folder), "classes": classes, "size": size}, precision="auto").path()
-    if cached.exists():
-        try:
-            sd = read_state_dict(cached)
-            return sd["images"], sd["labels"]
-        except Exception:
-            cached.unlink(missing_ok=True)
+    sd = load_tensors(cached)
+    if sd is not None and {"images", "labels"} <= set(sd):
+        return sd["images"], sd["labels"]
     images, labels = [], []
     for c, name in enumerate(classes):
         d = folder / name
@@ -190,7 +225,7 @@ def _load_split(folder: Path, classes: list[str], size: int, manifest: Path) -> 
     if not images:
         raise TatrError(f"{manifest}: no images under {folder}")
     out = torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
-    save_safetensors({"images": out[0], "labels": out[1]}, cached)
+    store_tensors(cached, {"images": out[0], "labels": out[1]})
     return out
 
 
@@ -203,11 +238,12 @@ def load(path: Path, progress: Progress = no_progress) -> Zoo:
     base = path.parent
     unknown = set(data) - TOP_KEYS
     if unknown:
-        raise TatrError(f"{path}: unknown field '{sorted(map(str, unknown))[0]}' (fields: {', '.join(sorted(TOP_KEYS))})")
+        raise TatrError(f"{path}: unknown field {shown(sorted(map(str, unknown))[0])} (fields: "
+                        f"{', '.join(sorted(TOP_KEYS))})")
     _check_fields(data, path)
     arch = str(_require(data, "arch", "the zoo", path))
     if arch not in open_clip.list_models():
-        raise TatrError(f"{path}: unknown architecture '{arch}'; use an open_clip model name such as ViT-B-32")
+        raise TatrError(f"{path}: unknown architecture {shown(arch)}; use an open_clip model name such as ViT-B-32")
     tasks_cfg = _require(data, "tasks", "the zoo", path)
     if not isinstance(tasks_cfg, dict) or not tasks_cfg:
         raise TatrError(f"{path}: 'tasks' must map task names to their files")
@@ -229,7 +265,8 @@ def load(path: Path, progress: Progress = no_progress) -> Zoo:
             raise TatrError(f"{path}: {where} must be a mapping with finetuned, head and data")
         bad = set(t) - TASK_KEYS
         if bad:
-            raise TatrError(f"{path}: {where} has unknown field '{sorted(bad)[0]}' (fields: {', '.join(sorted(TASK_KEYS))})")
+            raise TatrError(f"{path}: {where} has unknown field {shown(sorted(map(str, bad))[0])} (fields: "
+                            f"{', '.join(sorted(TASK_KEYS))})")
         progress(0.1 + 0.8 * i / len(tasks_cfg), f"loading task {name}")
         ft_path = _file(base, _require(t, "finetuned", where, path), f"{where}: fine-tuned checkpoint", path)
         finetuned[str(name)] = ft_path

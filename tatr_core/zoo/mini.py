@@ -9,6 +9,11 @@
 
 Everything is seeded; the result is cached under ``cache/zoos/<preset>-<hash of the recipe>/``
 and rebuilt only when the recipe (or :data:`BUILD_VERSION`) changes.
+
+**Sealed.**  A zoo's record (``zoo.json``) holds the SHA-256 of every file of the zoo and of its own
+content (:func:`seal`).  The build shipped with the code is checked before it is installed: a damaged
+or edited file is refused with the fix, and nothing is copied.  The installed copy in the cache is
+checked the first time a process loads it: a damaged one is installed again, with a notice.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..cache import cache_dir, digest, publish_dir, read_json, write_json_atomic
+from ..cache import cache_dir, content_hash, digest, notice, publish_dir, read_json, write_json_atomic
 from ..checkpoints import read_state_dict, save_safetensors
 from ..data.mini import GENERIC, SPLITS, TASKS, generate_task
 from ..errors import TatrError
@@ -217,11 +222,45 @@ def _staging(preset: str, final: Path):
 
 
 def _publish(tmp: str, final: Path, info: dict, progress: Progress, message: str) -> str:
-    """Write the zoo's record and its COMPLETE mark into ``tmp``, then move it into place."""
-    write_json_atomic(Path(tmp) / "zoo.json", info)
+    """Seal the zoo's record over every file in ``tmp``, write it and the COMPLETE mark, then move it into place."""
+    files = sorted(p.name for p in Path(tmp).iterdir() if p.is_file() and p.name not in ("zoo.json", "COMPLETE"))
+    write_json_atomic(Path(tmp) / "zoo.json", seal(info, tmp, files))
     (Path(tmp) / "COMPLETE").write_text("ok\n")
     progress(1.0, message)
     return str(publish_dir(Path(tmp), final))
+
+
+def file_hash(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal(info: dict, folder: str | Path, names: list[str]) -> dict:
+    """``info`` with the SHA-256 of each of the files ``names`` in ``folder`` and of its own content."""
+    info = {k: v for k, v in info.items() if k != "sha256"}
+    info["files"] = {**info.get("files", {}), **{name: file_hash(Path(folder) / name) for name in names}}
+    return {**info, "sha256": content_hash(info)}
+
+
+def seal_problem(info, folder: str | Path, names: list[str] | None = None) -> str | None:
+    """What is wrong with a zoo record and its files (None when the seal holds): an edited record, a file
+    missing, or a file whose content is not the one recorded.  ``names``: the files to check (default all)."""
+    if not isinstance(info, dict) or "sha256" not in info or not isinstance(info.get("files"), dict):
+        return "its record holds no seal (written by an older version, or edited)"
+    if content_hash({k: v for k, v in info.items() if k != "sha256"}) != info["sha256"]:
+        return "its record zoo.json was edited after it was written"
+    for name in names or list(info["files"]):
+        path = Path(folder) / name
+        if name not in info["files"] or not path.is_file() or path.is_symlink():
+            return f"{name} is missing"
+        if file_hash(path) != info["files"][name]:
+            return f"{name} does not match the hash recorded when it was written"
+    return None
 
 
 def zoo_key(preset: str) -> str:
@@ -255,12 +294,17 @@ def _install_shipped(preset: str, shipped: Path, final: Path, progress: Progress
     """Put the shipped build into the cache: its weights copied, its task images generated here
     (the same seeded generators as a build), in seconds instead of the build's minutes."""
     recipe = PRESETS[preset]
+    info = read_json(shipped / "zoo.json")
+    if info is None or info.get("key") != zoo_key(preset):
+        raise TatrError(f"the shipped zoo in {shipped} does not match its recipe; rebuild it with "
+                        f"'python -m tatr_core zoo build --preset {preset} --from-scratch'")
+    problem = seal_problem(info, shipped, list(_weight_files(recipe)))
+    if problem is not None:
+        raise TatrError(f"the shipped zoo in {shipped} is damaged ({problem}), so it is not installed: restore it "
+                        f"with 'git checkout -- {shipped.relative_to(SHIPPED.parents[2])}', or build the zoo here with "
+                        f"'python -m tatr_core zoo build --preset {preset} --from-scratch'")
     with _staging(preset, final) as tmp:
         start = time.perf_counter()
-        info = read_json(shipped / "zoo.json")
-        if info is None or info.get("key") != zoo_key(preset):
-            raise TatrError(f"the shipped zoo in {shipped} does not match its recipe; rebuild it with "
-                            f"'python -m tatr_core zoo build --preset {preset} --from-scratch'")
         _save_data(_generate_data(recipe, progress, 0.9), tmp)
         for name in _weight_files(recipe):
             shutil.copyfile(shipped / name, Path(tmp) / name)
@@ -357,18 +401,32 @@ def ship(preset: str, built: str | Path) -> Path:
     info = read_json(built / "zoo.json")
     target = SHIPPED / f"{preset}-{info['key']}"
     target.mkdir(parents=True, exist_ok=True)
-    for name in _weight_files(PRESETS[preset]):
+    names = list(_weight_files(PRESETS[preset]))
+    for name in names:
         shutil.copyfile(built / name, target / name)
-    write_json_atomic(target / "zoo.json", {k: v for k, v in info.items() if k not in ("folder",)})
+    record = {k: v for k, v in info.items() if k not in ("folder", "files", "sha256")}
+    write_json_atomic(target / "zoo.json", seal(record, target, names))
     return target
+
+
+#: the zoo folders verified in this process
+_VERIFIED: set[str] = set()
 
 
 def load(preset: str, progress: Progress = no_progress) -> Zoo:
     folder = Path(build(preset, progress))
     info = read_json(folder / "zoo.json")
-    if info is None:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise TatrError(f"the cached zoo in {folder} was incomplete and has been removed; run the command again to rebuild it")
+    if str(folder) not in _VERIFIED:
+        problem = seal_problem(info, folder)
+        if problem is not None:  # the cached copy is damaged: installed (or built) again, never served
+            notice(f"the cached zoo in {folder} is damaged ({problem}); installing it again")
+            shutil.rmtree(folder, ignore_errors=True)
+            folder = Path(build(preset, progress))
+            info = read_json(folder / "zoo.json")
+            if seal_problem(info, folder) is not None:
+                raise TatrError(f"the zoo installed in {folder} does not verify; remove the folder and run the "
+                                "command again")
+        _VERIFIED.add(str(folder))
     heads = read_state_dict(folder / "heads.safetensors")
     tasks = {}
     for t in info["tasks"]:
