@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 
 from . import options
 from .errors import TatrError
-from .paths import mib, space_needed
+from .paths import refusals, space_needed
 
 LOG = logging.getLogger("tatr_core")
 _RECOMPUTE: contextvars.ContextVar[bool] = contextvars.ContextVar("tatr_recompute", default=False)
@@ -85,19 +85,12 @@ def digest(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
-@contextlib.contextmanager
-def cache_errors(path: str | os.PathLike, needed: int | None = None) -> Iterator[None]:
+def cache_errors(path: str | os.PathLike, needed: int | None = None):
     """What the system refuses while the cache is written at ``path`` (a full disk, a read-only folder),
-    as a :class:`TatrError` naming the folder and, when ``needed`` bytes are known, the space it takes."""
-    try:
-        yield
-    except TatrError:
-        raise
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise TatrError(f"the cache cannot be written at {path} ({reason}){space_needed(path, needed)}: free space "
-                        f"there, or set TATR_CACHE to a writable folder with room (the cache root is {root()}); "
-                        "nothing was left half-written") from None
+    as an error naming the folder and, when ``needed`` bytes are known, the space it takes."""
+    return refusals(lambda reason: f"the cache cannot be written at {path} ({reason}){space_needed(path, needed)}: "
+                                   f"free space there, or set TATR_CACHE to a writable folder with room (the cache root "
+                                   f"is {root()}); nothing was left half-written")
 
 
 def cache_dir(folder: str, *parts: str) -> Path:

@@ -18,7 +18,7 @@ import contextlib
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from .errors import TatrError, shown
 
@@ -171,14 +171,20 @@ def check_output_dir(path: str | os.PathLike, flag: str = "--out", inputs: Itera
 
 
 @contextlib.contextmanager
-def output_errors(flag: str, path: str | os.PathLike, needed: int | None = None) -> Iterator[None]:
-    """Report an operating-system refusal while writing ``path`` as a :class:`TatrError` naming the flag,
-    the folder and (when ``needed`` bytes are known) the space it takes."""
+def refusals(describe: Callable[[str], str]) -> Iterator[None]:
+    """What the operating system refuses inside the block (an ``OSError``: a full disk, a read-only mount)
+    as a :class:`TatrError` saying ``describe(reason)``."""
     try:
         yield
     except TatrError:
         raise
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise TatrError(f"{flag} {path}: cannot write it in {Path(path).parent} ({reason}){space_needed(path, needed)}; "
-                        "nothing was replaced. Choose a writable location with free space") from None
+        raise TatrError(describe(exc.strerror or type(exc).__name__)) from None
+
+
+def output_errors(flag: str, path: str | os.PathLike, needed: int | None = None):
+    """A refusal while writing ``path`` as an error naming the flag, the folder and (when ``needed``
+    bytes are known) the space it takes."""
+    return refusals(lambda reason: f"{flag} {path}: cannot write it in {Path(path).parent} ({reason})"
+                                   f"{space_needed(path, needed)}; nothing was replaced. Choose a writable location "
+                                   "with free space")

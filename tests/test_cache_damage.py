@@ -159,9 +159,12 @@ def test_a_damaged_result_is_recomputed_never_shown(micro_zoo, notices, damage):
 def test_a_damaged_point_of_an_analysis_is_recomputed(micro_zoo, notices):
     from tatr_core.analysis.conflict import conflict_matrix, conflict_spec
 
-    clean = conflict_matrix(micro_zoo, "task_arithmetic", sample=16)
-    conflict_spec(micro_zoo, "task_arithmetic", sample=16).path().unlink()  # the whole record: gone
+    clean = conflict_matrix(micro_zoo, "task_arithmetic", sample=16, use_cache=False)
+    spec = conflict_spec(micro_zoo, "task_arithmetic", sample=16)
+    spec.store(clean)
+    spec.path().unlink()  # the whole record: gone; its points stay
     points = sorted((cache.root() / "results" / micro_zoo.key / "points").glob("subset-*.json"))
+    assert len(points) >= len(micro_zoo.task_names) + 1
     for point in points:  # every point: edited
         envelope = json.loads(point.read_text())
         first = next(iter(envelope["record"]))
@@ -254,7 +257,7 @@ def test_a_file_where_a_cache_folder_belongs_is_removed_with_a_notice(micro_zoo,
     evaluate_method(micro_zoo, "task_arithmetic", sample=8, use_cache=False)
     from tatr_core.analysis.conflict import conflict_matrix
 
-    conflict_matrix(micro_zoo, "task_arithmetic", sample=8)
+    conflict_matrix(micro_zoo, "task_arithmetic", sample=8, use_cache=False)
     assert folder.is_dir() and any("is not a folder of the cache" in r.message for r in notices.records)
 
 
