@@ -38,6 +38,13 @@ RUNS = {
     "iso_c": [],
     "iso_cts": [],
     "pcb & tatr": ["--tau", "0.01", "--grads", "{grads}"],
+    "model_stock": [],
+    "cart": [],
+    "tsv_c": [],
+    "emr": [],
+    "wudi": [],
+    "task_arithmetic & lines": ["--lines-beta", "0.5"],
+    "tatr & lines": ["--lines-beta", "0.5", "--grads", "{grads}"],
 }
 
 
@@ -58,22 +65,24 @@ def main() -> None:
             save_safetensors({n: v.abs() for n, v in random_state_dict(shapes, 100 + k).items()}, d / f"g{k}.safetensors")
     fts = [str(d / f"ft{k}.safetensors") for k in range(args.K)]
     grads = [str(d / f"g{k}.safetensors") for k in range(args.K)]
-    print(f"{'run':18s}{'wall s':>8s}{'peak RSS GiB':>14s}  summary")
+    print(f"{'run':24s}{'wall s':>8s}{'peak RSS GiB':>14s}  summary")
     for name in args.methods:
         method = name.split()[0]
         extra = []
         for a in RUNS[name]:
             extra += grads if a == "{grads}" else [a]
+        out = d / "merged" / "merged.safetensors"  # a task-aware method writes its task models beside it
+        out.parent.mkdir(exist_ok=True)
         cmd = [sys.executable, "-m", "tatr_core", "merge", "--pretrained", str(d / "pre.safetensors"),
-               "--finetuned", *fts, "--method", method, *extra, "--out", str(d / "merged.safetensors")]
+               "--finetuned", *fts, "--method", method, *extra, "--out", str(out)]
         t0 = time.perf_counter()
         r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if r.returncode != 0:
-            print(f"{name:18s} FAILED: {r.stderr.strip()}")
+            print(f"{name:24s} FAILED: {r.stderr.strip()}")
             continue
         rss = re.search(r"peak_rss=([\d.]+)GiB", r.stdout).group(1)
-        print(f"{name:18s}{wall:8.1f}{float(rss):14.1f}  {r.stdout.strip()}", flush=True)
+        print(f"{name:24s}{wall:8.1f}{float(rss):14.1f}  {r.stdout.strip()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -105,9 +105,14 @@ class Spec:
     def revisions(self) -> dict[str, int]:
         """The revisions this spec's key folds in: its kind's, and its method's when it names one."""
         out = {"kind": REVISIONS[f"kind {self.kind}"]}
-        method = self.arguments.get("method")
+        args = self.arguments
+        method = args.get("method")
         if isinstance(method, str) and f"method {method}" in REVISIONS:
             out["method"] = REVISIONS[f"method {method}"]
+        methods = args.get("methods")  # a request over several methods (the Sweeps page's curves)
+        if isinstance(methods, list):
+            out |= {f"method {m}": REVISIONS[f"method {m}"] for m in methods
+                    if isinstance(m, str) and f"method {m}" in REVISIONS}
         return out
 
     def key(self) -> str:

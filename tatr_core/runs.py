@@ -22,10 +22,13 @@ from .evaluate import Evaluator, average_accuracy
 from .gradients import compute_task_gradients
 from .keys import Spec
 from .merge import REGISTRY, check_merged_finite, merge, resolve_params
+from .merge.registry import plugin_parameters
 from .trust_region import SENSITIVITIES
 from .zoo import Progress, Zoo, no_progress
 
 BASELINES = ("pretrained", "individual")
+#: what a merge's extras add to its record: what a fit learned, a compression's size, EMR's rescalers
+RECORDED_EXTRAS = ("learned", "surgery", "stored_fraction", "rescalers")
 EVAL_METHODS = BASELINES + tuple(REGISTRY)
 
 
@@ -87,15 +90,22 @@ def merge_tasks(zoo: Zoo, method: str, params: dict, inputs: dict, tasks: Sequen
         return result
     tv = zoo.task_vectors if tasks is None else zoo.task_vectors.subset(tasks)
     aux = inputs if tasks is None else {k: v[list(tasks)] for k, v in inputs.items()}
-    own = {k: v for k, v in params.items() if k in spec.declared}
+    plugged = plugin_parameters()
+    own = {k: v for k, v in params.items() if (k in spec.declared or k in plugged) and k not in ("tau", "sensitivity")}
     return merge(tv, method, tau=params["tau"], sensitivity=params.get("sensitivity"), **own, **aux)
 
 
 def evaluate_merge(evaluator: Evaluator, result, tasks: Sequence[str] | None = None, split: str = "test",
                    sample: int | None = None, seed: int = 0, precision: str | None = None):
-    """Evaluate a :class:`MergeResult` (with Surgery's per-task modules when it has them)."""
-    return evaluator.evaluate(result.theta, tasks, split, sample, seed,
-                              feature_maps=result.extras.get("feature_maps"), precision=precision)
+    """Evaluate a :class:`MergeResult`: with Surgery's per-task modules when it has them, and task-aware (each
+    task with its own model, built when its turn comes) for a method that gives one model per task."""
+    if result.task_theta is None:
+        return evaluator.evaluate(result.theta, tasks, split, sample, seed,
+                                  feature_maps=result.extras.get("feature_maps"), precision=precision)
+    out = {}
+    for task in evaluator.zoo.check_tasks(tasks):
+        out.update(evaluator.evaluate(result.theta_for(task), [task], split, sample, seed, precision=precision))
+    return out
 
 
 def method_spec(zoo: Zoo, method: str, params: dict, split: str, sample: int | None, seed: int,
@@ -168,7 +178,9 @@ def method_record(zoo: Zoo, method: str, params: dict, *, split: str, sample: in
         res = merge_tasks(zoo, method, params, inputs,
                           progress=lambda f, m: progress(0.1 + 0.8 * f, m))
         extras = {"excluded": res.excluded, "N": zoo.task_vectors.N,
-                  **{k: v for k, v in res.extras.items() if k in ("learned", "surgery")}}
+                  **{k: v for k, v in res.extras.items() if k in RECORDED_EXTRAS}}
+        if REGISTRY[method].task_aware:
+            extras["task_aware"] = True
         progress(0.95, "evaluating the merged model")
         results = evaluate_merge(evaluator, res, tasks, split, sample, seed)
     record = {
@@ -219,5 +231,13 @@ def eval_command(zoo: Zoo, method: str, params: dict) -> str:
     spec = zoo.info.get("manifest") or zoo.name
     args = ["python", "-m", "tatr_core", "eval", "--zoo", str(spec), "--method", method]
     for key, value in params.items():
-        args += [f"--{key}", str(value)]
+        if value is None or value is False:
+            continue
+        flag = f"--{key.replace('_', '-')}"
+        if value is True:
+            args.append(flag)
+        elif isinstance(value, (list, tuple)):
+            args += [flag, *map(str, value)]
+        else:
+            args += [flag, str(value)]
     return shlex.join(args)

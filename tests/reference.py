@@ -156,7 +156,7 @@ def consensus(pre: dict, fts: list[dict], tall_lambda: float, min_tasks: int, la
     for n in range(N):
         mtl = sum(float(d[n]) for d in deltas)
         claims = sum(1 for d in deltas if abs(float(d[n])) >= tall_lambda * abs(mtl - float(d[n])))
-        merged[n] = mtl if claims >= min(min_tasks, K) else 0.0
+        merged[n] = mtl if claims >= min_tasks else 0.0  # k > K: nothing is claimed often enough (θ_pre)
     return _unflat(pre, keys, flat(pre, keys) + lam * merged)
 
 
@@ -165,15 +165,17 @@ def magmax(pre: dict, fts: list[dict], lam: float) -> dict:
     merged = torch.zeros(deltas[0].numel(), dtype=torch.float64)
     for n in range(merged.numel()):
         best = deltas[0][n]
-        for d in deltas[1:]:  # strictly larger only: among equal magnitudes the first task wins
-            if abs(float(d[n])) > abs(float(best)):
+        for d in deltas[1:]:  # as large or larger: among equal magnitudes the last task wins
+            if abs(float(d[n])) >= abs(float(best)):
                 best = d[n]
         merged[n] = best
     return _unflat(pre, keys, flat(pre, keys) + lam * merged)
 
 
-def pcb(pre: dict, fts: list[dict], keep: float, lam: float) -> dict:
-    """The released PCB_merge's steps with full sorts and explicit normalisations."""
+def pcb(pre: dict, fts: list[dict], keep: float, lam: float, variant: str = "released", outlier: float = 1e-4) -> dict:
+    """PCB's steps with full sorts and explicit normalisations: the released PCB_merge (agreement with the
+    sum of the task vectors) or the vision scripts (agreement with the sum of their signed, normalised,
+    clamped magnitudes)."""
     keys, deltas = _flat_deltas(pre, fts)
     K, N = len(deltas), deltas[0].numel()
 
@@ -181,12 +183,15 @@ def pcb(pre: dict, fts: list[dict], keep: float, lam: float) -> dict:
         lo, hi = float(x.min()), float(x.max())
         return (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
 
-    total = sum(deltas)
-    weights, clamped = [], []
-    for d in deltas:
+    def clamp(d):
         a = d.abs()
         s = torch.sort(a).values
-        a = torch.minimum(torch.maximum(a, s[int(N * 1e-4)]), s[int(N * (1 - 1e-4)) - 1])
+        return torch.minimum(torch.maximum(a, s[int(N * outlier)]), s[int(N * (1 - outlier)) - 1])
+
+    total = sum(deltas) if variant == "released" else sum(torch.sign(d) * minmax(clamp(d)) for d in deltas)
+    weights, clamped = [], []
+    for d in deltas:
+        a = clamp(d)
         clamped.append(torch.sign(d) * a)
         beta = torch.exp(K * minmax(a) ** 2) * torch.tanh(d * total)
         threshold = torch.sort(beta).values[int(N * (1 - keep))]
@@ -279,3 +284,124 @@ def tsv_view(pre: dict, fts: list[dict], rank_fraction: float) -> tuple[dict, di
                 m[i, j] = ((u.T @ u - eye) @ sigma @ (v.T @ v - eye)).abs().sum()
         interference[key] = m
     return spectra, interference
+
+
+def model_stock(pre: dict, fts: list[dict]) -> dict:
+    """Per tensor: the mean of the pairwise angles (degrees, as the released code averages them) between
+    the task vectors, t = K cos / ((K − 1) cos + 1), θ = θ_pre + t · mean(Δ); one model: itself."""
+    import math
+
+    K = len(fts)
+    out = {}
+    for key in pre:
+        ds = [(ft[key] - pre[key]).reshape(-1) for ft in fts]
+        if K < 2:
+            t = 1.0
+        else:
+            angles = []
+            for i in range(K):
+                for j in range(i + 1, K):
+                    cos = float(ds[i] @ ds[j]) / (math.sqrt(float(ds[i] @ ds[i]) * float(ds[j] @ ds[j])) + 1e-8)
+                    angles.append(math.degrees(math.acos(max(-1.0, min(1.0, cos)))))
+            cos = math.cos(math.radians(sum(angles) / len(angles)))
+            t = K * cos / ((K - 1) * cos + 1 + 1e-8)
+        out[key] = pre[key] + t * sum(ft[key] - pre[key] for ft in fts) / K
+    return out
+
+
+def _svd_low_rank(a: torch.Tensor, r: int) -> torch.Tensor:
+    u, s, vh = torch.linalg.svd(a, full_matrices=False)
+    return u[:, :r] @ torch.diag(s[:r]) @ vh[:r]
+
+
+def cart(pre: dict, fts: list[dict], rank_ratio: float, cart_lambda: float) -> dict:
+    """θ = θ̄ + λ Σ_k SVD_r(θ_k − θ̄) per matrix (full SVDs), the average θ̄ elsewhere."""
+    K = len(fts)
+    out = {}
+    for key in pre:
+        avg = sum(ft[key] for ft in fts) / K
+        if pre[key].dim() == 2:
+            r = max(1, int(rank_ratio * min(pre[key].shape)))
+            out[key] = avg + cart_lambda * sum(_svd_low_rank(ft[key] - avg, r) for ft in fts)
+        else:
+            out[key] = avg
+    return out
+
+
+def wudi(pre: dict, fts: list[dict], steps: int, lr: float) -> dict:
+    """The released loop: per matrix, Adam on Σ_k ‖(τ_m − τ_k) τ_kᵀ‖² / ‖τ_k‖² through autograd, the
+    batched products formed as written; the mean of the task vectors elsewhere."""
+    K = len(fts)
+    out = {}
+    for key in pre:
+        taus = torch.stack([ft[key] - pre[key] for ft in fts])
+        if pre[key].dim() != 2:
+            out[key] = pre[key] + taus.sum(0) / K
+            continue
+        param = torch.nn.Parameter(taus.sum(0).clone())
+        opt = torch.optim.Adam([param], lr=lr, weight_decay=0)
+        norms = taus.reshape(K, -1).norm(dim=-1) ** 2
+        for _ in range(steps):
+            product = (param.unsqueeze(0) - taus) @ taus.transpose(1, 2)
+            loss = (product.pow(2) / norms[:, None, None]).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        out[key] = pre[key] + param.detach()
+    return out
+
+
+def emr(pre: dict, fts: list[dict]) -> tuple[dict, list[dict]]:
+    """Elect, mask, rescale with explicit loops: (θ_pre + τ_uni, [each task's model])."""
+    keys = list(pre)
+    K = len(fts)
+    unified, masks = {}, [dict() for _ in range(K)]
+    for key in keys:
+        taus = [ft[key] - pre[key] for ft in fts]
+        flag = torch.sign(sum(taus))
+        best = torch.zeros_like(pre[key])
+        for k, t in enumerate(taus):
+            masks[k][key] = (t * flag) > 0
+            best = torch.maximum(best, (t * masks[k][key]).abs())
+        unified[key] = best * flag
+    models = []
+    for k in range(K):
+        own = sum(float((fts[k][key] - pre[key]).abs().mean()) for key in keys)
+        masked = sum(float((unified[key] * masks[k][key]).abs().mean()) for key in keys)
+        scale = own / masked
+        models.append({key: pre[key] + scale * unified[key] * masks[k][key] for key in keys})
+    return {key: pre[key] + unified[key] for key in keys}, models
+
+
+def tsv_c(pre: dict, fts: list[dict], fraction: float) -> list[dict]:
+    """Each task's model with its matrices replaced by their top ⌊f·r⌋ triplets (full SVDs)."""
+    out = []
+    for ft in fts:
+        model = {}
+        for key in pre:
+            d = ft[key] - pre[key]
+            if d.dim() == 2:
+                d = _svd_low_rank(d, max(1, int(fraction * min(d.shape))))
+            model[key] = pre[key] + d
+        out.append(model)
+    return out
+
+
+def lines(pre: dict, merged: dict, fts: list[dict], beta: float) -> dict:
+    """LiNeS on a merged model's task vector: block l of L scaled by α + β l/(L − 1), the rest by α, with
+    α = ‖Σ_k Δ_k‖ / (K ‖merged − θ_pre‖) (norms over every parameter)."""
+    import re
+
+    K = len(fts)
+    m = {k: merged[k] - pre[k] for k in pre}
+    summed = {k: sum(ft[k] - pre[k] for ft in fts) for k in pre}
+    norm = lambda d: float(sum((v ** 2).sum() for v in d.values())) ** 0.5  # noqa: E731
+    alpha = norm(summed) / (K * norm(m))
+    blocks = sorted({int(x.group(1)) for k in pre if (x := re.search(r"resblocks\.(\d+)\.", k))})
+    last = max(len(blocks) - 1, 1)
+    out = {}
+    for key in pre:
+        x = re.search(r"resblocks\.(\d+)\.", key)
+        factor = alpha if x is None else alpha + beta * blocks.index(int(x.group(1))) / last
+        out[key] = pre[key] + factor * m[key]
+    return out

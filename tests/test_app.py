@@ -78,6 +78,23 @@ def test_merge_lab_tau_zero_shows_task_arithmetic(micro_zoo):
     assert at.query_params["method"] in ("ties", ["ties"])
 
 
+def test_merge_lab_switches_lines_on_and_off(micro_zoo):
+    """LiNeS is a toggle on the methods it applies to; on, its β replaces the λ control; the command reproduces it."""
+    at = open_page("app_pages/merge_lab.py", query={"method": "task_arithmetic"})
+    assert at.slider(key="lam-task_arithmetic") is not None
+    at.toggle(key="lines-task_arithmetic").set_value(True).run()
+    assert not at.exception
+    lines = evaluate_method(micro_zoo, "task_arithmetic", lines_beta=0.5)
+    assert at.metric[0].value == f"{100 * lines['average_accuracy']:.1f}%"
+    assert not [s for s in at.slider if s.key == "lam-task_arithmetic"]  # LiNeS scales in place of λ
+    assert "--lines-beta 0.5" in at.code[0].value and "--lam" not in at.code[0].value
+    at.select_slider(key="lines_beta-task_arithmetic").set_value(1.0).run()
+    assert at.metric[0].value == f"{100 * evaluate_method(micro_zoo, 'task_arithmetic', lines_beta=1.0)['average_accuracy']:.1f}%"
+    # a data-using method: no LiNeS toggle (50 steps: the run the AdaMerging page test caches)
+    data = open_page("app_pages/merge_lab.py", query={"method": "adamerging", "steps-adamerging": "50"})
+    assert not data.exception and not [t for t in data.toggle if t.key == "lines-adamerging"]
+
+
 def test_controls_persist_across_pages_and_come_back_from_the_url(micro_zoo):
     at = open_page("app_pages/merge_lab.py")
     at.selectbox(key="method").set_value("ties").run()

@@ -34,7 +34,8 @@ def test_the_six_are_registered_with_sourced_defaults_and_the_plugin():
         assert spec.module == f"tatr_core.merge.{'iso' if name.startswith('iso') else name}"
     assert resolve_params("dare") == {"lam": 0.3, "drop_rate": 0.5, "base": "task_arithmetic", "density": 0.2,
                                       "merge_func": "sum", "seed": 0, "tau": 0.0}
-    assert resolve_params("magmax")["lam"] == 0.5 and resolve_params("pcb")["density"] == 0.1
+    assert resolve_params("magmax")["lam"] == 0.5 and resolve_params("pcb")["density"] == 0.05
+    assert resolve_params("pcb", variant="released")["density"] == 0.1
     assert resolve_params("iso_cts", tau=0.01)["sensitivity"] == "gradient"
 
 
@@ -75,8 +76,8 @@ def test_consensus_edge_cases():
     tv = TaskVectors.from_state_dicts(pre, fts)
     ta = merge(tv, "task_arithmetic").theta
     assert torch.equal(merge(tv, "consensus", min_tasks=0).theta, ta)  # k = 0 keeps everything
-    one = TaskVectors.from_state_dicts(pre, fts[:1])  # one task claims every weight it has: Task Arithmetic
-    assert torch.equal(merge(one, "consensus").theta, merge(one, "task_arithmetic").theta)
+    one = TaskVectors.from_state_dicts(pre, fts[:1])  # k = 1: one task claims every weight it has
+    assert torch.equal(merge(one, "consensus", min_tasks=1).theta, merge(one, "task_arithmetic").theta)
     assert not torch.equal(merge(tv, "consensus").theta, ta)
 
 
@@ -94,7 +95,7 @@ def test_magmax_keeps_signs_and_breaks_ties_by_task_order():
     fts = [{"w": torch.tensor([1.0, -3.0, 2.0, -2.0], dtype=torch.float64)},
            {"w": torch.tensor([-2.0, 1.0, -2.0, 2.0], dtype=torch.float64)}]
     tv = TaskVectors.from_state_dicts(pre, fts)
-    assert merge(tv, "magmax", lam=1.0).theta.tolist() == [-2.0, -3.0, 2.0, -2.0]
+    assert merge(tv, "magmax", lam=1.0).theta.tolist() == [-2.0, -3.0, -2.0, 2.0]  # ties: the later task
 
 
 @pytest.mark.parametrize("K", [1, 2, 4])
@@ -102,7 +103,7 @@ def test_magmax_keeps_signs_and_breaks_ties_by_task_order():
 def test_pcb_matches_reference(K, keep):
     pre, fts = models(K, seed=10, shapes={"w": (40, 30), "b": (40,), "v": (7, 3, 5)})
     tv = TaskVectors.from_state_dicts(pre, fts)
-    res = merge(tv, "pcb", density=keep, lam=1.2)
+    res = merge(tv, "pcb", variant="released", density=keep, lam=1.2)
     assert_state_close(tv.to_state_dict(res.theta), ref.pcb(pre, fts, keep, 1.2))
 
 
@@ -183,10 +184,10 @@ def test_the_docs_tables_are_the_generated_ones():
     docs = Path(__file__).resolve().parents[1] / "docs"
     methods = (docs / "methods.md").read_text()
     block = methods.split("<!-- method-table:start -->\n", 1)[1].split("<!-- method-table:end -->", 1)[0]
-    assert block == markdown_table(REGISTRY.values()), "run: .venv/bin/python scripts/method_table.py"
+    assert block == markdown_table(REGISTRY.values()), "run: .venv/bin/python scripts/method_table.py --write"
     analyses = (docs / "analyses.md").read_text()
     block = analyses.split("<!-- figure-table:start -->\n", 1)[1].split("<!-- figure-table:end -->", 1)[0]
-    assert block == figure_table(), "run: .venv/bin/python scripts/method_table.py --figures"
+    assert block == figure_table(), "run: .venv/bin/python scripts/method_table.py --write"
 
 
 def test_cli_flags_come_from_the_declarations():

@@ -6,6 +6,7 @@ import torch
 
 import reference as ref
 from tatr_core.errors import TatrError
+from tatr_core.merge.registry import Combined
 from tatr_core.merge import REGISTRY, merge, resolve_params
 from tatr_core import trust_region as trust_region_module
 from tatr_core.trust_region import SENSITIVITIES, count_for_fraction, kth_smallest, selection_method, sensitivity, \
@@ -237,10 +238,14 @@ def test_tau_zero_is_bit_for_bit_the_plain_method(method):
     tv = TaskVectors.from_state_dicts(pre, fts)
     spec = REGISTRY[method]
     params = resolve_params(method, tau=0.0)
-    merged = spec.combine(tv, params)
+    combined = spec.combine(tv, params)
+    merged = combined.merged if isinstance(combined, Combined) else combined
     plain = tv.pretrained + merged if spec.default_lam is None else tv.pretrained + params["lam"] * merged
     res = merge(tv, method, tau=0.0, sensitivity="zero-shot")
     assert torch.equal(res.theta, plain) and res.trust_region is None and res.excluded == 0
+    if isinstance(combined, Combined):  # a task-aware method: every task's own model too
+        for k, name in enumerate(tv.names):
+            assert torch.equal(res.theta_for(name), tv.pretrained + combined.task_vector(k))
     if method == "tatr":
         assert torch.equal(res.theta, merge(tv, "task_arithmetic").theta)
 

@@ -81,7 +81,8 @@ def test_tuning_on_the_micro_zoo_matches_explicit_evaluations(micro_zoo):
 
 
 def test_method_table_reports_test_accuracy_at_the_values_chosen_on_validation(micro_zoo):
-    rows = [r for r in METHOD_ROWS if r[0] in ("Pre-trained", "Task Arithmetic", "TATR", "Ties-Merging & TATR")]
+    rows = [r for r in METHOD_ROWS if r[0] in ("Pre-trained", "Task Arithmetic", "TATR", "Ties-Merging & TATR",
+                                               "Task Arithmetic & LiNeS")]
     table = method_table(micro_zoo, rows, tune=True, sample=40)
     by_label = {row["label"]: row for row in table["rows"]}
     assert by_label["Pre-trained"]["chosen"] == {}
@@ -92,8 +93,14 @@ def test_method_table_reports_test_accuracy_at_the_values_chosen_on_validation(m
                                                                        else {"lam", "tau"})
         test = evaluate_method(micro_zoo, method, sample=40, **{**kw, **chosen})
         assert by_label[label]["values"]["Avg"] == pytest.approx(100 * test["average_accuracy"])
-    assert "chosen on val" in to_markdown(table) and r"$\lambda$, $\tau$ (val)" in to_latex(table)
-    assert to_csv(table).splitlines()[0].endswith("lam (val),tau (val)")
+    # a LiNeS row searches its β in place of λ (LiNeS replaces λ), from LiNeS' grid
+    lines = tuning.tune(micro_zoo, "task_arithmetic", sample=40, lines_beta=0.5)
+    assert set(lines["chosen"]) == {"lines_beta"} and [p["lines_beta"] for p in lines["trace"]] == [
+        0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert by_label["Task Arithmetic & LiNeS"]["chosen"] == lines["chosen"]
+    assert "chosen on val" in to_markdown(table) and r"$\lambda$ or $\beta$, $\tau$ (val)" in to_latex(table)
+    assert to_csv(table).splitlines()[0].endswith("lam (val),tau (val),lines_beta (val)")
+    assert "β " in to_markdown(table)
     fixed = method_table(micro_zoo, rows, sample=40)
     assert "chosen on val" not in to_markdown(fixed) and all(not row["chosen"] for row in fixed["rows"])
 

@@ -14,7 +14,7 @@ from ..errors import TatrError
 from ..evaluate import Evaluator
 from ..executors import run_points
 from ..keys import Spec
-from ..merge import REGISTRY
+from ..merge import PLUGINS, REGISTRY, Param
 from ..points import Point, Shared, method_point as point_of
 from ..runs import merge_inputs, merge_inputs_name, method_params, method_spec
 from ..zoo import Progress, Zoo, no_progress
@@ -39,7 +39,29 @@ def sweepable(method: str) -> dict[str, list]:
     for p in spec.parameters:
         if p.kind is not str and p.grid and p.name not in out and p.name != "seed":
             out[p.name] = list(p.grid)
+    for p in plugin_sweeps(method):
+        out[p.name] = list(p.grid)
     return out
+
+
+def plugin_sweeps(method: str) -> list[Param]:
+    """The numeric parameters with a grid of the plug-ins after TATR (LiNeS' β) that apply to ``method``."""
+    spec, out = REGISTRY[method], []
+    for plugin in PLUGINS.values():
+        for p in plugin.parameters:
+            if plugin.name == "tatr" or p.kind is str or not p.grid:
+                continue
+            try:
+                plugin.resolve(spec, {p.name: p.grid[0]})
+            except TatrError:  # not for this method (LiNeS on a data-using or task-aware one)
+                continue
+            out.append(p)
+    return out
+
+
+def _param(method: str, name: str) -> Param | None:
+    """The declaration of ``method``'s parameter ``name``, its own or a plug-in's."""
+    return REGISTRY[method].declared.get(name) or next((p for p in plugin_sweeps(method) if p.name == name), None)
 
 
 def extended_grid(method: str, parameter: str, zoo: Zoo | None = None) -> list:
@@ -48,7 +70,7 @@ def extended_grid(method: str, parameter: str, zoo: Zoo | None = None) -> list:
     smallest training split of ``zoo``): for a best point at the edge."""
     grid = list(sweepable(method)[parameter])
     last = grid[-1]
-    param = REGISTRY[method].declared.get(parameter)
+    param = _param(method, parameter)
     for factor in (2, 4, 8):
         value = last * factor
         value = int(value) if isinstance(last, int) else round(value, 10)
@@ -73,7 +95,7 @@ def declared_sweeps() -> dict[str, str]:
         if not spec.uses_data:
             for name in sweepable(spec.name):
                 if name not in DEFAULT_GRIDS:
-                    param = spec.declared[name]
+                    param = _param(spec.name, name)
                     out.setdefault(name, param.label or name)
     return out
 

@@ -11,11 +11,12 @@ import csv
 import io
 from typing import Callable, Sequence
 
+from ..cache import digest
 from ..errors import TatrError
 from ..evaluate import Evaluator
 from ..executors import run_points
-from ..keys import Spec
-from ..merge import REGISTRY
+from ..keys import REVISIONS, Spec
+from ..merge import PLUGINS, REGISTRY
 from ..points import Shared
 from ..runs import BASELINES, method_params
 from ..zoo import Progress, Zoo, no_progress
@@ -46,6 +47,13 @@ def method_rows() -> list[tuple[str, str, str, dict]]:
     Table 6 (:data:`SENSITIVITY_ROWS`).
     """
     rows = [("Pre-trained", BASIC, "pretrained", {}), ("Individual", BASIC, "individual", {})]
+
+    def other_plugins(method: str, label: str, group: str, kw: dict) -> list[tuple]:
+        """The rows of the plug-ins after TATR (LiNeS) that declare ``method``: "<label> & LiNeS"."""
+        return [(f"{label} & {plugin.label}", group, method, {**kw, **params})
+                for plugin in PLUGINS.values() if plugin.name != "tatr"
+                for on, params in plugin.rows if on == method]
+
     for spec in REGISTRY.values():
         if spec.name == "tatr":
             continue
@@ -53,12 +61,16 @@ def method_rows() -> list[tuple[str, str, str, dict]]:
         for label, kw in spec.rows:
             rows.append((label, group, spec.name, kw))
             if spec.name == "task_arithmetic":
+                rows += other_plugins(spec.name, label, group, kw)
                 rows += [("TATR zero-shot", group, "tatr", {"sensitivity": "zero-shot"}), ("TATR", group, "tatr", {})]
-            elif spec.plugin and spec.name not in NO_PLUGIN_ROW:
+                rows += other_plugins("tatr", "TATR", group, {})
+                continue
+            if spec.plugin and spec.name not in NO_PLUGIN_ROW:
                 if spec.name in ZERO_SHOT_PLUGIN_ROWS:
                     rows.append((f"{label} & TATR zero-shot", group, spec.name,
                                  {**kw, "tau": 0.01, "sensitivity": "zero-shot"}))
                 rows.append((f"{label} & TATR", group, spec.name, {**kw, "tau": 0.01}))
+            rows += other_plugins(spec.name, label, group, kw)
     return rows
 
 
@@ -67,7 +79,8 @@ def base_label(label: str) -> str | None:
     Arithmetic"), or None for a row that is no plug-in."""
     if label in ("TATR", "TATR zero-shot"):
         return "Task Arithmetic"
-    for suffix in (" & TATR zero-shot", " & TATR"):
+    suffixes = [" & TATR zero-shot"] + [f" & {plugin.label}" for plugin in PLUGINS.values()]
+    for suffix in suffixes:
         if label.endswith(suffix):
             return label[: -len(suffix)]
     return None
@@ -114,6 +127,30 @@ def _add_gains(rows: list[dict]) -> None:
         r["gain"] = None if r["base"] is None or r["values"].get("Avg") is None else r["values"]["Avg"] - avg[base]
 
 
+def stored_fraction(record: dict, tasks: int) -> float | None:
+    """What a row keeps, as a fraction of its K fine-tuned task vectors: the method's own count when it
+    reports one (TSV-C's compressed matrices, EMR's unified vector, masks and rescalers), 1/K for one
+    merged model, 1 for the individual models, None for the pre-trained model."""
+    if "stored_fraction" in record:
+        return float(record["stored_fraction"])
+    if record["method"] == "pretrained":
+        return None
+    return 1.0 if record["method"] == "individual" else 1.0 / tasks
+
+
+def _has_stored(table: dict) -> bool:
+    """Whether the table holds a task-aware row (one model per task): the "stored" column is shown then."""
+    return any(row["method"] in REGISTRY and REGISTRY[row["method"]].task_aware and row.get("stored") is not None
+               for row in table["rows"])
+
+
+def _stored_text(row: dict) -> str:
+    return "" if row.get("stored") is None else f"{100 * row['stored']:.1f}"
+
+
+STORED_COLUMN = "stored (%)"
+
+
 def trains_at_test_time(method: str) -> bool:
     """Whether a row's method trains on unlabelled test images (AdaMerging, Surgery): minutes per row."""
     return method in REGISTRY and REGISTRY[method].group == "Test-time training methods"
@@ -144,7 +181,7 @@ def method_table(zoo: Zoo, rows: Sequence[tuple] = METHOD_ROWS, *, split: str = 
         values = {t: 100 * record["tasks"][t]["accuracy"] for t in names}
         values["Avg"] = 100 * record["average_accuracy"]
         return {"label": label, "group": group, "method": method, "params": record["params"], "values": values,
-                "chosen": chosen}
+                "chosen": chosen, "stored": stored_fraction(record, len(names))}
 
     def finished(n: int, record: dict, chosen: dict) -> None:
         done[n] = row(n, record, chosen)
@@ -191,6 +228,8 @@ def chosen_text(row: dict) -> str:
     parts = []
     if "lam" in chosen:
         parts.append(f"λ {chosen['lam']:g}")
+    if "lines_beta" in chosen:
+        parts.append(f"β {chosen['lines_beta']:g}")
     if "tau" in chosen:
         parts.append(f"τ {100 * chosen['tau']:g}%")
     return ", ".join(parts)
@@ -198,6 +237,11 @@ def chosen_text(row: dict) -> str:
 
 def _tuned(table: dict) -> bool:
     return bool(table.get("tuned")) and any(row.get("chosen") for row in table["rows"])
+
+
+def _chose_beta(table: dict) -> bool:
+    """Whether a row chose LiNeS' β on validation (in place of λ)."""
+    return any("lines_beta" in (row.get("chosen") or {}) for row in table["rows"])
 
 
 CHOSEN_COLUMN = "chosen on val"
@@ -249,6 +293,12 @@ TABLES = {"methods": "Methods (Table 1)", "sensitivity-variants": "Sensitivity v
           "generalization": "Generalization to held-out tasks (Table 4)"}
 
 
+def rows_digest(rows: Sequence[tuple]) -> str:
+    """What a table's rows are (labels, methods, parameters, each method's revision), as a short digest: a
+    method registered or revised since a table was cached gives the table a new key."""
+    return digest([(label, method, kw, REVISIONS.get(f"method {method}")) for label, _, method, kw in rows])
+
+
 def table_spec(zoo: Zoo, kind: str, *, test_time: bool = True, tune: bool = False,
                held_out: Sequence[str] | None = None, split: str = "test", sample: int | None = None) -> Spec:
     """One of the paper's tables (:data:`TABLES`) on ``zoo``, as one request: its rows are cached one by one
@@ -257,9 +307,9 @@ def table_spec(zoo: Zoo, kind: str, *, test_time: bool = True, tune: bool = Fals
         raise TatrError(f"unknown table '{kind}'; choose one of {', '.join(TABLES)}")
     args: dict = {"table": kind, "split": split, "sample": sample}
     if kind == "methods":
-        args |= {"test_time": bool(test_time), "tune": bool(tune)}
+        args |= {"test_time": bool(test_time), "tune": bool(tune), "rows": rows_digest(METHOD_ROWS)}
     elif kind == "sensitivity-variants":
-        args |= {"tune": bool(tune)}
+        args |= {"tune": bool(tune), "rows": rows_digest(SENSITIVITY_ROWS)}
     else:
         args |= {"held_out": held_out_split(zoo, held_out)[0]}
     return Spec.of("table", zoo.key, args)
@@ -318,11 +368,12 @@ def to_latex(table: dict) -> str:
     """A booktabs ``table`` environment in the paper's layout: labelled row groups, each "& TATR" row
     under its base with its gain, best bold and second underlined within a group."""
     cols = table["columns"]
-    tuned, gains = _tuned(table), _has_gains(table)
-    extra = (["gain"] if gains else []) + ([r"$\lambda$, $\tau$ (val)"] if tuned else [])
+    tuned, gains, stored = _tuned(table), _has_gains(table), _has_stored(table)
+    extra = (["gain"] if gains else []) + ([r"stored (\%)"] if stored else []) + \
+        ([(r"$\lambda$ or $\beta$" if _chose_beta(table) else r"$\lambda$") + r", $\tau$ (val)"] if tuned else [])
     width = 1 + len(cols) + len(extra)
     lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + latex_escape(table["title"]) + "}",
-             r"\begin{tabular}{l" + "r" * len(cols) + "r" * gains + "l" * tuned + "}", r"\toprule",
+             r"\begin{tabular}{l" + "r" * len(cols) + "r" * gains + "r" * stored + "l" * tuned + "}", r"\toprule",
              "Method & " + " & ".join([latex_escape(c) for c in cols] + extra) + r" \\"]
     for group, rows in _groups(table):
         lines.append(r"\midrule")
@@ -332,8 +383,11 @@ def to_latex(table: dict) -> str:
             cells = _marked_cells(row, cols, r"\textbf{{{}}}", r"\underline{{{}}}")
             if gains:
                 cells.append(_gain_text(row))
+            if stored:
+                cells.append(_stored_text(row))
             if tuned:
-                cells.append(chosen_text(row).replace("λ", "$\\lambda$").replace("τ", "$\\tau$").replace("%", r"\%"))
+                cells.append(chosen_text(row).replace("λ", "$\\lambda$").replace("τ", "$\\tau$").replace("β", "$\\beta$")
+                             .replace("%", r"\%"))
             label = latex_escape(row["label"])
             lines.append((r"\quad " if row.get("base") else "") + label + " & " + " & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
@@ -342,16 +396,17 @@ def to_latex(table: dict) -> str:
 
 def to_markdown(table: dict) -> str:
     cols = table["columns"]
-    tuned, gains = _tuned(table), _has_gains(table)
-    extra = (["gain"] if gains else []) + ([CHOSEN_COLUMN] if tuned else [])
+    tuned, gains, stored = _tuned(table), _has_gains(table), _has_stored(table)
+    extra = (["gain"] if gains else []) + ([STORED_COLUMN] if stored else []) + ([CHOSEN_COLUMN] if tuned else [])
     lines = [f"**{table['title']}**", "", "| Method | " + " | ".join(cols + extra) + " |",
-             "|---|" + "---:|" * (len(cols) + gains) + "---|" * tuned]
+             "|---|" + "---:|" * (len(cols) + gains + stored) + "---|" * tuned]
     for group, rows in _groups(table):
         if group:
             lines.append(f"| *{group}* |" + " |" * (len(cols) + len(extra)))
         for row in rows:
             cells = _marked_cells(row, cols, "**{}**", "<u>{}</u>")
-            cells += ([_gain_text(row)] if gains else []) + ([chosen_text(row)] if tuned else [])
+            cells += ([_gain_text(row)] if gains else []) + ([_stored_text(row)] if stored else []) + \
+                ([chosen_text(row)] if tuned else [])
             label = ("&nbsp;&nbsp;" if row.get("base") else "") + row["label"]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -360,15 +415,19 @@ def to_markdown(table: dict) -> str:
 def to_csv(table: dict) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    tuned, gains = _tuned(table), _has_gains(table)
+    tuned, gains, stored = _tuned(table), _has_gains(table), _has_stored(table)
+    beta = tuned and _chose_beta(table)
     w.writerow(["method", "group", *table["columns"], *(["gain", "base"] if gains else []),
-                *(["lam (val)", "tau (val)"] if tuned else [])])
+                *(["stored (%)"] if stored else []), *(["lam (val)", "tau (val)"] if tuned else []),
+                *(["lines_beta (val)"] if beta else [])])
     for row in table["rows"]:
         chosen = row.get("chosen") or {}
         w.writerow([row["label"], row["group"], *(f"{row['values'][c]:.2f}" for c in table["columns"]),
                     *([f"{row['gain']:.2f}" if row.get("gain") is not None else "", row.get("base") or ""]
                       if gains else []),
-                    *([chosen.get("lam", ""), chosen.get("tau", "")] if tuned else [])])
+                    *([_stored_text(row)] if stored else []),
+                    *([chosen.get("lam", ""), chosen.get("tau", "")] if tuned else []),
+                    *([chosen.get("lines_beta", "")] if beta else [])])
     return buf.getvalue()
 
 
@@ -379,8 +438,8 @@ def to_html(table: dict) -> str:
     from html import escape
 
     cols = table["columns"]
-    tuned, gains = _tuned(table), _has_gains(table)
-    extra = (["gain"] if gains else []) + ([CHOSEN_COLUMN] if tuned else [])
+    tuned, gains, stored = _tuned(table), _has_gains(table), _has_stored(table)
+    extra = (["gain"] if gains else []) + ([STORED_COLUMN] if stored else []) + ([CHOSEN_COLUMN] if tuned else [])
     width = 1 + len(cols) + len(extra)
     head = "".join(f"<th>{escape(c)}</th>" for c in ["Method", *cols, *extra])
     body = []
@@ -394,6 +453,8 @@ def to_html(table: dict) -> str:
                 colour = "" if gain is None else ' style="color:#1a7f37"' if gain > 0 else ' style="color:#b42318"' \
                     if gain < 0 else ""
                 cells.append(f"<td{colour}>{_gain_text(row)}</td>")
+            if stored:
+                cells.append(f"<td>{_stored_text(row)}</td>")
             if tuned:
                 cells.append(f'<td class="text">{escape(chosen_text(row))}</td>')
             indent = ' class="plugin"' if row.get("base") else ""

@@ -4,7 +4,8 @@ Task Arithmetic, TIES and the methods after them pick the scaling λ per method 
 validation data, then report test accuracy at that λ.  :func:`tune` does the same for one row of
 a table:
 
-* λ, when the method has one, from :data:`LAM_GRID` (0.1 … 1.0);
+* λ, when the method has one, from :data:`LAM_GRID` (0.1 … 1.0); for a LiNeS row, LiNeS' β in its place
+  (from its grid, 0.1 … 1.0, as the LiNeS code searches it);
 * τ, when the row merges with the TATR trust region (a training-free method at τ > 0 with a
   non-negative sensitivity), from :data:`TAU_GRID` (0.1% … 5%).  The signed Table 6 variants select
   by sign and do not depend on τ.  The data-using methods (Fisher, RegMean, AdaMerging, Surgery)
@@ -22,6 +23,7 @@ from __future__ import annotations
 from ..errors import TatrError
 from ..evaluate import Evaluator
 from ..merge import REGISTRY
+from ..merge.lines import LINES_BETA
 from ..runs import BASELINES
 from ..trust_region import SENSITIVITIES
 from ..zoo import Progress, Zoo, no_progress
@@ -38,7 +40,10 @@ def tunable(method: str, params: dict) -> list[str]:
     spec = REGISTRY[method]
     if spec.uses_data:  # Fisher, RegMean, AdaMerging, Surgery: their own protocols (and every point a fit)
         return []
-    names = ["lam"] if spec.default_lam is not None else []
+    if params.get("lines_beta") is not None:  # LiNeS scales in place of λ: its β is searched instead
+        names = ["lines_beta"]
+    else:
+        names = ["lam"] if spec.default_lam is not None else []
     tau = params.get("tau", spec.default_tau)
     sensitivity = params.get("sensitivity", "gradient")
     if spec.plugin and not spec.uses_data and tau and tau > 0 and SENSITIVITIES[sensitivity].nonnegative:
@@ -66,14 +71,15 @@ def tune(zoo: Zoo, method: str, *, split: str = "val", sample: int | None = None
         return out
     check_validation_split(zoo, split)
     spec = REGISTRY[method]
-    grids = {"lam": list(lam_grid or LAM_GRID), "tau": list(tau_grid or TAU_GRID)}
+    grids = {"lam": list(lam_grid or LAM_GRID), "tau": list(tau_grid or TAU_GRID), "lines_beta": list(LINES_BETA.grid)}
     for name, grid in grids.items():
         if len(grid) > MAX_POINTS:
             raise TatrError(f"a {name} grid of {len(grid):,} values is over the limit of {MAX_POINTS} "
                             f"(--{name}-grid): each value is a merge and an evaluation on validation")
-    current = {"lam": params.get("lam", spec.default_lam), "tau": params.get("tau", spec.default_tau)}
+    current = {"lam": params.get("lam", spec.default_lam), "tau": params.get("tau", spec.default_tau),
+               "lines_beta": params.get("lines_beta")}
     current = {n: current[n] for n in names}
-    rounds = ["lam", "tau", "lam"] if names == ["lam", "tau"] else names
+    rounds = [names[0], "tau", names[0]] if len(names) == 2 else names
     total = sum(len(grids[n]) for n in rounds)
     done, best_acc = 0, None
     for name in rounds:

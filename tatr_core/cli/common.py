@@ -13,8 +13,8 @@ from .. import options
 from ..cache import write_bytes_atomic
 from ..errors import TatrError, shown
 from ..executors import LOCAL, check_reachable, get_executor
-from ..merge import REGISTRY
-from ..merge.registry import MAX_SEED, Param
+from ..merge import PLUGINS, REGISTRY
+from ..merge.registry import MAX_SEED, Param, plugin_parameters
 from ..options import EXECUTORS, PRECISIONS
 from ..zoo import load_zoo
 
@@ -174,10 +174,24 @@ def add_parameter_flags(p: argparse.ArgumentParser, methods) -> None:
         flag(g, param, f"{param.help}: {param.must()}; for {', '.join(defaults)} ({default_text})", choices)
 
 
+#: the plug-in parameters with flags of their own in every command (τ and the sensitivity)
+OWN_FLAGS = ("tau", "sensitivity")
+
+
+def add_plugin_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per parameter a plug-in declares (LiNeS' --lines-beta), beside --tau and --sensitivity."""
+    g = p.add_argument_group("plug-ins (tatr_core.merge.PLUGINS)")
+    for plugin in PLUGINS.values():
+        for param in plugin.parameters:
+            if param.name not in OWN_FLAGS:
+                flag(g, param, f"{param.help}: {param.must()}")
+
+
 def method_kwargs(args: argparse.Namespace) -> dict:
-    """The method parameters given on the command line (one a method does not declare is refused by
-    ``resolve_params``, naming it)."""
-    return {k: getattr(args, k) for k in parameter_users(REGISTRY.values()) if getattr(args, k, None) is not None}
+    """The method and plug-in parameters given on the command line (one a method does not declare is refused
+    by ``resolve_params``, naming it)."""
+    names = list(parameter_users(REGISTRY.values())) + [n for n in plugin_parameters() if n not in OWN_FLAGS]
+    return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
 
 
 def given(args: argparse.Namespace, names: Iterable[str]) -> dict:

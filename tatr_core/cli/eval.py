@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 
+from .. import options
 from ..cache import recompute
 from ..errors import TatrError
 from ..merge import REGISTRY
 from ..runs import EVAL_METHODS, evaluate_method, method_params
 from ..trust_region import SENSITIVITIES
-from .common import (BarProgress, add_parameter_flags, add_precision_option, method_kwargs, open_zoo, print_json,
-                     seed_value)
+from .common import (BarProgress, add_parameter_flags, add_plugin_flags, add_precision_option, method_kwargs,
+                     open_zoo, print_json, seed_value)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", type=int, default=None, help="evaluate on a fixed seeded subsample of this size per task")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks")
     add_parameter_flags(p, REGISTRY.values())
+    add_plugin_flags(p)
     p.add_argument("--no-cache", action="store_true", help="recompute everything the result depends on (gradients, fits, a manifest zoo's task-vector "
                         "file), even when cached; the zoo's images are inputs and are kept")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -51,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json({k: record[k] for k in ("method", "params", "tasks", "average_accuracy")}
                    | {k: record[k] for k in ("split", "sample", "zoo", "excluded", "N", "learned", "surgery")
-                      if k in record})
+                      if k in record} | {"precision": options.current().precision})
         return 0
     shown = " ".join(f"{k}={v}" for k, v in record["params"].items())
     print(f"{args.method} on zoo {zoo.name} ({args.split} split{', sample ' + str(args.sample) if args.sample else ''}) {shown}")

@@ -11,8 +11,8 @@ from ..figures.export import FORMATS
 from ..figures.registry import method_parameter_names
 from ..merge import REGISTRY
 from ..paths import check_output_file, output_errors
-from .common import (BarProgress, add_executor_options, add_parameter_flags, add_precision_option, flag, given,
-                     open_zoo)
+from .common import (BarProgress, add_executor_options, add_parameter_flags, add_plugin_flags, add_precision_option,
+                     flag, given, open_zoo)
 
 
 def figure_parameters() -> dict[str, tuple]:
@@ -38,6 +38,7 @@ def add(sub: argparse._SubParsersAction) -> None:
             continue  # declared by the methods too (λ): one flag, from the methods' declarations below
         flag(g, param, f"{param.help}: {param.must()}; for {', '.join(figures)}")
     add_parameter_flags(p, [m for m in REGISTRY.values()])
+    add_plugin_flags(p)
     add_executor_options(p)
     add_precision_option(p)
     p.set_defaults(func=run)

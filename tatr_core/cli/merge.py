@@ -9,10 +9,10 @@ from pathlib import Path
 from ..checkpoints import in_layout_of, load_image_encoder, read_state_dict, save_safetensors
 from ..errors import TatrError
 from ..merge import REGISTRY, merge, resolve_params
-from ..paths import check_input, check_output_file, check_space, output_errors
+from ..paths import check_input, check_output_file, check_space, inside, output_errors, safe_name
 from ..trust_region import SENSITIVITIES
 from ..vectors import TaskVectors
-from .common import add_parameter_flags, method_kwargs, peak_rss_gib, seed_value
+from .common import add_parameter_flags, add_plugin_flags, method_kwargs, peak_rss_gib, seed_value
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,10 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="per-task E∇L_k files, for --sensitivity positive/negative")
     p.add_argument("--seed", type=seed_value, default=0, help="seed of a method's random draws (dare)")
     add_parameter_flags(p, free)
-    p.add_argument("--out", required=True, metavar="MERGED.safetensors", help="where to write the merged encoder")
+    add_plugin_flags(p)
+    p.add_argument("--out", required=True, metavar="MERGED.safetensors",
+                   help="where to write the merged encoder (a task-aware method, such as emr or tsv_c, also writes "
+                        "each task's own model beside it: MERGED.<task>.safetensors)")
     p.add_argument("--layout", choices=["input", "vision"], default="input",
                    help="input (default): the pretrained checkpoint's own layout, so the result loads back into the "
                         "model the inputs came from (a whole CLIP keeps its text tower; Hugging Face keys stay Hugging "
@@ -90,19 +93,30 @@ def run(args: argparse.Namespace) -> int:
         "params": result.params,
         "pretrained": str(args.pretrained),
         "finetuned": [str(f) for f in args.finetuned],
+        **{name: [str(f) for f in files] for name, files in aux_files.items() if files},
         "excluded": result.excluded,
         "layout": args.layout,
         "tool": "tatr_core merge",
     }
-    merged = tv.to_state_dict(result.theta)
-    if args.layout == "input":
-        merged = in_layout_of(merged, raw_pretrained)
-    needed = sum(t.numel() * t.element_size() for t in merged.values())
-    check_space(out, needed, f"--out {out}: the merged model", "choose a folder with room")
-    with output_errors("--out", out, needed):
-        save_safetensors(merged, out, metadata={"tatr_recipe": json.dumps(recipe)})
+    files = {out: result.theta}
+    if result.task_theta is not None:  # one model per task, beside the one model
+        files |= {inside(out.parent, f"{out.stem}.{safe_name(name)}{out.suffix}"): name for name in result.task_names}
+        for path in list(files)[1:]:
+            check_output_file(path, "--out", inputs)
+    per_file = sum(t.numel() * t.element_size() for t in tv.to_state_dict(result.theta).values())
+    check_space(out, per_file * len(files), f"--out {out}: the merged model" + ("s" if len(files) > 1 else ""),
+                "choose a folder with room")
+    for path, what in files.items():
+        theta = result.theta_for(what) if isinstance(what, str) else what
+        merged = tv.to_state_dict(theta)
+        if args.layout == "input":
+            merged = in_layout_of(merged, raw_pretrained)
+        task = {"task": what} if isinstance(what, str) else {}
+        with output_errors("--out", path, per_file):
+            save_safetensors(merged, path, metadata={"tatr_recipe": json.dumps({**recipe, **task})})
     pct = 100.0 * result.excluded / tv.N
     shown = " ".join(f"{k}={v}" for k, v in result.params.items())
+    beside = f" (and {len(files) - 1} task models beside it)" if len(files) > 1 else ""
     print(f"{args.method}: K={tv.K} N={tv.N:,} excluded={result.excluded:,} ({pct:.2f}%) {shown} "
-          f"time={time.perf_counter() - start:.1f}s peak_rss={peak_rss_gib():.1f}GiB -> {out}")
+          f"time={time.perf_counter() - start:.1f}s peak_rss={peak_rss_gib():.1f}GiB -> {out}{beside}")
     return 0

@@ -8,8 +8,8 @@ from ..errors import TatrError
 from ..merge import REGISTRY
 from ..runs import evaluate_method, method_params
 from ..trust_region import SENSITIVITIES, check_tau
-from .common import (BarProgress, add_executor_options, add_parameter_flags, add_precision_option, method_kwargs,
-                     open_zoo, print_json, seed_value)
+from .common import (BarProgress, add_executor_options, add_parameter_flags, add_plugin_flags, add_precision_option,
+                     method_kwargs, open_zoo, print_json, seed_value)
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tau-grid", type=float, nargs="+", default=None, metavar="T",
                    help="τ values, fractions (default 0.001 0.002 0.005 0.01 0.02 0.05)")
     add_parameter_flags(p, REGISTRY.values())
+    add_plugin_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_executor_options(p)
     add_precision_option(p)

@@ -25,7 +25,7 @@ from ..analysis.sweeps import sweepable, sweeps_spec
 from ..analysis.tsv_view import tsv_spec
 from ..errors import TatrError
 from ..keys import Spec
-from ..merge import REGISTRY
+from ..merge import REGISTRY, plugin_parameters
 from ..merge.registry import EXEMPLARS, LAM, SEED, Param
 from ..trust_region import SENSITIVITIES
 from ..zoo import Progress, Zoo, no_progress
@@ -74,8 +74,10 @@ def register(figure: Figure) -> Figure:
 
 
 def method_parameter_names() -> set[str]:
-    """The merge methods' own parameters (those a figure with ``method_params`` passes on to its method)."""
-    return {p.name for m in REGISTRY.values() for p in m.parameters} - {"exemplars", "seed"}
+    """The merge methods' own parameters and the plug-ins' after TATR (LiNeS' β): those a figure with
+    ``method_params`` passes on to its method."""
+    return ({p.name for m in REGISTRY.values() for p in m.parameters} | set(plugin_parameters())) - \
+        {"exemplars", "seed", "tau", "sensitivity"}
 
 
 def complete(name: str, given: dict[str, Any]) -> dict[str, Any]:

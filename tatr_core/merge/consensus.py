@@ -3,9 +3,11 @@ Model Merging and Compression").
 
 The multi-task vector is Δ_MTL = Σ_s Δ_s.  Task t's TALL mask marks the weights where its own
 vector dominates the others': m_t = 1{|Δ_t| ≥ λ_t · |Δ_MTL − Δ_t|}.  A weight is kept only where at
-least k tasks claim it (k capped at K, so one task keeps its own mask); the merged vector is Task
-Arithmetic on what is kept: θ = θ_pre + α · Δ_MTL ⊙ 1{Σ_t m_t ≥ k}.  Every floating-point
-parameter is masked the same way.  k = 0 keeps everything and is Task Arithmetic.
+least k tasks claim it; the merged vector is Task Arithmetic on what is kept:
+θ = θ_pre + α · Δ_MTL ⊙ 1{Σ_t m_t ≥ k}.  Every floating-point parameter is masked the same way.
+k = 0 keeps everything and is Task Arithmetic.  With more than K tasks asked for (k > K: one task
+and the default k = 2), no weight is claimed often enough, and the merge is θ_pre: the TALL authors'
+code does so ("reduce to zero-shot"), and so does this one (it capped k at K before).
 
 Defaults: k = 2 (the paper's choice: weights used by at most one task are "selfish" and dropped);
 λ_t = 0.6 for every task (FusionBench's ``tall_mask_lambda``; the paper picks λ_t per task on
@@ -32,11 +34,12 @@ def consensus_mask(deltas: torch.Tensor, tall_lambda: float, min_tasks: int, sta
     d = deltas[:, start:stop]
     mtl = d.sum(0)
     claims = (d.abs() >= tall_lambda * (mtl - d).abs()).sum(0)
-    return claims >= min(int(min_tasks), d.shape[0])
+    return claims >= int(min_tasks)
 
 
 @register("consensus", "Consensus TA", "Task Arithmetic on the weights that at least k tasks' TALL masks claim "
-          "(Wang et al., 2024)", params=(LAM, TALL_LAMBDA, MIN_TASKS), order=70, reference="Wang et al., 2024")
+          "(Wang et al., 2024)", params=(LAM, TALL_LAMBDA, MIN_TASKS), order=70, reference="Wang et al., 2024",
+          revision=2)  # 2: k > K gives θ_pre, as the authors' code does
 def consensus(tv: TaskVectors, p: dict) -> torch.Tensor:
     merged = tv.deltas.sum(0)
     for start in range(0, tv.N, CHUNK):

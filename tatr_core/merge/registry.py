@@ -7,12 +7,18 @@ values the pages offer.  From those declarations come the command line's flags, 
 widgets, the validation of every value (:meth:`Param.check`) and the README's method table
 (``scripts/method_table.py``).
 
-* A task-vector method has ``combine(task_vectors, params) -> merged task vector (N,)``;
-  :func:`tatr_core.merge.merge` applies the TATR trust-region plug-in and the scaling:
-  θ = θ_pre + λ · (merged ⊙ m) (θ_pre + merged ⊙ m for a method without λ).
+* A task-vector method has ``combine(task_vectors, params) -> merged task vector (N,)`` (or a
+  :class:`Combined`: the merged vector and, for a *task-aware* method such as EMR-Merging, each task's
+  own vector); :func:`tatr_core.merge.merge` applies the plug-ins and the scaling:
+  θ = θ_pre + λ · plug-ins(merged) (θ_pre + plug-ins(merged) for a method without λ).
 * A data-using method (AdaMerging, Surgery, Fisher, RegMean) has ``fit(zoo, params,
   task_indices, inputs, progress) -> MergeResult`` instead: it learns or measures something on
   the zoo's images, then merges.
+
+**Plug-ins** (:class:`Plugin`, :func:`register_plugin`) act on any method's merged task vector, in
+registry order: the TATR trust region (``tau``, ``sensitivity``: the mask, Eqs. 10–13) and LiNeS
+(``lines_beta``: layer-wise scaling).  They declare their parameters as methods do, and their table
+rows.
 """
 from __future__ import annotations
 
@@ -66,12 +72,16 @@ class Param:
         if self.kind is str:
             return "one of " + ", ".join(self.choices) if self.choices else "a name"
         what = "a whole number" if self.kind is int else "a number"
+
+        def num(x) -> str:
+            return f"{x}" if isinstance(x, int) else f"{x:g}"
+
         if self.low is not None and self.high is not None:
-            return f"{what} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{what} in {'(' if self.low_open else '['}{num(self.low)}, {num(self.high)}{')' if self.high_open else ']'}"
         if self.low is not None:
-            return f"{what} {'>' if self.low_open else '≥'} {self.low:g}"
+            return f"{what} {'>' if self.low_open else '≥'} {num(self.low)}"
         if self.high is not None:
-            return f"{what} {'<' if self.high_open else '≤'} {self.high:g}"
+            return f"{what} {'<' if self.high_open else '≤'} {num(self.high)}"
         return f"a finite {what[2:] if what.startswith('a ') else what}"
 
     def check(self, method: str, value: Any) -> Any:
@@ -133,6 +143,10 @@ class MergeMethod:
     #: earlier revision are then never found again (folded into every key that names the method,
     #: :mod:`tatr_core.keys`)
     revision: int = 1
+    #: one model per task (evaluated task-aware: each task with its own), e.g. EMR-Merging, TSV-C
+    task_aware: bool = False
+    #: defaults that depend on the value of its ``variant`` parameter: {variant: {parameter: default}}
+    variant_defaults: dict = field(default_factory=dict, compare=False)
 
     @property
     def uses_data(self) -> bool:
@@ -159,7 +173,8 @@ REGISTRY: dict[str, MergeMethod] = {}
 
 def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] = (), default_tau: float = 0.0,
              uses_data: bool = False, group: str | None = None, order: float = 1000.0, reference: str = "",
-             plugin: bool = True, rows: tuple[tuple[str, dict], ...] | None = None, revision: int = 1) -> Callable:
+             plugin: bool = True, rows: tuple[tuple[str, dict], ...] | None = None, revision: int = 1,
+             task_aware: bool = False, variant_defaults: dict | None = None) -> Callable:
     """Decorator: ``combine`` for a task-vector method, or ``fit`` when ``uses_data``.
 
     ``rows``: the method's rows in Table 1 (default: one row, its label, default parameters).
@@ -177,10 +192,55 @@ def register(name: str, label: str, summary: str, *, params: tuple[Param, ...] =
             fit=fn if uses_data else None,
             group=group or ("Test-time training methods" if uses_data else "Training-free methods"),
             order=order, reference=reference, rows=tuple(rows) if rows is not None else ((label, {}),),
-            module=fn.__module__, revision=revision)
+            module=fn.__module__, revision=revision, task_aware=task_aware, variant_defaults=variant_defaults or {})
         declare(f"method {name}", revision)
         return fn
     return deco
+
+
+@dataclass
+class Combined:
+    """What a task-aware method's ``combine`` returns: the merged task vector (the one model, used for
+    tasks outside the merge) and ``task_vector(k)``, task k's own vector (computed when asked, so K
+    models are never held at once), with ``extras`` for the record (sizes, rescalers)."""
+    merged: torch.Tensor
+    task_vector: Callable[[int], torch.Tensor] | None = None
+    extras: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A plug-in on any method's merged task vector (the TATR trust region, LiNeS)."""
+
+    name: str
+    label: str  #: as its table rows name it ("& TATR", "& LiNeS")
+    summary: str
+    parameters: tuple[Param, ...]
+    #: (method, parameters given) -> the plug-in's resolved parameters ({} when it is off)
+    resolve: Callable[["MergeMethod", dict], dict]
+    #: (task vectors, merged vector, all parameters, state) -> the merged vector after the plug-in
+    apply: Callable[..., torch.Tensor]
+    #: whether it replaces the method's λ (LiNeS scales layer by layer instead)
+    replaces_lam: bool = False
+    reference: str = ""
+    order: float = 0.0  #: plug-ins apply in this order (the trust-region mask first, then LiNeS' scaling)
+    #: its rows in Table 1: (the method it plugs into, the row's parameters); "" for a row of its own
+    rows: tuple[tuple[str, dict], ...] = ()
+
+
+PLUGINS: dict[str, Plugin] = {}
+
+
+def register_plugin(plugin: Plugin) -> Plugin:
+    if plugin.name in PLUGINS:
+        raise ValueError(f"plug-in '{plugin.name}' registered twice")
+    PLUGINS[plugin.name] = plugin
+    return plugin
+
+
+def plugin_parameters() -> dict[str, Param]:
+    """Every plug-in's parameters, by name."""
+    return {p.name: p for plugin in PLUGINS.values() for p in plugin.parameters}
 
 
 # ------------------------------------------------------------------------------ shared declarations

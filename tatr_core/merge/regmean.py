@@ -16,7 +16,9 @@ from torch.func import functional_call
 
 from ..cache import cached_tensors, honours_no_cache
 from ..keys import Spec
-from .fitting import device_of, masked, plugin_region, subset
+from ..gradients import exemplars_of
+from ..models import channel_stats, normalise
+from .fitting import device_of, fit_spec, masked, plugin_region, subset
 from .registry import EXEMPLARS, Param, register
 
 ALPHA = Param("alpha", float, 0.9, "off-diagonal scaling of the Gram matrices (1: exact least squares; 0: diagonal)",
@@ -46,19 +48,10 @@ def _context(attn: torch.nn.MultiheadAttention, q: torch.Tensor) -> torch.Tensor
     return ctx.transpose(0, 1) if attn.batch_first else ctx
 
 
-@torch.no_grad()
-def layer_grams(encoder, weights: dict, images: torch.Tensor, mean, std, chunk: int = 64) -> dict[str, torch.Tensor]:
-    """{weight key: Σ x xᵀ over every token of every image} for the encoder's linear maps (float64)."""
-    from ..models import normalise
-
-    grams: dict[str, torch.Tensor] = {}
+def _gram_hooks(root: torch.nn.Module, weights: dict, add) -> list:
+    """Hooks on ``root``'s linear maps (named as in ``weights``) that hand each one's input to ``add``."""
     hooks = []
-
-    def add(key: str, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).double()
-        grams[key] = grams.get(key, 0) + x.T @ x
-
-    for name, module in encoder.named_modules():
+    for name, module in root.named_modules():
         prefix = f"{name}." if name else ""
         if isinstance(module, torch.nn.MultiheadAttention) and f"{prefix}in_proj_weight" in weights:
             def pre(mod, args, kwargs, prefix=prefix):
@@ -68,6 +61,23 @@ def layer_grams(encoder, weights: dict, images: torch.Tensor, mean, std, chunk: 
             hooks.append(module.register_forward_pre_hook(pre, with_kwargs=True))
         elif isinstance(module, torch.nn.Linear) and not name.endswith("attn.out_proj") and f"{prefix}weight" in weights:
             hooks.append(module.register_forward_pre_hook(lambda mod, args, key=f"{prefix}weight": add(key, args[0])))
+    return hooks
+
+
+class _Grams(dict):
+    """{weight key: Σ x xᵀ} accumulated in float64 over every token the hooks see."""
+
+    def add(self, key: str, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()
+        self[key] = self.get(key, 0) + x.T @ x
+
+
+@torch.no_grad()
+def layer_grams(encoder, weights: dict, images: torch.Tensor, mean, std, chunk: int = 64) -> dict[str, torch.Tensor]:
+    """{weight key: Σ x xᵀ over every token of every image} for the encoder's linear maps (float64)."""
+    grams = _Grams()
+    add = grams.add
+    hooks = _gram_hooks(encoder, weights, add)
     pooled_proj = ("proj" in weights and getattr(encoder, "attn_pool", None) is None
                    and getattr(encoder, "pool_type", "tok") == "tok")
     if pooled_proj:
@@ -80,15 +90,27 @@ def layer_grams(encoder, weights: dict, images: torch.Tensor, mean, std, chunk: 
     finally:
         for h in hooks:
             h.remove()
-    return grams
+    return dict(grams)
+
+
+@torch.no_grad()
+def block_grams(block: torch.nn.Module, weights: dict, inputs: list[torch.Tensor],
+                grams: bool = True) -> tuple[dict, list[torch.Tensor]]:
+    """A transformer block run with ``weights`` on every batch of ``inputs`` (batch first): the Grams of its
+    linear maps' inputs (none with ``grams=False``), and its outputs."""
+    collected = _Grams()
+    hooks = _gram_hooks(block, weights, collected.add) if grams else []
+    try:
+        outputs = [functional_call(block, weights, (x,), strict=False) for x in inputs]
+    finally:
+        for h in hooks:
+            h.remove()
+    return dict(collected), outputs
 
 
 @honours_no_cache
 def task_grams(zoo, task: str, exemplars: int, seed: int, device=None, use_cache: bool = True) -> dict[str, torch.Tensor]:
     """{weight key: Gram of its inputs} of ``task``'s fine-tuned model over its training exemplars (cached)."""
-    from ..gradients import exemplars_of
-    from ..models import channel_stats
-
     path = Spec.of("regmean", zoo.key, {"task": task, "n": exemplars, "seed": seed}, precision="auto").path()
 
     def compute() -> dict[str, torch.Tensor]:
@@ -125,3 +147,79 @@ def regmean(zoo, params, task_indices, inputs, progress):
         merged[sl] = (w.reshape(-1) - tv.pretrained[sl].double()).to(merged.dtype)
     region = plugin_region(tv, params, inputs, idx, task_indices is None)
     return MergeResult(tv.pretrained + masked(merged, region), "regmean", params, region)
+
+
+#: RegMean++'s exemplars and off-diagonal scaling: FusionBench's clip_regmean_plusplus.yaml
+EXEMPLARS_PP = EXEMPLARS.with_default(256, "FusionBench's RegMean++ num_regmean_examples 256")
+ALPHA_PP = ALPHA.with_default(0.95, "FusionBench's RegMean++ reduce_non_diagonal_ratio 0.95")
+
+
+def _blocks(encoder) -> list:
+    blocks = list(encoder.transformer.resblocks)
+    if not getattr(encoder.transformer, "batch_first", True):
+        raise NotImplementedError("RegMean++ runs the blocks batch first (open_clip's default)")
+    return blocks
+
+
+@honours_no_cache
+def regmean_pp_merged(zoo, tv, names: list[str], params: dict, progress, use_cache: bool = True) -> torch.Tensor:
+    """RegMean++'s merged task vector (N,) for the tasks ``names`` (``tv``'s), cached."""
+    spec = fit_spec(zoo, "regmean++", {"params": {k: v for k, v in params.items() if k not in ("tau", "sensitivity")},
+                                       "tasks": names}, tensors=True)
+
+    def compute() -> dict:
+        device = device_of()
+        encoder = zoo.make_encoder().to(device).eval()
+        K = len(names)
+        finetuned = [{key: (tv.pretrained[sl] + tv.deltas[k, sl]).view(shape).to(device, torch.float32)
+                      for key, sl, shape in tv.layout.items()} for k in range(K)]
+        merged = torch.zeros(tv.N, dtype=torch.float64)  # ln_post and proj keep θ_pre (as the released code leaves them)
+        blocks = _blocks(encoder)
+        in_block = [f"transformer.resblocks.{n}." for n in range(len(blocks))]
+        embed_keys = [key for key in tv.layout.keys if not key.startswith(("transformer.", "ln_post.")) and key != "proj"]
+        for key, sl, shape in tv.layout.items():
+            if key in embed_keys:  # embeddings and the norm before the blocks: averaged
+                merged[sl] = tv.deltas[:, sl].double().mean(0).cpu()
+        merged_weights = {key: (tv.pretrained[sl].double().cpu() + merged[sl]).view(shape).to(device, torch.float32)
+                          for key, sl, shape in tv.layout.items() if key in embed_keys}
+        encoder.load_state_dict(merged_weights, strict=False)
+        mean, std = channel_stats(zoo.mean, zoo.std, device)
+        inputs = []  # per task, its exemplars' tokens after the merged embedding, in batches of 64
+        for t in names:
+            images, _ = exemplars_of(zoo, t, params["exemplars"], int(params.get("seed", 0)), device)
+            inputs.append([encoder._embeds(normalise(images[s:s + 64], mean, std)) for s in range(0, len(images), 64)])
+        for n, block in enumerate(blocks):
+            progress(n / len(blocks), f"RegMean++: block {n + 1} of {len(blocks)}")
+            prefix = in_block[n]
+            local = [(key, sl, shape) for key, sl, shape in tv.layout.items() if key.startswith(prefix)]
+            grams = []
+            for k in range(K):
+                own = {key[len(prefix):]: finetuned[k][key] for key, _, _ in local}
+                grams.append(block_grams(block, own, inputs[k])[0])
+            block_merged = {}
+            for key, sl, shape in local:
+                name = key[len(prefix):]
+                if name in grams[0]:
+                    w = regmean_linear([g[name] for g in grams], [finetuned[k][key].double() for k in range(K)],
+                                       params["alpha"])
+                else:
+                    w = torch.stack([finetuned[k][key].double() for k in range(K)]).mean(0)
+                block_merged[name] = w.to(torch.float32)
+                merged[sl] = (w.reshape(-1).cpu() - tv.pretrained[sl].double().cpu())
+            inputs = [block_grams(block, block_merged, batches, grams=False)[1] for batches in inputs]  # next block's
+        progress(1.0, "RegMean++ done")
+        return {"merged": merged.to(tv.dtype)}
+
+    return cached_tensors(spec.path(), compute, use_cache)["merged"]
+
+
+@register("regmean++", "RegMean++", "RegMean block by block, each block's inputs taken from the merged blocks below "
+          "(FusionBench's regmean_plusplus); embeddings averaged", params=(ALPHA_PP, EXEMPLARS_PP), uses_data=True,
+          group="Training-free methods", order=215, reference="Nguyen et al., 2025 (FusionBench)")
+def regmean_plusplus(zoo, params, task_indices, inputs, progress):
+    from . import MergeResult
+
+    tv, names, idx = subset(zoo, task_indices)
+    merged = regmean_pp_merged(zoo, tv, names, params, progress).to(tv.pretrained.device)
+    region = plugin_region(tv, params, inputs, idx, task_indices is None)
+    return MergeResult(tv.pretrained + masked(merged, region), "regmean++", params, region)
