@@ -61,6 +61,8 @@ def main() -> None:
             r = records[label] = evaluate_method(zoo, row["method"], evaluator=ev, **kw)  # cached: the table's record
             cells = [f"{100 * r['tasks'][t]['accuracy']:.1f}" for t in names]
             params = shown(r["params"]) + ("; chosen on val" if row["chosen"] else "")
+            if "stored_fraction" in r:  # a task-aware row: what it keeps, against the K task vectors
+                params += f"; stores {100 * r['stored_fraction']:.1f}% of the task vectors"
             indent = "&nbsp;&nbsp;" if row.get("base") else ""
             print(f"| {indent}{label}{f' ({params})' if params else ''} | " + " | ".join(cells)
                   + f" | **{100 * r['average_accuracy']:.1f}** |")
