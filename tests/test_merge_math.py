@@ -320,7 +320,7 @@ def _structured(m: int, n: int, rank: int | None, seed: int) -> torch.Tensor:
 def test_float32_singular_triplets_through_the_gram_matrix(shape, monkeypatch):
     """float32 matrices take the float64 Gram route (no SVD at all) and get the float64 SVD's top
     triplets to float32 precision; rank-deficient ones fall back to the SVD."""
-    from tatr_core.merge import tsv as tsv_module
+    from tatr_core import linalg
 
     d64 = _structured(*shape, None, seed=3)
     u64, s64, vh64 = torch.linalg.svd(d64, full_matrices=False)
@@ -328,8 +328,8 @@ def test_float32_singular_triplets_through_the_gram_matrix(shape, monkeypatch):
     calls = []
     monkeypatch.setattr(torch.linalg, "svd", lambda *a, **k: calls.append(1) or svd(*a, **k))
     p = min(shape) // 3
-    u, s, v = tsv_module.top_singular(d64.float(), p)
-    polar = tsv_module.nearest_orthogonal(d64.float())
+    u, s, v = linalg.top_singular(d64.float(), p)
+    polar = linalg.nearest_orthogonal(d64.float())
     assert not calls  # the Gram route
     assert u.dtype == s.dtype == v.dtype == torch.float32 and u.shape == (shape[0], p) and v.shape == (shape[1], p)
     torch.testing.assert_close(s.double(), s64[:p], rtol=1e-5, atol=0)
@@ -340,19 +340,19 @@ def test_float32_singular_triplets_through_the_gram_matrix(shape, monkeypatch):
     torch.testing.assert_close(polar.double(), u64 @ vh64, rtol=0, atol=1e-5)
     # rank-deficient: d v / σ is undefined past the rank, so the SVD answers
     low = _structured(*shape, 2, seed=4).float()
-    u, s, v = tsv_module.top_singular(low, 4)
+    u, s, v = linalg.top_singular(low, 4)
     assert calls and torch.equal(s, svd(low, full_matrices=False)[1][:4])
     calls.clear()
-    torch.testing.assert_close(tsv_module.nearest_orthogonal(low), (lambda r: r[0] @ r[2])(svd(low, full_matrices=False)))
+    torch.testing.assert_close(linalg.nearest_orthogonal(low), (lambda r: r[0] @ r[2])(svd(low, full_matrices=False)))
     assert calls  # the polar factor of a rank-deficient matrix: the SVD's
     calls.clear()
-    tsv_module.top_singular(d64, p), tsv_module.nearest_orthogonal(d64)
+    linalg.top_singular(d64, p), linalg.nearest_orthogonal(d64)
     assert len(calls) == 2  # float64 input: always the SVD (the Gram route would lose half its digits)
 
 
 @pytest.mark.parametrize("K", [1, 2, 3])
 def test_float32_tsv_is_as_close_to_the_float64_reference_as_the_float32_svd(K, monkeypatch):
-    from tatr_core.merge import tsv as tsv_module
+    from tatr_core import linalg
 
     pre, fts = random_models(K, seed=29)
     keys = float_keys(pre)
@@ -365,7 +365,7 @@ def test_float32_tsv_is_as_close_to_the_float64_reference_as_the_float32_svd(K, 
         return max(float((got[k].double() - expected[k]).abs().max()) for k in keys)
 
     gram = error()
-    monkeypatch.setattr(tsv_module, "_gram_route", lambda a: False)
+    monkeypatch.setattr(linalg, "gram_route", lambda a: False)
     svd = error()
     assert gram <= 2 * svd + 1e-6, (gram, svd)
 

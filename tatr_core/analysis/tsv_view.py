@@ -13,7 +13,7 @@ import torch
 
 from ..errors import TatrError
 from ..keys import Spec
-from ..merge.tsv import singular_spectrum
+from ..linalg import singular_spectrum
 from ..vectors import TaskVectors
 from ..zoo import Progress, Zoo, no_progress
 from .registry import Context, has_keys, register, run

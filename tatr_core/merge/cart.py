@@ -11,15 +11,15 @@ back to the average:
 Other tensors are the average (their centred vectors sum to zero).  Defaults: rank ratio 0.08, the
 paper's finding that about 8% of the rank carries the task knowledge; λ_c = 1, the low-rank residuals
 added back whole (the paper chooses λ on validation).  The top triplets come from the same route as
-TSV-M's (``merge.tsv.top_singular``: a float64 Gram for float32 input).
+TSV-M's (``tatr_core.linalg.top_singular``: a float64 Gram for float32 input).
 """
 from __future__ import annotations
 
 import torch
 
+from ..linalg import top_singular
 from ..vectors import TaskVectors
 from .registry import Param, register
-from .tsv import top_singular
 
 RANK_RATIO = Param("rank_ratio", float, 0.08, "fraction of each centred matrix's rank kept", low=0.0, high=1.0,
                    low_open=True, grid=(0.02, 0.04, 0.08, 0.16, 0.32), label="rank ratio",

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import torch
 
+from ..linalg import nearest_orthogonal, top_singular
 from ..vectors import TaskVectors
 from .registry import LAM, Param, register
-from .tsv import nearest_orthogonal, top_singular
 
 ALPHA_ISO = LAM.with_default(1.0, "the released code's α = 1.0 (Marczak et al., 2025; FusionBench)",
                              help="scaling α of the isotropic merged task vector")
@@ -48,9 +48,11 @@ def iso_cts_matrix(deltas: list[torch.Tensor], common_fraction: float) -> torch.
     u, s, v = top_singular(sum(deltas), common)
     us, ss, vs = [u], [s], [v.T]
     if per_task:
-        projector = u @ u.T
+        # (I − U_c U_cᵀ) ΔW_k: through U_cᵀ ΔW_k when that is cheaper (2c < m) than the m × m projector
+        projector = u @ u.T if 2 * u.shape[1] >= u.shape[0] else None
         for d in deltas:
-            tu, ts, tv = top_singular(d - projector @ d, per_task)
+            residual = d - projector @ d if projector is not None else d - u @ (u.T @ d)
+            tu, ts, tv = top_singular(residual, per_task)
             us.append(tu)
             ss.append(ts)
             vs.append(tv.T)
