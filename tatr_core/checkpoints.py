@@ -410,30 +410,82 @@ def hf_clip_vision_to_open_clip(sd: Mapping[str, torch.Tensor], source: str = "<
         elif prefix is not None:
             out[_HF_PREFIXES[prefix] + k[len(prefix):]] = value
         elif k.startswith("encoder.layers."):
-            parts = k.split(".")  # encoder.layers.{i}.<rest>
-            i, rest = parts[2], ".".join(parts[3:])
-            for proj in ("q_proj", "k_proj", "v_proj"):
-                if rest.startswith(f"self_attn.{proj}."):
-                    qkv.setdefault((i, rest.rsplit(".", 1)[1]), {})[proj] = value
-                    break
-            else:
-                for hf, oc in _HF_LAYER_MAP.items():
-                    if rest.startswith(hf + "."):
-                        out[f"transformer.resblocks.{i}.{oc}.{rest[len(hf) + 1:]}"] = value
-                        break
-                else:
-                    raise CheckpointError(f"{source}: unknown Hugging Face CLIP key '{key}'")
+            _hf_layer(k, key, value, out, qkv, source, "")
         else:
             raise CheckpointError(f"{source}: unknown Hugging Face CLIP key '{key}'")
-    for (i, kind), parts in sorted(qkv.items()):
-        missing = {"q_proj", "k_proj", "v_proj"} - set(parts)
-        if missing:
-            raise CheckpointError(f"{source}: layer {i} lacks self_attn.{sorted(missing)[0]}.{kind}")
-        name = "in_proj_weight" if kind == "weight" else "in_proj_bias"
-        out[f"transformer.resblocks.{i}.attn.{name}"] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], 0)
+    _hf_fuse_qkv(qkv, out, source, "")
     if not out:
         raise CheckpointError(f"{source}: no Hugging Face CLIP vision weights found")
     return out
+
+
+def _hf_layer(k: str, key: str, value: torch.Tensor, out: StateDict, qkv: dict, source: str, tower: str) -> None:
+    """One ``encoder.layers.{i}.<rest>`` tensor of a Hugging Face CLIP tower under open_clip's resblock names
+    (q / k / v projections gathered in ``qkv`` to be fused into ``in_proj``)."""
+    parts = k.split(".")
+    i, rest = parts[2], ".".join(parts[3:])
+    for proj in ("q_proj", "k_proj", "v_proj"):
+        if rest.startswith(f"self_attn.{proj}."):
+            qkv.setdefault((i, rest.rsplit(".", 1)[1]), {})[proj] = value
+            return
+    for hf, oc in _HF_LAYER_MAP.items():
+        if rest.startswith(hf + "."):
+            out[f"transformer.resblocks.{i}.{oc}.{rest[len(hf) + 1:]}"] = value
+            return
+    raise CheckpointError(f"{source}: unknown Hugging Face CLIP {tower}key '{key}'")
+
+
+def _hf_fuse_qkv(qkv: dict, out: StateDict, source: str, tower: str) -> None:
+    """open_clip's fused ``in_proj_weight`` / ``in_proj_bias`` from the gathered q, k, v projections."""
+    for (i, kind), parts in sorted(qkv.items()):
+        missing = {"q_proj", "k_proj", "v_proj"} - set(parts)
+        if missing:
+            raise CheckpointError(f"{source}: {tower}layer {i} lacks self_attn.{sorted(missing)[0]}.{kind}")
+        name = "in_proj_weight" if kind == "weight" else "in_proj_bias"
+        out[f"transformer.resblocks.{i}.attn.{name}"] = torch.cat([parts["q_proj"], parts["k_proj"], parts["v_proj"]], 0)
+
+
+def hf_clip_text_to_open_clip(sd: Mapping[str, torch.Tensor], source: str = "<state dict>") -> StateDict:
+    """The text tower of a Hugging Face ``CLIPModel`` (``text_model.*``, ``text_projection.weight``,
+    ``logit_scale``) under open_clip ``CLIP``'s key names, for zero-shot heads; {} when it has none."""
+    pre = "text_model."
+    if not any(k.startswith(pre) for k in sd):
+        return {}
+    out: StateDict = {}
+    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    names = {"embeddings.token_embedding.weight": "token_embedding.weight",
+             "embeddings.position_embedding.weight": "positional_embedding"}
+    for key, value in sd.items():
+        if key == "text_projection.weight":
+            out["text_projection"] = value.t().contiguous()
+        elif key == "logit_scale":
+            out["logit_scale"] = value
+        elif key.startswith(pre):
+            k = key[len(pre):]
+            if k in names:
+                out[names[k]] = value
+            elif k == "embeddings.position_ids":
+                continue
+            elif k.startswith("final_layer_norm."):
+                out["ln_final." + k[len("final_layer_norm."):]] = value
+            elif k.startswith("encoder.layers."):
+                _hf_layer(k, key, value, out, qkv, source, "text ")
+            else:
+                raise CheckpointError(f"{source}: unknown Hugging Face CLIP text key '{key}'")
+    _hf_fuse_qkv(qkv, out, source, "text ")
+    return out
+
+
+def text_tower(sd: Mapping[str, torch.Tensor], source: str = "<state dict>") -> StateDict:
+    """The text tower of a whole CLIP checkpoint under open_clip ``CLIP`` key names (Hugging Face ``CLIPModel``
+    keys mapped; open_clip keys kept), or {} when the checkpoint holds none (a bare vision tower)."""
+    hf = hf_clip_text_to_open_clip(sd, source)
+    if hf:
+        return hf
+    if "token_embedding.weight" not in sd:  # a vision tower alone (its transformer.* keys are the image's)
+        return {}
+    return {k: v for k, v in sd.items() if k.startswith(("token_embedding.", "positional_embedding", "transformer.",
+                                                         "ln_final.", "text_projection", "logit_scale"))}
 
 
 def to_open_clip_keys(sd: Mapping[str, torch.Tensor], source: str = "<state dict>") -> StateDict:

@@ -86,6 +86,11 @@ def default_device() -> torch.device:
     return compute_device()
 
 
+#: the largest split an evaluator keeps on a GPU (a larger one is moved batch by batch from the mapped file; on the
+#: CPU a mapped split is always read batch by batch)
+DEVICE_SPLIT_BYTES = 8 << 30
+
+
 def sample_indices(n: int, sample: int | None, seed: int) -> torch.Tensor | None:
     """A fixed seeded subsample of ``sample`` out of ``n`` indices (None: all)."""
     if sample is None or sample >= n:
@@ -118,7 +123,14 @@ class Evaluator:
         key = (task, split)
         if key not in self._data:
             images, labels = self.zoo.tasks[task].split(split)
-            self._data[key] = (images.to(self.device), labels.to(self.device))
+            if isinstance(images, torch.Tensor):  # a built-in zoo's split, in memory
+                self._data[key] = (images.to(self.device), labels.to(self.device))
+            elif self.device.type != "cpu" and len(images) * images[0].numel() <= DEVICE_SPLIT_BYTES:
+                self._data[key] = (images.to(self.device), labels.to(self.device))  # kept on the GPU
+            else:  # a mapped split: decoded (what is missing, on every core), then read batch by batch from the
+                # file, so that this process never holds it whole
+                images.ensure(range(len(images)))
+                self._data[key] = (images, labels.to(self.device))
         return self._data[key]
 
     def normalise(self, images_uint8: torch.Tensor) -> torch.Tensor:
@@ -210,15 +222,19 @@ class Evaluator:
     def _evaluate(self, params, tasks, split, sample, seed, feature_maps, precision=None) -> dict[str, TaskResult]:
         p = self.as_params(params)
         out = {}
+        if split not in SPLITS:
+            raise TatrError(f"unknown split '{split}'; use one of {', '.join(SPLITS)}")
         for task in self.zoo.check_tasks(tasks):
-            images, labels = self.data(task, split)
-            idx = sample_indices(len(labels), sample, seed)
-            if idx is not None:
-                idx = idx.to(self.device)
-                images, labels = images[idx], labels[idx]
+            n_all = len(self.zoo.tasks[task].split(split)[1])
+            idx = sample_indices(n_all, sample, seed)
+            if idx is not None:  # a sample: only its images are read (a mapped split decodes only those)
+                images, labels = self.zoo.tasks[task].split(split)
+                images, labels = images[idx].to(self.device), labels[idx].to(self.device)
+            else:
+                images, labels = self.data(task, split)
             correct, loss_sum = 0, 0.0
             for start in range(0, len(labels), self.batch_size):
-                x = self.normalise(images[start:start + self.batch_size])
+                x = self.normalise(images[start:start + self.batch_size].to(self.device, non_blocking=True))
                 y = labels[start:start + self.batch_size]
                 z = self.features(p, x, precision)
                 if feature_maps and task in feature_maps:
@@ -239,8 +255,8 @@ class Evaluator:
         """Whether bf16 autocast predicts as float32 does on a few batches of every task (near-ties aside)."""
         with torch.inference_mode():
             for task in self.zoo.task_names:
-                images, _ = self.data(task, "test")
-                x = self.normalise(images[: self.batch_size * batches][:256])
+                images, _ = self.zoo.tasks[task].split("test")
+                x = self.normalise(images[: min(self.batch_size * batches, 256)].to(self.device))
                 ref = head_logits(self.encoder(x).float(), self.heads[task])
                 with torch.autocast(self.device.type, dtype=torch.bfloat16):
                     low = head_logits(self.encoder(x).float(), self.heads[task])

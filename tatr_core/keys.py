@@ -49,7 +49,7 @@ def declare(name: str, revision: int) -> None:
 KINDS: dict[str, Kind] = {}
 for _kind in (
     # tensors
-    Kind("data", "data", 1, "a manifest task split's preprocessed images", ".safetensors"),
+    Kind("data", "data", 2, "a manifest task split's preprocessed images, a file mapped into memory", ".images"),
     Kind("vectors", "vectors", 1, "a manifest zoo's (K, N) task vectors, a file mapped into memory", ".bin"),
     Kind("grads", "grads", 1, "E|∇L_k| and E∇L_k at θ_pre over seeded exemplars", ".safetensors"),
     Kind("fisher", "fisher", 1, "one task's diagonal Fisher", ".safetensors"),

@@ -1,14 +1,20 @@
-"""``zoo build`` and ``zoo info``: put a built-in zoo in the cache; describe any zoo."""
+"""``zoo build``, ``zoo info``, ``zoo init`` and ``zoo prepare``: put a built-in zoo in the cache; describe any zoo;
+write a manifest from the local Hugging Face caches (or a task_vectors folder); preprocess a zoo's images."""
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
+import time
+
+import yaml
+
 from ..errors import TatrError
-from ..zoo import mini
+from ..paths import check_output_file, output_errors
+from ..zoo import catalog, mini
 from ..zoo.mini import PRESETS
-from .common import BarProgress, open_zoo
+from .common import BarProgress, open_zoo, peak_rss_gib, write_text
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +36,79 @@ def add(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--zoo", default="mini", help="mini, micro or a manifest path")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=_cmd_zoo_info)
+    n = zsub.add_parser("init", help="write a manifest for a standard benchmark from the local Hugging Face cache, or "
+                                     "for a task_vectors checkpoint folder",
+                        description="Offline: find each task's fine-tuned model and dataset of --benchmark in the "
+                                    "Hugging Face caches (the hub cache's parquet files, or the datasets library's "
+                                    "prepared Arrow cache), write a manifest of the tasks found, and name each missing "
+                                    "model or dataset with the command that fetches it. The zero-shot heads come from "
+                                    "the pretrained CLIPModel's text tower. Or, with --task-vectors and --data, a "
+                                    "manifest for a task_vectors checkpoint folder and its image folders.")
+    n.add_argument("--benchmark", choices=list(catalog.catalog()["benchmarks"]), default=None,
+                   help="ta8 (Task Arithmetic's 8 tasks), tall14 or tall20")
+    n.add_argument("--arch", default=None, help="ViT-B-32, ViT-B-16 or ViT-L-14 (with --task-vectors: the open_clip "
+                                                "architecture of the checkpoints)")
+    n.add_argument("--hf-cache", default=None, metavar="DIR", help="the hub cache (default: HF_HUB_CACHE / HF_HOME)")
+    n.add_argument("--tasks", nargs="+", default=None, help="only these tasks of the benchmark")
+    n.add_argument("--open-clip-arch", default=None, metavar="NAME",
+                   help="the open_clip architecture written into the manifest (default: the catalog's, e.g. "
+                        "ViT-B-32-quickgelu for OpenAI weights)")
+    n.add_argument("--task-vectors", default=None, metavar="DIR", help="a task_vectors folder (checkpoints/<model>)")
+    n.add_argument("--data", default=None, metavar="DIR", help="with --task-vectors: the tasks' image folders")
+    n.add_argument("--out", required=True, metavar="ZOO.yaml")
+    n.set_defaults(func=_cmd_zoo_init)
+    r = zsub.add_parser("prepare", help="decode and preprocess every image of a zoo's splits, on every core",
+                        description="Fill each split's memory-mapped image cache now (otherwise images are decoded as "
+                                    "computations first use them): on every core, with a progress bar and the time "
+                                    "left; an interrupted run goes on where it stopped.")
+    r.add_argument("--zoo", required=True, help="a manifest path")
+    r.add_argument("--tasks", nargs="+", default=None)
+    r.add_argument("--splits", nargs="+", choices=["train", "val", "test"], default=None)
+    r.add_argument("--jobs", type=int, default=None, help="decoding processes (default: every core)")
+    r.set_defaults(func=_cmd_zoo_prepare)
+
+
+def _cmd_zoo_init(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    check_output_file(out)
+    if args.task_vectors or args.data:
+        if not (args.task_vectors and args.data and args.arch):
+            raise TatrError("--task-vectors needs --data (the tasks' image folders) and --arch (the open_clip "
+                            "architecture of the checkpoints)")
+        manifest, missing = catalog.init_task_vectors(args.task_vectors, args.data, args.arch), []
+    else:
+        if not (args.benchmark and args.arch):
+            raise TatrError("give --benchmark (ta8, tall14, tall20) and --arch (ViT-B-32, ViT-B-16, ViT-L-14), or "
+                            "--task-vectors DIR --data DIR --arch ARCH")
+        manifest, missing = catalog.init(args.benchmark, args.arch, args.hf_cache, args.tasks, args.open_clip_arch)
+    with output_errors("--out", out):
+        write_text(out, yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True, width=120))
+    print(f"{out}: {len(manifest['tasks'])} tasks ({', '.join(manifest['tasks'])})")
+    if missing:
+        print(f"missing ({len(missing)}), fetch on a machine with access, then copy the cache here:")
+        for line in missing:
+            print(f"  {line}")
+    return 0
+
+
+def _cmd_zoo_prepare(args: argparse.Namespace) -> int:
+    zoo = open_zoo(args.zoo)
+    names = zoo.check_tasks(args.tasks)
+    start, total = time.perf_counter(), 0
+    for name in names:
+        for split, (images, _) in zoo.tasks[name].splits.items():
+            if args.splits and split not in args.splits:
+                continue
+            if not hasattr(images, "decode_all"):
+                raise TatrError(f"zoo {zoo.name}: a built-in zoo holds its images in memory; nothing to prepare")
+            with BarProgress(f"{name}/{split}") as bar:
+                done = images.decode_all(progress=bar, jobs=args.jobs)
+            total += done
+            print(f"{name}/{split}: {len(images):,} images, {done:,} decoded now -> {images.path}")
+    seconds = time.perf_counter() - start
+    rate = f", {total / seconds:.0f} images/s" if total and seconds > 0 else ""
+    print(f"prepared {total:,} images in {seconds:.1f} s{rate}; peak RSS {peak_rss_gib():.2f} GiB")
+    return 0
 
 
 def _cmd_zoo_build(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@ def train_modules(zoo, theta: torch.Tensor, names: list[str], params: dict, prog
     encoder = zoo.make_encoder().to(device).eval()  # one module; merged and individual weights swapped in
     modules, report = {}, {"l1_before": {}, "l1_after": {}, "loss": {}}
     for n, t in enumerate(names):
-        images = zoo.tasks[t].split("test")[0]
+        images = zoo.tasks[t].split("test")[0].to()  # a mapped split: decoded once, on every core
         progress(n / len(names), f"Surgery: representations of {t}")
         merged = representations(zoo, theta, images, device, encoder=encoder)
         target = representations(zoo, zoo.finetuned[t], images, device, encoder=encoder)
