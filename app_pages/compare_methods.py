@@ -26,8 +26,8 @@ with st.sidebar:
                                      "unlabelled test images: about a minute per row on a 2-core laptop the first "
                                      "time (cached afterwards). The other rows take seconds.")
     if which in ("methods", "sensitivity"):
-        chooser = {"fixed": "fixed: λ 0.3, τ 1% (seconds)",
-                   "val": "chosen per row on the validation split (minutes the first time)"}
+        chooser = {"fixed": "fixed: each method's defaults, as its row's label says",
+                   "val": "chosen per row on the validation split (about 10 times the work)"}
         choose = st.radio("λ and τ", list(chooser), key=control("cm-choose", "fixed", chooser), format_func=chooser.get,
                           help="The papers choose λ (and TATR's τ) per method on validation data, then report test "
                                "accuracy: about 10 validation evaluations per method and 26 per TATR row, cached. "

@@ -10,9 +10,11 @@ from tatr_core.analysis.geometry import geometry_spec
 from tatr_core.figures import conflict_figure, per_task_components_figure
 from tatr_core.figures.registry import draw, stem
 from tatr_core.runs import evaluate_method
+from tatr_core.trust_region import SENSITIVITIES
 from tatr_core.ui.controls import TAU_CHOICES, control, orthogonal_fraction_control
 from tatr_core.ui.downloads import show_figure
 from tatr_core.ui.errors import friendly_errors
+from tatr_core.ui import learn_text
 from tatr_core.ui.jobs import analysis, progress_bar
 from tatr_core.ui.session import current_zoo
 
@@ -32,11 +34,7 @@ left, right = st.columns([2, 3])
 with friendly_errors():
     geometry = run(zoo, geometry_spec(zoo))
 with left:
-    st.markdown(
-        f"Fine-tuning the pretrained CLIP image encoder θ_pre on task *k* gives θ_k. The difference Δ_k is a vector "
-        f"with one entry per parameter: here **{geometry['N']:,}** entries, for each of the "
-        f"**{len(zoo.task_names)}** tasks. On the right: how similar the task vectors are. Different tasks give "
-        "nearly orthogonal vectors, which is why adding them up works at all.")
+    st.markdown(learn_text.step1(geometry))
     st.dataframe({"task": geometry["tasks"], "‖Δ_k‖": [round(v, 3) for v in geometry["norms"]]}, hide_index=True)
 with right:
     fig = draw("task-vector-cosines", [geometry], {})
@@ -47,12 +45,14 @@ with right:
 st.header("2 · Task Arithmetic adds them")
 st.latex(r"\theta_{MTL} = \theta_{pre} + \lambda \sum_{k=1}^{K} \Delta_k")
 lam = st.slider("λ", 0.0, 1.0, step=0.05, key=control("learn-lam", 0.3, lambda v: 0 <= v <= 1),
-                help="move it: λ = 0 is the pretrained model; large λ lets the task vectors fight")
+                help="move it: λ = 0 is the pretrained model; large λ lets the task vectors fight. Steps 3 to 5 "
+                     "follow it")
 with friendly_errors(), progress_bar("merging and evaluating") as progress:
     ta = evaluate_method(zoo, "task_arithmetic", lam=lam, evaluator=evaluator, progress=progress)
 st.metric("Task Arithmetic: average accuracy", f"{100 * ta['average_accuracy']:.1f}%",
           f"{100 * (ta['average_accuracy'] - zs['average_accuracy']):+.1f} vs zero-shot, "
           f"{100 * (ta['average_accuracy'] - ind['average_accuracy']):+.1f} vs the fine-tuned models")
+st.markdown(learn_text.step2(ta, zs, ind, lam))
 ta_params = {"method": "task_arithmetic", "lam": lam}
 show_figure(draw("accuracy", [zs, ind, ta], ta_params), "learn-ta", stem("accuracy", ta_params))
 
@@ -61,24 +61,17 @@ st.header("3 · Knowledge conflict: adding one task hurts another")
 st.latex(r"\mathcal{C}_{j|i} = L_j\big(\theta_{MTL}(\{\theta_k\}_{k=1}^{K})\big) "
          r"- L_j\big(\theta_{MTL}(\{\theta_k\}_{k\neq i})\big)")
 with friendly_errors():
-    conflict = analysis(zoo, conflict_spec(zoo, "task_arithmetic"), evaluator)
+    conflict = analysis(zoo, conflict_spec(zoo, "task_arithmetic", lam=lam), evaluator)
 if conflict is not None:
-    worst = max(((conflict["accuracy"][j][i], ti, tj) for j, tj in enumerate(conflict["tasks"])
-                 for i, ti in enumerate(conflict["tasks"]) if i != j and conflict["accuracy"][j][i] is not None))
     left, right = st.columns([2, 3])
     with left:
-        st.markdown(
-            "Merge all tasks, then merge all but task *i*: the difference in task *j*'s loss (or accuracy) is the "
-            f"conflict of *i* on *j*. On this zoo, with Task Arithmetic, the largest is **{worst[1]} → {worst[2]}**: "
-            f"adding {worst[1]}'s vector costs {worst[2]} **{100 * worst[0]:.1f} points** of accuracy. "
-            f"The total conflict C, the sum of all K(K−1) entries in loss (negative ones, where adding a task "
-            f"helps, included), is **{conflict['total_loss']:+.2f}** nats.")
+        st.markdown(learn_text.step3(conflict))
         st.page_link("app_pages/knowledge_conflicts.py", label="Compare methods on Knowledge Conflicts",
                      icon=":material/compare_arrows:")
     with right:
         fig = conflict_figure(conflict, "accuracy")
         fig.update_layout(width=None, height=480)
-        show_figure(fig, "learn-conflict", stem("conflict", {"method": "task_arithmetic", "form": "accuracy"}))
+        show_figure(fig, "learn-conflict", stem("conflict", {"method": "task_arithmetic", "lam": lam, "form": "accuracy"}))
 
 # -- 4 -----------------------------------------------------------------------------------------
 st.header("4 · Which parts of a task vector conflict")
@@ -90,33 +83,20 @@ st.markdown(
     "on task *j*.")
 fraction = orthogonal_fraction_control("learn-orthogonal")
 with friendly_errors():
-    components = analysis(zoo, components_spec(zoo, orthogonal_fraction=fraction), evaluator)
+    components = analysis(zoo, components_spec(zoo, lam=lam, orthogonal_fraction=fraction), evaluator)
 if components is not None:
-    summary = component_summary(components)
-    K = len(summary["tasks"])
-    worst = summary["negative_worst"]
-    neg, pos, orth = summary["negative"], summary["positive"], summary["orthogonal"]
-    st.markdown(
-        f"On this zoo: Δ⁺ raised task *j*'s loss on **{len(pos['raised_loss'])} of {K}** tasks "
-        f"(mean {pos['mean_loss_change']:+.2f} nats, {pos['mean_accuracy_change']:+.1f} accuracy points). "
-        f"Δ⁻, which the first-order picture says should lower it, raised it on **{len(neg['raised_loss'])} of {K}** "
-        f"(mean {neg['mean_loss_change']:+.2f} nats; {worst['task']}: {worst['before']:.2f} → {worst['after']:.2f} "
-        "nats). The task vectors are large, so the step along a descent direction overshoots the minimum it points "
-        "to: this is the paper's observation (Section 4), and why TATR does not simply keep Δ⁻. "
-        f"Δ⊥ changed the loss by {orth['mean_abs_loss_change']:.2f} nats on average in either direction "
-        f"({orth['mean_accuracy_change']:+.1f} points), against {neg['mean_abs_loss_change']:.2f} for Δ⁻ and "
-        f"{pos['mean_abs_loss_change']:.2f} for Δ⁺.")
+    st.markdown(learn_text.step4(component_summary(components)))
     left, right = st.columns(2)
     with left:
         show_figure(per_task_components_figure(components, "accuracy"), "learn-components",
-                    stem("components-per-task", {"orthogonal_fraction": fraction}))
+                    stem("components-per-task", {"lam": lam, "orthogonal_fraction": fraction}))
     with right:
         show_figure(per_task_components_figure(components, "loss"), "learn-components-loss",
-                    stem("components-per-task", {"orthogonal_fraction": fraction, "metric": "loss"}))
+                    stem("components-per-task", {"lam": lam, "orthogonal_fraction": fraction, "metric": "loss"}))
 
 # -- 5 -----------------------------------------------------------------------------------------
 st.header("5 · TATR merges inside a trust region")
-st.latex(r"\Omega = \sum_i\sum_{j\neq i} \big|\mathbb{E}\nabla L_j(\theta_{pre})\big| \odot |\Delta_i|, \qquad "
+st.latex(r"\Omega = " + SENSITIVITIES["gradient"].formula + r", \qquad "
          r"\theta_{MTL} = \theta_{pre} + \lambda \sum_k \Delta_k \odot m, \quad m = \mathbb{1}[\Omega \text{ not in the top } \tau]")
 st.markdown("Ω is large where some task vector is large **and** another task's loss is steep: the dimensions where "
             "a step is most likely to move another task's loss, in either direction. TATR leaves out the top τ "

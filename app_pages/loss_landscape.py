@@ -6,10 +6,11 @@ import streamlit as st
 from tatr_core.analysis.components import grid_axis, landscape_spec, merged_components_spec
 from tatr_core.figures import landscape_figure, merged_components_figure
 from tatr_core.figures.registry import stem
+from tatr_core.ui import learn_text
 from tatr_core.ui.controls import control, orthogonal_fraction_control
 from tatr_core.ui.downloads import show_figure
 from tatr_core.ui.errors import friendly_errors
-from tatr_core.ui.jobs import analysis, show_failed
+from tatr_core.ui.jobs import analysis, expected_text, show_failed
 from tatr_core.ui.session import current_zoo
 
 st.title("Loss Landscape")
@@ -29,9 +30,11 @@ with st.sidebar:
                          else f"other tasks' vectors, split by {p}'s gradient")
     step = st.select_slider("grid resolution", STEPS, key=control("ls-step", 0.2, STEPS),
                             format_func=lambda s: f"{len(grid_axis(step=s))}×{len(grid_axis(step=s))}",
-                            help="points per axis over [-0.2, 1.2]; 15×15 takes about 1.5 minutes on the mini zoo "
-                                 "on 2 CPU cores, 29×29 about five (in the background, with a time estimate)")
+                            help="points per axis over [-0.2, 1.2]; each point is one merged model evaluated on 200 "
+                                 "test images per task (in the background, with a time estimate)")
     fraction = orthogonal_fraction_control("ls-orthogonal")
+    st.caption(expected_text(zoo, landscape_spec(zoo, None if plane == "total" else plane, step=step,
+                                                 orthogonal_fraction=fraction)))
     default_task = zoo.task_names[0] if plane == "total" else plane
     shown = st.selectbox("task loss shown beside the total", zoo.task_names,
                          key=control("ls-task", default_task, zoo.task_names))
@@ -44,11 +47,11 @@ with bottom:
     st.subheader("Merging one component (Figure 2a)")
     st.caption("θ^c = θ_pre + λ Σ_k Δ_k ⊙ 1_c: the summed task vectors restricted to one component, split by the "
                "cross-task product s = Σ_(i≠j) ∇L_j ⊙ Δ_i (Table 6's signed sensitivity), evaluated on every task's "
-               "test split. The paper finds θ^neg collapsing (Δ⁻ overshoots the optimum it points to) and θ^orth "
-               "the safe part.")
+               "test split.")
     with friendly_errors():
         merged = analysis(zoo, merged_components_spec(zoo, orthogonal_fraction=fraction), evaluator)
     if merged is not None:
+        st.markdown(learn_text.figure2a(merged))
         show_figure(merged_components_figure(merged), "ls-merged-components",
                     stem("components", {"orthogonal_fraction": fraction}))
         show_failed(merged)

@@ -13,8 +13,6 @@ from tatr_core.ui.jobs import analysis
 from tatr_core.ui.session import current_zoo
 
 st.title("Trust Region")
-st.latex(r"\Omega = \sum_{i}\sum_{j\neq i} \big|\mathbb{E}\,\nabla_\theta L_j(\theta_{pre})\big| \odot |\Delta_i|"
-         r"\qquad m = \mathbb{1}\big[\Omega < \text{top-}\tau\text{ threshold}\big]")
 st.caption("Eq. 8 and Eq. 9: a dimension where some task vector moves far along another task's steep loss "
            "direction is outside the trust region and is not merged. The variants of Table 6 change Ω; the "
            "signed ones (positive, negative) merge only the dimensions whose Ω is positive, as Appendix C.4 "
@@ -29,10 +27,13 @@ with st.sidebar:
     tau_pct = st.select_slider("τ: excluded (%)", TAU_CHOICES[1:], key=control("tr-tau", 1.0, TAU_CHOICES[1:]))
     exemplars = st.select_slider("exemplars per task", EXEMPLAR_CHOICES,
                                  key=control("tr-exemplars", 128, EXEMPLAR_CHOICES),
-                                 help="images per task behind the expected gradients E∇L_j(θ_pre)")
+                                 help="images per task behind the mean absolute gradients E|∇ℓ_j(θ_pre; x)| (each exemplar's "
+                                      "gradient taken in absolute value, then averaged)")
     by = st.radio("layers", ["block", "tensor"], horizontal=True, key=control("tr-by", "block", ["block", "tensor"]),
                   help="block: embeddings, each transformer block, the head; tensor: every parameter tensor")
 
+st.latex(r"\Omega = " + SENSITIVITIES[variant].formula +
+         r"\qquad m = \mathbb{1}\big[\Omega < \text{top-}\tau\text{ threshold}\big]")
 with friendly_errors():
     record = analysis(zoo, layers_spec(zoo, variant, tau_pct / 100, exemplars), evaluator)
 if record is None:

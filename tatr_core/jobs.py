@@ -22,6 +22,12 @@ from typing import Any, Callable
 
 #: finished jobs kept in memory (their results are on disk too); the oldest go first
 KEEP_FINISHED = 64
+#: a job a page asked for within this many seconds is in view (a waiting page's progress bar asks every second)
+IN_VIEW_S = 2.5
+#: seconds per unit of work (a task evaluation) before any job of the kind has been timed
+DEFAULT_RATE = 1.0
+#: a job that took less than this was served from the cache: it says nothing of its kind's cost
+MEASURED_MIN_S = 0.5
 
 
 class JobCancelled(Exception):
@@ -40,8 +46,11 @@ class Job:
     result: Any = None
     error: BaseException | None = None
     partial: Any = None  #: what the job has published so far (rows of a table, points of a sweep)
-    asked: float = field(default_factory=time.monotonic)  #: when a page last asked for it (the queue's order)
+    asked: float = field(default_factory=time.monotonic)  #: when a page last asked for it (in view or not)
     cancelled: bool = False
+    kind: str = ""  #: what it computes (an analysis kind): its cost is measured per kind
+    units: float = 1.0  #: how much of it (tatr_core.analysis.cost_units); seconds = units × the kind's rate
+    expected: float | None = None  #: seconds it is expected to take, from jobs of its kind measured so far
 
     def cancel(self) -> None:
         """Stop at the job's next progress report (the Ray executor reports twice a second while it waits,
@@ -68,19 +77,31 @@ class Job:
         return (self.finished or time.monotonic()) - self.started
 
     def eta(self) -> float | None:
-        """Seconds left, extrapolated from the progress so far (None until there is enough of it)."""
-        if self.done or self.started is None or self.fraction < 0.02 or self.elapsed() < 1.0:
+        """Seconds left: extrapolated from the progress so far, weighed against the time measured for jobs of its
+        kind while little of it is done (a job's first points are often not its typical ones); None until there
+        is something to go on."""
+        if self.done or self.started is None:
             return None
-        return self.elapsed() * (1.0 - self.fraction) / self.fraction
+        by_progress = None if self.fraction < 0.02 or self.elapsed() < 1.0 else \
+            self.elapsed() * (1.0 - self.fraction) / self.fraction
+        if self.expected is None:
+            return by_progress
+        by_kind = max(self.expected - self.elapsed(), 0.0)
+        if by_progress is None:
+            return by_kind if self.elapsed() >= 1.0 else None
+        return self.fraction * by_progress + (1.0 - self.fraction) * by_kind
 
 
 class JobRunner:
-    """Runs jobs one at a time on one worker thread, the one a page waits for first.
+    """Runs jobs one at a time on one worker thread: the ones in view first, the cheapest of them first.
 
-    The queue is ordered by when a job was last asked for (:meth:`submit`, :meth:`touch`: a page's
-    progress bar asks every second), most recent first: the page in front of the user goes ahead of
-    jobs that pages left behind, which still run afterwards.  A job runs until it ends or is cancelled
-    (:meth:`cancel`, the Cancel button under its progress bar).
+    A job is in view while a page shows its progress bar (:meth:`submit`, :meth:`touch`: the bar asks
+    every second); those go ahead of jobs that pages left behind, which still run afterwards.  Among
+    either, the job expected to take least goes first (so a page's quick figures come before its slow
+    ones), then the one asked for most recently.  The expected time is the job's size in units
+    (:func:`tatr_core.analysis.cost_units`) times the seconds per unit measured on finished jobs of its
+    kind (of any kind before one of its own has run; :data:`DEFAULT_RATE` before any).  A job runs until
+    it ends or is cancelled (:meth:`cancel`, the Cancel button under its progress bar).
     """
 
     def __init__(self):
@@ -88,8 +109,26 @@ class JobRunner:
         self._fns: dict[str, Callable[[Job], Any]] = {}
         self._lock = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._rates: dict[str, float] = {}  #: measured seconds per unit, per kind
 
-    def submit(self, key: str, label: str, fn: Callable[[Job], Any], restart: bool = False) -> Job:
+    def rate(self, kind: str) -> float:
+        """Seconds per unit of ``kind``: measured, else the mean of the kinds measured, else the default."""
+        if kind in self._rates:
+            return self._rates[kind]
+        return sum(self._rates.values()) / len(self._rates) if self._rates else DEFAULT_RATE
+
+    def estimate(self, kind: str, units: float) -> float:
+        """Seconds a job of ``kind`` and ``units`` is expected to take."""
+        return units * self.rate(kind)
+
+    def measured(self, kind: str) -> bool:
+        return kind in self._rates
+
+    def measured_any(self) -> bool:
+        return bool(self._rates)
+
+    def submit(self, key: str, label: str, fn: Callable[[Job], Any], restart: bool = False, *, kind: str = "",
+               units: float = 1.0) -> Job:
         """The job for ``key``: the running or finished one, or a new one computing ``fn(job)`` (which
         reports through ``job.progress(fraction, message)`` and may ``job.publish(partial)``).
         A job that failed is started again on the next request (the failure may have been fixed); a
@@ -100,7 +139,8 @@ class JobRunner:
             if job is not None and (not failed or (isinstance(job.error, JobCancelled) and not restart)):
                 job.asked = time.monotonic()
                 return job
-            job = self._jobs[key] = Job(key, label)
+            job = self._jobs[key] = Job(key, label, kind=kind, units=float(units))
+            job.expected = self.estimate(kind, job.units)
             # the job runs in the context of the request that started it: the precision and executor it asked for
             context = contextvars.copy_context()
             self._fns[key] = lambda job, fn=fn: context.run(fn, job)
@@ -122,7 +162,10 @@ class JobRunner:
             while True:
                 queued = [j for j in self._jobs.values() if j.started is None and j.key in self._fns]
                 if queued:
-                    job = max(queued, key=lambda j: j.asked)
+                    now = time.monotonic()
+                    job = min(queued, key=lambda j: (now - j.asked > IN_VIEW_S, self.estimate(j.kind, j.units),
+                                                     -j.asked))
+                    job.expected = self.estimate(job.kind, job.units)
                     job.started = time.monotonic()
                     return job, self._fns.pop(job.key)
                 self._lock.wait()
@@ -138,6 +181,11 @@ class JobRunner:
                 job.error = exc
             finally:
                 job.finished = time.monotonic()
+            seconds = job.elapsed()
+            if job.error is None and job.kind and seconds > MEASURED_MIN_S:  # not a record served from the cache
+                rate = seconds / max(job.units, 1e-9)
+                old = self._rates.get(job.kind)
+                self._rates[job.kind] = rate if old is None else 0.5 * (old + rate)
 
     def cancel(self, key: str) -> None:
         """Cancel a queued job (it never starts) or a running one (it stops at its next progress report).

@@ -55,16 +55,20 @@ class Sensitivity:
 SENSITIVITIES: dict[str, Sensitivity] = {
     s.name: s
     for s in (
-        Sensitivity("gradient", "grads", True, r"\sum_{i\neq j} |\nabla_\theta L_j(\theta_{pre})| \odot |\Delta_i|",
-                    "TATR (Eq. 8): absolute per-sample gradients times other tasks' |Δ|"),
+        Sensitivity("gradient", "grads", True,
+                    r"\sum_{i\neq j} \mathbb{E}_x\big|\nabla_\theta \ell_j(\theta_{pre}; x)\big| \odot |\Delta_i|",
+                    "TATR (Eq. 8): the mean of each exemplar's absolute gradient, times other tasks' |Δ|"),
         Sensitivity("zero-shot", "", True, r"\sum_{i\neq j} |\Delta_j| \odot |\Delta_i|",
                     "TATR zero-shot (Eq. 7): |Δ_j| stands in for the gradient; needs no data"),
-        Sensitivity("ntk", "grads", True, r"\sum_{i\neq j} |\nabla_\theta L_j| \odot |\nabla_\theta L_i|",
-                    "TATR ntk (Table 6): products of absolute gradients of two tasks"),
-        Sensitivity("positive", "signed_grads", False, r"\sum_{i\neq j} \nabla_\theta L_j \odot \Delta_i",
+        Sensitivity("ntk", "grads", True,
+                    r"\sum_{i\neq j} \mathbb{E}_x\big|\nabla_\theta \ell_j\big| \odot \mathbb{E}_x\big|\nabla_\theta \ell_i\big|",
+                    "TATR ntk (Table 6): products of two tasks' mean absolute gradients"),
+        Sensitivity("positive", "signed_grads", False,
+                    r"\sum_{i\neq j} \mathbb{E}_x\nabla_\theta \ell_j(\theta_{pre}; x) \odot \Delta_i",
                     "TATR positive (Table 6, C.4): merge only the dimensions where the task vectors go up the "
                     "other tasks' gradients (Ω > 0)"),
-        Sensitivity("negative", "signed_grads", False, r"-\sum_{i\neq j} \nabla_\theta L_j \odot \Delta_i",
+        Sensitivity("negative", "signed_grads", False,
+                    r"-\sum_{i\neq j} \mathbb{E}_x\nabla_\theta \ell_j(\theta_{pre}; x) \odot \Delta_i",
                     "TATR negative (Table 6, C.4): merge only the dimensions where the task vectors go down the "
                     "other tasks' gradients"),
     )

@@ -29,7 +29,12 @@ def test_layer_sensitivity_matches_direct_sums(micro_zoo):
             assert res["per_task"][t][idx] == pytest.approx(float(direct.double().mean()), rel=1e-5)
     counted = sum(f * n for f, n in zip(res["excluded"], res["sizes"]))
     assert counted == pytest.approx(region.excluded) and res["excluded_total"] == region.excluded
-    assert set(res["block_omega"]) == {"embed", "block 0", "block 1", "head"}
+    # by depth (the head's proj comes before conv1 in the weights; Figure 4 reads from the input up)
+    for blocks in (res["block_omega"], res["block_excluded"], *res["block_per_task"].values()):
+        assert list(blocks) == ["embed", "block 0", "block 1", "head"]
+    from tatr_core.analysis.layers import block_depth
+
+    assert sorted(["head", "block 10", "block 2", "embed"], key=block_depth) == ["embed", "block 2", "block 10", "head"]
     assert block_of("transformer.resblocks.11.mlp.c_fc.weight") == "block 11" and block_of("proj") == "head"
 
 

@@ -267,22 +267,75 @@ def test_learn_page_examples_follow_lambda(micro_zoo):
 
 
 def test_learn_page_states_what_its_numbers_show(micro_zoo):
+    """Every sentence of Learn's steps is generated from the record drawn beside it, at the λ of the slider."""
+    from tatr_core.analysis import run
     from tatr_core.analysis.components import component_accuracy, component_summary
+    from tatr_core.analysis.conflict import conflict_matrix
+    from tatr_core.analysis.geometry import geometry_spec
+    from tatr_core.ui import learn_text
 
     at = open_page("app_pages/learn.py")
-    summary = component_summary(component_accuracy(micro_zoo))
-    text = " ".join(m.value for m in at.markdown)
-    K = len(micro_zoo.task_names)
-    assert f"Δ⁻, which the first-order picture says should lower it, raised it on **{len(summary['negative']['raised_loss'])} of {K}**" in text
-    assert f"Δ⁺ raised task *j*'s loss on **{len(summary['positive']['raised_loss'])} of {K}**" in text
-    assert "overshoots" in text and "Adding only Δ⊥ leaves task *j* where it was" not in text
+    for lam in (0.3, 0.6):
+        if lam != 0.3:
+            at.slider(key="learn-lam").set_value(lam).run()
+        text = " ".join(m.value for m in at.markdown)
+        zs, ind = evaluate_method(micro_zoo, "pretrained"), evaluate_method(micro_zoo, "individual")
+        ta = evaluate_method(micro_zoo, "task_arithmetic", lam=lam)
+        assert learn_text.step1(run(micro_zoo, geometry_spec(micro_zoo))) in text
+        assert learn_text.step2(ta, zs, ind, lam) in text
+        assert learn_text.step3(conflict_matrix(micro_zoo, "task_arithmetic", lam=lam)) in text
+        assert learn_text.step4(component_summary(component_accuracy(micro_zoo, lam=lam))) in text
     # step 4: accuracy and loss side by side; step 5: Task Arithmetic against TATR per task, live in τ
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("per task: loss" in spec for spec in specs) and any("task by task" in spec for spec in specs)
+    assert any("\\u03bb = 0.6" in spec for spec in specs if "per task: loss" in spec)  # step 4 follows λ
     at.select_slider(key="learn-tau").set_value(5.0).run()
-    tatr = evaluate_method(micro_zoo, "tatr", lam=0.3, tau=0.05)
+    tatr = evaluate_method(micro_zoo, "tatr", lam=0.6, tau=0.05)
     spec = next(c.proto.spec for c in at.get("plotly_chart") if "task by task" in c.proto.spec)
     assert "\\u03c4 = 5%" in spec and at.metric[-2].value == f"{100 * tatr['average_accuracy']:.1f}%"
+    # the Ω the page writes is the code's definition (the mean of absolute per-sample gradients)
+    from tatr_core.trust_region import SENSITIVITIES
+
+    assert any(SENSITIVITIES["gradient"].formula in x.value for x in at.latex)
+
+
+def _summary(raised_neg: int, mean_neg: float, orth: float = 0.1, K: int = 4) -> dict:
+    tasks = [f"t{k}" for k in range(K)]
+    part = lambda raised, mean, ab: {"raised_loss": tasks[:raised], "mean_loss_change": mean,  # noqa: E731
+                                     "mean_accuracy_change": -mean * 10, "mean_abs_loss_change": ab}
+    return {"tasks": tasks, "negative": part(raised_neg, mean_neg, abs(mean_neg) + 0.2),
+            "positive": part(3, 0.8, 0.9), "orthogonal": part(1, 0.01, orth), "all": part(2, 0.3, 0.4),
+            "negative_worst": {"task": "t0", "before": 1.25, "after": 2.5}}
+
+
+def test_learn_text_says_the_papers_observations_only_when_the_numbers_show_them():
+    from tatr_core.ui import learn_text
+
+    overshoot = learn_text.step4(_summary(3, 0.7))
+    assert "paper's observation" in overshoot and "does not show" not in overshoot and "+0.70 nats" in overshoot
+    assert "**3 of 4**" in overshoot and "t0: 1.25 → 2.50 nats" in overshoot
+    mixed = learn_text.step4(_summary(1, -0.5))
+    assert "this zoo shows it only on those" in mixed and "paper's observation" not in mixed
+    none = learn_text.step4(_summary(0, -0.5))
+    assert "does not show the overshoot" in none
+    assert "the smallest change" in none and "**not** the smallest" in learn_text.step4(_summary(0, -0.5, orth=5.0))
+    assert "λ = 0" in learn_text.step4({**_summary(0, 0.0, orth=0.0), "positive": {**_summary(0, 0.0)["positive"],
+                                        "mean_abs_loss_change": 0.0}, "negative": {**_summary(0, 0.0)["negative"],
+                                        "mean_abs_loss_change": 0.0}})
+    rec = lambda acc: {"average_accuracy": acc}  # noqa: E731
+    below = learn_text.step2(rec(0.41), rec(0.423), rec(0.832), 0.3)
+    assert "**41.0%**" in below and "1.3 points below zero-shot (42.3%)" in below and "does not show" in below
+    assert "**-3%**" in below and f"recovering {learn_text.PAPER_SHARE:.0f}%" in below
+    assert learn_text.PAPER_SHARE == pytest.approx(100 * (69.1 - 48.0) / (90.5 - 48.0))
+    good = learn_text.step2(rec(0.70), rec(0.48), rec(0.905), 0.3)
+    assert "**52%**" in good and "does not show" not in good and "far less" not in good
+    cos = {"tasks": ["a", "b", "c"], "N": 10, "cosine": [[1, 0.05, -0.3], [0.05, 1, 0.02], [-0.3, 0.02, 1]]}
+    one = learn_text.step1(cos)
+    assert "**0.300** (a, c)" in one and "Not every pair is nearly orthogonal" in one and "**0.123**" in one
+    conflict = {"tasks": ["a", "b"], "accuracy": [[None, 0.04], [-0.01, None]], "total_loss": 0.5, "total_accuracy": 0.03}
+    three = learn_text.step3(conflict)
+    assert "**a → b**" not in three and "**b → a**" in three and "**4.0 accuracy points**" in three
+    assert "**+0.50 nats** of loss and **+3.0 accuracy points**" in three and "1 of the 2 entries" in three
 
 
 def test_merge_lab_runs_the_data_methods_and_shows_what_they_learned(micro_zoo):
@@ -454,6 +507,33 @@ def test_the_job_a_page_waits_for_goes_first():
     runner.touch("old")  # the user went back to the first page: its progress bar asks for it again
     release.set()
     assert runner.wait(30) and order == ["old", "new"] and left_behind.done
+
+
+def test_the_cheaper_job_in_view_goes_first_and_costs_are_measured():
+    """Among the jobs pages are showing, the one expected to take least runs first (Figure 2(a) before the
+    landscape); jobs no page shows any more wait; the expected times come from jobs of the kind timed so far."""
+    import threading
+    import time
+
+    from tatr_core import jobs
+    from tatr_core.jobs import JobRunner
+
+    runner, release, order = JobRunner(), threading.Event(), []
+    runner.submit("running", "a long fit", lambda job: release.wait(30))
+    away = runner.submit("away", "a page left behind", lambda job: order.append("away"), kind="conflict", units=1)
+    runner.submit("slow", "the landscape", lambda job: order.append("slow"), kind="landscape", units=600)
+    runner.submit("quick", "Figure 2(a)", lambda job: order.append("quick"), kind="merged-components", units=40)
+    away.asked -= 2 * jobs.IN_VIEW_S  # its page is gone: cheapest, but not in view
+    release.set()
+    assert runner.wait(30) and order == ["quick", "slow", "away"]
+    # timed: seconds per unit of a kind, and an estimate for the next job of it
+    runner = JobRunner()
+    runner.submit("a", "ten units", lambda job: time.sleep(0.6), kind="landscape", units=10)
+    assert runner.wait(30) and runner.measured("landscape") and not runner.measured("conflict")
+    assert runner.estimate("landscape", 20) == pytest.approx(2 * 0.6, rel=0.5)
+    assert runner.estimate("conflict", 10) == pytest.approx(runner.estimate("landscape", 10))  # the mean of those timed
+    runner.submit("b", "served from the cache", lambda job: None, kind="conflict", units=10)
+    assert runner.wait(30) and not runner.measured("conflict")  # an instant job says nothing of the cost
 
 
 def test_the_sidebar_precision_control_sets_the_evaluation_and_says_where_merges_run(micro_zoo):

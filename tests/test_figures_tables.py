@@ -182,6 +182,10 @@ def test_method_tables_render(micro_zoo):
             assert any(r["rank"].get(col) == 1 for r in table["rows"] if r["group"] == group), (col, group)
         assert not any(r["rank"] for r in table["rows"] if r["method"] in ("pretrained", "individual"))
     assert r"\multicolumn{" in to_latex(table) and r"\textit{Test-time training based methods}" in to_latex(table)
+    caption = to_latex(table).split(r"\caption{", 1)[1].split("\n", 1)[0]
+    assert "Test accuracy" in caption and "on the test split (a sample of 40 images per task)" in caption
+    assert "defaults" in caption and r"\textbf{Bold}: the best in each group" in caption and r"\underline{" in caption
+    assert r"\label{tab:test-accuracy-on-zoo-micro}" in to_latex(table)
     md = to_markdown(table)
     assert md.count("\n| ") == len(labels) + 3 + 1 and "**" in md  # rows, 3 group labels, the header
     assert to_csv(table).count("\n") == len(labels) + 1
@@ -248,3 +252,20 @@ def test_method_table_leaves_out_the_test_time_rows_on_request(micro_zoo):
     full = method_table(micro_zoo, rows)
     assert [r["label"] for r in full["rows"]] == [r[0] for r in rows]
     assert full["rows"][0]["values"] == quick["rows"][0]["values"]
+
+
+@needs_chromium
+def test_the_landscape_colour_bar_is_as_tall_as_its_square_plot():
+    """The colour bar spans the square plot's height (its y domain once the axes are made square), in the browser's
+    own layout; and the figure keeps its size on a page."""
+    from tatr_core.figures.builders import landscape_figure
+
+    axis = [-0.5, 0.0, 0.5, 1.0, 1.5]
+    record = {"axis": axis, "total": [[float(i + j) for i in range(5)] for j in range(5)], "loss": {}, "task": None,
+              "points": {"orthogonal": (0, 0), "positive": (1, 0), "negative": (0, 1), "pretrained": (0.2, 0.3)},
+              "params": {"orthogonal_fraction": 0.9}}
+    fig = landscape_figure(record)
+    full = fig.full_figure_for_development(warn=False)
+    y0, y1 = full.layout.yaxis.domain
+    assert full.data[0].colorbar.len == pytest.approx(y1 - y0, abs=0.02)
+    assert fig.layout.meta["fixed_size"] is True

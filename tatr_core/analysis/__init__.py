@@ -18,6 +18,6 @@ CLI consume.
 * :mod:`.geometry` — norms, cosine similarities and overlap of the task vectors (``geometry``).
 """
 from . import components, conflict, evaluation, geometry, layers, sweeps, tables, tsv_view  # noqa: F401  (they register)
-from .registry import ANALYSES, Context, label, run
+from .registry import ANALYSES, Context, cost_units, label, run
 
-__all__ = ["ANALYSES", "Context", "label", "run"]
+__all__ = ["ANALYSES", "Context", "cost_units", "label", "run"]

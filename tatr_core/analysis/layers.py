@@ -22,6 +22,15 @@ from ..zoo import Progress, Zoo, no_progress
 from .registry import Context, has_keys, register, run
 
 
+def block_depth(block: str) -> tuple[int, int]:
+    """Where a block of :func:`block_of` sits in the encoder: the embeddings, the blocks by number, the head."""
+    if block == "embed":
+        return (0, 0)
+    if block.startswith("block "):
+        return (1, int(block.split()[1]))
+    return (2, 0)
+
+
 def block_of(key: str) -> str:
     parts = key.split(".")
     if parts[0] == "transformer" and len(parts) > 2 and parts[1] == "resblocks":
@@ -101,7 +110,7 @@ def _layers(zoo: Zoo, args: dict, ctx: Context) -> dict:
             acc = out.setdefault(b, [0.0, 0])
             acc[0] += v * n
             acc[1] += n
-        return {b: s / n for b, (s, n) in out.items()}
+        return {b: out[b][0] / out[b][1] for b in sorted(out, key=block_depth)}  # by depth, not by key order
 
     record = {
         "params": params, "tasks": zoo.task_names, "tensors": keys, "sizes": sizes, "blocks": blocks,

@@ -80,6 +80,32 @@ def run(zoo: Zoo, spec: Spec, *, evaluator: Evaluator | None = None, progress: P
     return record
 
 
+def cost_units(spec: Spec, tasks: int) -> float:
+    """How much work ``spec`` is, in task evaluations (one merged model on one task's split), roughly: what
+    the dashboard's job queue orders by, scaled by the seconds per unit it has measured for the kind."""
+    a, K = spec.arguments, max(int(tasks), 1)
+    sample = a.get("sample")
+    scale = 1.0 if not sample else min(1.0, sample / 500)  # a 200-image sample is a cheaper evaluation
+    if spec.kind == "conflict":
+        units = K * (K + 1)
+    elif spec.kind == "components":
+        units = 5 * K + K  # each part on each task, and the gradients
+    elif spec.kind == "merged-components":
+        units = 4 * K
+    elif spec.kind == "landscape":
+        units = len(a["params"]["axis"]) ** 2 * (K if a["params"]["task"] is None else 1) + K
+    elif spec.kind == "sweeps":
+        units = sum(len(v) for v in a["grids"].values()) * len(a["splits"]) * K
+    elif spec.kind == "table":
+        units = {"methods": 45 if a.get("test_time") else 35, "sensitivity-variants": 6}.get(a["table"], 10) * K
+        units *= 8 if a.get("tune") else 1
+    elif spec.kind in ("layers", "tsv", "geometry"):
+        units = K
+    else:  # one evaluation
+        units = K
+    return float(units) * scale
+
+
 def label(spec: Spec) -> str:
     """What a progress bar or a job list calls a run of ``spec``."""
     return ANALYSES[spec.kind].label(spec.arguments)

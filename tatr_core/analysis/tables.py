@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Callable, Sequence
 
 from ..cache import digest
@@ -364,6 +365,31 @@ def _groups(table: dict):
     return out
 
 
+def latex_caption(table: dict) -> str:
+    """The caption a paper's table carries: what is measured, the protocol that chose λ and τ, and what the marks
+    mean (LaTeX, escaped)."""
+    split = table.get("split", "test")
+    measured = f"{latex_escape(table['title'])}, on the {latex_escape(split)} split"
+    if table.get("sample"):
+        measured += f" (a sample of {int(table['sample'])} images per task)"
+    if _tuned(table):
+        protocol = (r"$\lambda$ (or LiNeS' $\beta$) and the TATR plug-in's $\tau$ chosen per row on the validation "
+                    "split, as the last column gives them")
+    else:
+        protocol = "every row at its method's defaults, which its label gives"
+    if table.get("test_time"):
+        protocol += "; test-time methods adapt on unlabelled test images"
+    marks = r"\textbf{Bold}: the best in each group of rows; \underline{underlined}: the second"
+    gains = r"; gain: the plug-in row's average minus its base row's" if _has_gains(table) else ""
+    return f"{measured}. {protocol[0].upper() + protocol[1:]}. {marks}{gains}."
+
+
+def latex_label(table: dict) -> str:
+    """A LaTeX label key from the table's title: ``tab:`` and its words joined by dashes."""
+    words = re.findall(r"[a-z0-9]+", str(table["title"]).lower())
+    return "tab:" + "-".join(words[:8])
+
+
 def to_latex(table: dict) -> str:
     """A booktabs ``table`` environment in the paper's layout: labelled row groups, each "& TATR" row
     under its base with its gain, best bold and second underlined within a group."""
@@ -372,7 +398,8 @@ def to_latex(table: dict) -> str:
     extra = (["gain"] if gains else []) + ([r"stored (\%)"] if stored else []) + \
         ([(r"$\lambda$ or $\beta$" if _chose_beta(table) else r"$\lambda$") + r", $\tau$ (val)"] if tuned else [])
     width = 1 + len(cols) + len(extra)
-    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\caption{" + latex_escape(table["title"]) + "}",
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             r"\caption{" + latex_caption(table) + "}", r"\label{" + latex_label(table) + "}",
              r"\begin{tabular}{l" + "r" * len(cols) + "r" * gains + "r" * stored + "l" * tuned + "}", r"\toprule",
              "Method & " + " & ".join([latex_escape(c) for c in cols] + extra) + r" \\"]
     for group, rows in _groups(table):

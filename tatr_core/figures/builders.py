@@ -93,8 +93,9 @@ def conflict_figure(record: dict, form: str = "loss", bound: float | None = None
     fig.update_xaxes(title="task i (added to the merge)", tickangle=-30)
     params = params_text(record["params"])
     so_far = f" over the {len(tasks) * (len(tasks) - 1) - missing} entries so far" if missing else ""
-    return _layout(fig, f"Knowledge conflict C<sub>j|i</sub> ({form} form), total C = {total:+.2f}{so_far}",
-                   subtitle=(f"{record['method']}: {params}" if params else record["method"]) + "; losses in float32",
+    total_unit = "nats" if form == "loss" else "accuracy points"
+    return _layout(fig, f"Knowledge conflict C<sub>j|i</sub> ({form} form), total C = {total:+.2f} {total_unit}{so_far}",
+                   subtitle=(f"{record['method']}: {params}" if params else record["method"]) + "; evaluated in float32",
                    width=760, height=640)
 
 
@@ -206,6 +207,11 @@ def per_task_components_figure(record: dict, metric: str = "accuracy") -> go.Fig
                    barmode="group", width=860)
 
 
+#: the landscape's colour bar, as a share of the plot area's height: the square plot's side at 560 × 640 px
+#: (its y domain once the axes are made square; tests/test_figures_tables.py checks it in the browser's layout)
+LANDSCAPE_BAR = 0.9
+
+
 def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     """Contours of one task's loss (or the total) on the Δ⊥ / Δ⁺ / Δ⁻ plane, the points marked."""
     axis = record["axis"]
@@ -214,7 +220,8 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     plane = ("the sum of all task vectors, split by the total-loss gradient" if record["task"] is None
              else f"the other tasks' vector, split by {record['task']}'s gradient")
     fig = go.Figure(go.Contour(x=axis, y=axis, z=z, colorscale="Viridis", ncontours=20,
-                               colorbar=dict(title=dict(text="loss (nats)", side="right")),
+                               colorbar=dict(title=dict(text="loss (nats)", side="right"), len=LANDSCAPE_BAR,
+                                             y=0.5, yanchor="middle"),
                                hovertemplate="a=%{x:.2f}, b=%{y:.2f}<br>loss %{z:.3f}<extra></extra>"))
     # the four points in a legend under the plot: labels drawn at the points collide (θ_pre's projection
     # often lies next to θ_pre+Δ⁺)
@@ -233,7 +240,7 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
     so_far = f"<b>{done} of {len(axis) ** 2} points so far</b> · " if done < len(axis) ** 2 else ""
     return _layout(fig, f"{which} on the Δ<sup>⊥</sup> / Δ⁺ / Δ⁻ plane",
                    subtitle=f"{so_far}plane of {plane}<br>{orthogonal_caption(fraction)}; losses in float32",
-                   width=640, height=720,
+                   width=560, height=640, meta={"fixed_size": True},
                    legend=dict(orientation="h", x=0.0, y=-0.14, font=dict(size=12)))
 
 

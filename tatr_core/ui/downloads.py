@@ -15,8 +15,10 @@ def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:
     fonts and colours on screen only; the figures spell their colour scales in ``rgb()`` for the
     colour strings Streamlit rewrites whatever the theme (:func:`tatr_core.figures.builders._rgb`)."""
     screen = go.Figure(fig)
-    screen.update_layout(width=None)  # the column's width on screen; the export keeps the figure's own
-    (container or st).plotly_chart(screen, width="stretch", key=key, theme=None)
+    fixed = isinstance(fig.layout.meta, dict) and fig.layout.meta.get("fixed_size")
+    if not fixed:  # a square plot (the landscape) keeps its size, so that its colour bar fits it
+        screen.update_layout(width=None)  # the column's width on screen; the export keeps the figure's own
+    (container or st).plotly_chart(screen, width="content" if fixed else "stretch", key=key, theme=None)
     if stem is not None:
         figure_downloads(fig, stem, key)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from .. import options
+from ..analysis import ANALYSES, cost_units
 from ..analysis import label as analysis_label
 from ..analysis import run
 from ..errors import TatrError
@@ -51,10 +52,11 @@ def analysis(zoo: Zoo, spec: Spec, evaluator: Evaluator | None = None, *, label:
     by ``spec.key()``; None while it runs (see :func:`background`)."""
     return background(spec, label or analysis_label(spec),
                       lambda job: run(zoo, spec, evaluator=evaluator, progress=job.progress, on_update=job.publish),
-                      show_partial=show_partial)
+                      show_partial=show_partial, units=cost_units(spec, len(zoo.task_names)))
 
 
-def background(spec: Spec, label: str, fn: Callable, *, show_partial: Callable | None = None) -> Any:
+def background(spec: Spec, label: str, fn: Callable, *, show_partial: Callable | None = None,
+               units: float = 1.0) -> Any:
     """The result of ``fn(job)`` run as a background job keyed by ``spec.key()``, or None while it runs.
 
     While it runs, the page shows ``show_partial(job.partial)`` when the job has published something,
@@ -70,11 +72,11 @@ def background(spec: Spec, label: str, fn: Callable, *, show_partial: Callable |
         with progress_bar(label) as progress:
             job.progress = progress  # type: ignore[method-assign]
             return fn(job)
-    job = RUNNER.submit(key, label, fn)
+    job = RUNNER.submit(key, label, fn, kind=spec.kind, units=units)
     if job.done and isinstance(job.error, JobCancelled):
         st.info(f"{label}: cancelled. The points it finished are cached; running it again starts from them.")
         if st.button("Run again", key=f"restart-{key}"):
-            RUNNER.submit(key, label, fn, restart=True)
+            RUNNER.submit(key, label, fn, restart=True, kind=spec.kind, units=units)
             st.rerun()
         return None
     if job.done:
@@ -83,6 +85,19 @@ def background(spec: Spec, label: str, fn: Callable, *, show_partial: Callable |
         return job.result
     _watch_job(key, show_partial)
     return None
+
+
+def expected_text(zoo: Zoo, spec: Spec) -> str:
+    """How long ``spec`` is expected to take, from the jobs this server has timed (or that it has not yet)."""
+    units = cost_units(spec, len(zoo.task_names))
+    if spec.load(ANALYSES[spec.kind].check) is not None:
+        return "already computed: shown at once"
+    if not RUNNER.measured(spec.kind):
+        if RUNNER.measured_any():
+            return (f"expected about {format_seconds(RUNNER.estimate(spec.kind, units))} (from the other analyses "
+                    "timed on this server; none of this kind yet)")
+        return "not yet timed on this server: the progress bar estimates the time once it runs"
+    return f"expected about {format_seconds(RUNNER.estimate(spec.kind, units))} (from the jobs of this kind timed here)"
 
 
 def show_failed(record: dict) -> None:
@@ -113,8 +128,11 @@ def _watch_job(key: str, show_partial: Callable | None = None) -> None:
     if show_partial is not None and job.partial is not None:
         show_partial(job.partial)
     if job.started is None:
-        ahead = [j.label for j in RUNNER.pending() if j.started is not None]
-        text = f"{job.label}: queued" + (f" behind {ahead[0]}" if ahead else "")
+        running = [j for j in RUNNER.pending() if j.started is not None]
+        expected = RUNNER.estimate(job.kind, job.units)
+        text = f"{job.label}: queued" + (f" behind {running[0].label}" if running else "") + \
+            (f"; expected to take about {format_seconds(expected)} (measured on this server)"
+             if RUNNER.measured(job.kind) else "")
     else:
         eta = job.eta()
         text = (f"{job.label}: {job.message} · {format_seconds(job.elapsed())} so far"
