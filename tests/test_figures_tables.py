@@ -269,3 +269,34 @@ def test_the_landscape_colour_bar_is_as_tall_as_its_square_plot():
     y0, y1 = full.layout.yaxis.domain
     assert full.data[0].colorbar.len == pytest.approx(y1 - y0, abs=0.02)
     assert fig.layout.meta["fixed_size"] is True
+
+
+@needs_chromium
+@pytest.mark.parametrize("style, inches", [("paper-single", 3.25), ("paper-full", 6.75)])
+def test_the_paper_preset_sets_type_at_7_to_9_points_where_the_figure_is_placed(micro_figures, style, inches):
+    """No baked-in title (it is the caption, and the PDF's title), the figure at the column's width with its type at
+    7-9 pt there, the legend below the plot."""
+    from tatr_core.figures import caption_of, figure_bytes, styled
+
+    fig = micro_figures["conflict"]
+    caption = caption_of(fig)
+    assert caption.startswith("Knowledge conflict") and "<" not in caption
+    svg = figure_bytes(fig, "svg", style).decode()
+    width = float(re.search(r'<svg[^>]* width="([0-9.]+)"', svg).group(1))
+    points = [float(px) * inches * 72 / width for px in re.findall(r"font-size: ?([0-9.]+)px", svg)]
+    assert points and all(6.95 <= pt <= 9.05 for pt in points), sorted(set(points))  # px to 2 decimals
+    assert "Knowledge conflict" not in svg  # no title drawn
+    paper = styled(fig, style)
+    assert paper.layout.legend.y < 0 and paper.layout.meta["title"] == caption
+    pdf = figure_bytes(fig, "pdf", style)
+    title = "<FEFF" + caption.split(". ")[0].encode("utf-16-be").hex().upper() + ">"
+    assert pdf.startswith(b"%PDF") and f"/Title {title}".encode() in pdf and pdf.rstrip().endswith(b"%%EOF")
+    assert b"/Info" in pdf.rsplit(b"trailer", 1)[1]
+
+
+@needs_chromium
+def test_the_figure_command_writes_the_paper_preset_and_prints_its_caption(micro_zoo, tmp_path):
+    r = run_cli("figure", "conflict", "--zoo", "micro", "--style", "paper-single", "--out", tmp_path / "c.svg")
+    assert r.returncode == 0, r.stderr
+    assert "caption: Knowledge conflict" in r.stdout
+    assert 'width="312"' in (tmp_path / "c.svg").read_text()  # 3.25 in at 96 px per inch

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import TatrError
-from ..figures import FIGURES, build_figure, save_figure
+from ..figures import FIGURES, STYLES, build_figure, caption_of, save_figure
 from ..figures.export import FORMATS
 from ..figures.registry import method_parameter_names
 from ..merge import REGISTRY
@@ -31,6 +31,9 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("kind", choices=list(FIGURES), help="the figure")
     p.add_argument("--zoo", required=True, help="mini, micro or a manifest path")
     p.add_argument("--out", required=True, metavar="FILE.{pdf,svg,png,html}")
+    p.add_argument("--style", choices=STYLES, default="screen",
+                   help="screen: as the dashboard draws it; paper-single / paper-full: for a paper's column (3.25 in) "
+                        "or full width (6.75 in), type at 8 / 7 pt there, no title (printed as the caption instead)")
     g = p.add_argument_group("figure parameters (each figure takes its own; defaults are the figure's)")
     methods_taken = method_parameter_names()
     for name, (param, figures) in figure_parameters().items():
@@ -55,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     with BarProgress(args.kind) as bar:
         fig = build_figure(args.kind, zoo, params, progress=bar)
     with output_errors("--out", out):
-        save_figure(fig, out)
+        save_figure(fig, out, args.style)
     print(f"{args.kind} figure for zoo {zoo.name} -> {out}")
+    if args.style != "screen":
+        print(f"caption: {caption_of(fig)}")
     return 0

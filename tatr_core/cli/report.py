@@ -6,7 +6,7 @@ import argparse
 from ..analysis import run as run_analysis
 from ..analysis.tables import RENDERERS, TABLES, table_spec
 from ..evaluate import Evaluator
-from ..figures import build_figure, save_figure
+from ..figures import STYLES, build_figure, save_figure
 from ..figures.registry import FIGURES, report_variants, stem
 from ..paths import check_output_dir, output_errors
 from .common import BarProgress, open_zoo, write_text
@@ -18,6 +18,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--zoo", required=True)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--formats", nargs="+", default=["png", "pdf"], choices=["png", "pdf", "svg", "html"])
+    p.add_argument("--style", choices=STYLES, default="screen",
+                   help="screen, or paper-single / paper-full: the figures for a paper's column or full width")
     p.add_argument("--sample", type=int, default=None, metavar="N",
                    help="evaluate every table and figure on a fixed seeded subsample of N images per task (a quick "
                         "draft; default: each figure's own, the whole test split for most)")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 params = {**params, "sample": args.sample}
             fig = build_figure(name, zoo, params, evaluator=evaluator)
             file_stem = stem(name, params)
-            files = [save_figure(fig, out / f"{file_stem}.{fmt}").name for fmt in args.formats]
+            files = [save_figure(fig, out / f"{file_stem}.{fmt}", args.style).name for fmt in args.formats]
             index += [f"### {title}", ""]
             if "png" in args.formats:
                 index += [f"![{title}]({file_stem}.png)", ""]

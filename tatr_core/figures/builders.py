@@ -422,3 +422,22 @@ def tsv_spectrum_figure(record: dict, layer: str | None = None, per_layer: bool 
     fig.update_xaxes(tickangle=-30, row=1, col=2)
     return _layout(fig, f"Task singular vectors (rank kept for interference: {100 * record['rank_fraction']:.0f}%)",
                    width=1150, height=560, legend=dict(orientation="h", x=0.0, y=-0.22, font=dict(size=12)))
+
+
+def panels_figure(panels: list[go.Figure], names: list[str], title: str) -> go.Figure:
+    """Figures side by side in one, as a paper lays out a multi-panel figure: each panel's traces, axes titles
+    and axis types; one legend (a trace named alike in two panels is listed once)."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=names, horizontal_spacing=0.1)
+    seen: set[str] = set()
+    for col, panel in enumerate(panels, start=1):
+        for trace in panel.data:
+            trace = go.Figure(trace).data[0]  # a copy
+            trace.showlegend = trace.name not in seen
+            seen.add(trace.name)
+            fig.add_trace(trace, row=1, col=col)
+        fig.update_xaxes(title=panel.layout.xaxis.title.text, type=panel.layout.xaxis.type, row=1, col=col)
+        fig.update_yaxes(title=panel.layout.yaxis.title.text if col == 1 else None, row=1, col=col)
+    return _layout(fig, title, width=420 * len(panels) + 80, height=440,
+                   legend=dict(orientation="h", x=0.0, y=-0.22, font=dict(size=12)))

@@ -326,6 +326,24 @@ for _name, (_parameter, _methods) in SWEEPS.items():
                 "sweep": ()}[_name],
         method_params=True))
 
+def _figure3_specs(zoo: Zoo, p: dict) -> list[Spec]:
+    """Figure 3's two sweeps: (a) the exemplar count, (b) τ, each over its whole grid."""
+    both = {**p, "values": None, "tau": None, "exemplars": None}
+    return _sweep_specs("exemplar-sweep")(zoo, both) + _sweep_specs("tau-sweep")(zoo, both)
+
+
+register(Figure(
+    "figure-3", "Figure 3: average accuracy against (a) the exemplar count and (b) τ, side by side", "sweeps",
+    (METHODS.with_default(None, help="the merge methods drawn, overlaid in both panels (default tatr)"), PER_TASK,
+     SENSITIVITY, *RUN),
+    _figure3_specs,
+    lambda records, p: b.panels_figure([b.sweep_figure(r["curves"], p["per_task"]) for r in records],
+                                       ["(a) exemplars", "(b) τ"],
+                                       "Average accuracy against the exemplar count (a) and τ (b)"),
+    lambda p: "figure-3-" + "-".join(p["methods"] or ["tatr"]),
+    report=(("Figure 3: exemplars and τ side by side", {}),),
+    method_params=True))
+
 register(Figure(
     "tsv-spectrum", "Task singular vectors: spectra and singular task interference", "tsv",
     (LAYER, LAYER_INTERFERENCE), lambda zoo, p: [tsv_spec(zoo)],

@@ -6,7 +6,7 @@ import plotly.io as pio
 import streamlit as st
 
 from ..cache import digest
-from ..figures import chromium, figure_bytes
+from ..figures import caption_of, chromium, figure_bytes
 
 
 def show_figure(fig, key: str, stem: str | None = None, container=None) -> None:
@@ -38,16 +38,22 @@ def figure_downloads(fig, stem: str, key: str) -> None:
 _MIMES = {"png": "image/png", "svg": "image/svg+xml", "pdf": "application/pdf", "html": "text/html"}
 
 
+#: the paper presets offered in the menu, and the formats each is made in
+PAPER_FILES = {"paper-single": ("pdf", "svg"), "paper-full": ("pdf", "svg")}
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _export_all(spec: str, formats: tuple[str, ...]) -> dict[str, bytes]:
+    """``formats``: ``fmt`` (as on screen) or ``style:fmt`` (a paper preset)."""
     fig = pio.from_json(spec)
-    return {fmt: figure_bytes(fig, fmt) for fmt in formats}
+    return {f: figure_bytes(fig, f.split(":")[-1], f.split(":")[0] if ":" in f else "screen") for f in formats}
 
 
 @st.fragment
 def _download_menu(spec: str, stem: str, key: str) -> None:
     """The menu's buttons (their widget keys from the figure's ``key`` on the page; its files named ``stem``)."""
-    formats = tuple((["png", "svg", "pdf"] if chromium() else []) + ["html"])
+    paper = [f"{style}:{fmt}" for style, fmts in PAPER_FILES.items() for fmt in fmts] if chromium() else []
+    formats = tuple((["png", "svg", "pdf"] if chromium() else []) + ["html"] + paper)
     ready_key, wanted = f"dl-ready-{key}", digest([spec, formats])
     if st.session_state.get(ready_key) != wanted:
         label = "Prepare PNG · SVG · PDF · HTML" if len(formats) > 1 else "Prepare HTML"
@@ -58,8 +64,14 @@ def _download_menu(spec: str, stem: str, key: str) -> None:
         st.session_state[ready_key] = wanted
     else:
         files = _export_all(spec, formats)  # made by an earlier request: from the server's cache
-    for fmt in formats:
-        st.download_button(fmt.upper(), data=files[fmt], file_name=f"{stem}.{fmt}", mime=_MIMES[fmt],
-                           key=f"dl-{key}-{fmt}", width="stretch", on_click="ignore")
+    for f in formats:
+        style, fmt = f.split(":") if ":" in f else ("", f)
+        width = "one column" if style == "paper-single" else "full width"
+        label = f"{fmt.upper()} for a paper, {width}" if style else fmt.upper()
+        st.download_button(label, data=files[f], file_name=f"{stem}{'-' + style if style else ''}.{fmt}",
+                           mime=_MIMES[fmt], key=f"dl-{key}-{f.replace(':', '-')}", width="stretch", on_click="ignore")
+    if any(":" in f for f in formats):
+        st.caption("The paper files carry no title; their caption (also in the PDF's metadata):")
+        st.code(caption_of(pio.from_json(spec)), language=None, wrap_lines=True)
     if len(formats) == 1:
         st.caption("PNG / SVG / PDF export needs chromium (apt-get install chromium); HTML works everywhere.")

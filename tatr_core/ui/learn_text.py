@@ -121,7 +121,8 @@ def figure2a(merged: dict) -> str:
     text = (f"Here θ^neg averages {neg:.1f}%, θ^orth {orth:.1f}% and θ^pos {pos:.1f}%, against {pre:.1f}% for "
             "θ_pre. ")
     if neg < pre - 5:
-        text += "θ^neg falls well below θ_pre: the collapse the paper describes (Δ⁻ overshoots the optimum it points to)"
+        text += ("θ^neg falls well below θ_pre: the collapse the paper describes (Δ⁻ overshoots the optimum it "
+                 "points to)")
     else:
         text += ("**θ^neg does not collapse on this zoo** (the paper finds it far below θ_pre: Δ⁻ overshoots the "
                  "optimum it points to)")
