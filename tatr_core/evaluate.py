@@ -21,6 +21,8 @@ bf16 blurs the small loss differences they are made of (``evaluate(..., precisio
 """
 from __future__ import annotations
 
+import math
+
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,7 +127,7 @@ class Evaluator:
             images, labels = self.zoo.tasks[task].split(split)
             if isinstance(images, torch.Tensor):  # a built-in zoo's split, in memory
                 self._data[key] = (images.to(self.device), labels.to(self.device))
-            elif self.device.type != "cpu" and len(images) * images[0].numel() <= DEVICE_SPLIT_BYTES:
+            elif self.device.type != "cpu" and math.prod(images.shape) <= DEVICE_SPLIT_BYTES:  # uint8: 1 byte each
                 self._data[key] = (images.to(self.device), labels.to(self.device))  # kept on the GPU
             else:  # a mapped split: decoded (what is missing, on every core), then read batch by batch from the
                 # file, so that this process never holds it whole

@@ -129,14 +129,18 @@ def _write(views: _Views, done: list[tuple[int, np.ndarray]]) -> None:
         views.flags[i] = 1
 
 
-def _decode_into(path: str, n: int, size: int, source: Source, indices: list[int]) -> int:
-    """A worker's task: decode ``indices`` of ``source`` and write them into the file; returns how many."""
-    views = _Views(Path(path), n, size)
-    todo = [i for i in indices if not views.flags[i]]
+def _decode(views: _Views, source: Source, size: int, indices) -> int:
+    """Decode those of ``indices`` not yet flagged and write them into the file; returns how many were asked."""
+    todo = [int(i) for i in indices if not views.flags[i]]
     if todo:
         encoded = source.encoded(todo)
         _write(views, [(i, preprocess(e, size, source.describe(i))) for i, e in zip(todo, encoded)])
     return len(indices)
+
+
+def _decode_into(path: str, n: int, size: int, source: Source, indices: list[int]) -> int:
+    """A worker process's task: :func:`_decode` into the file at ``path``, mapped in this process."""
+    return _decode(_Views(Path(path), n, size), source, size, indices)
 
 
 def workers() -> int:
@@ -297,9 +301,7 @@ class MappedImages:
         if len(missing) > IN_PROCESS:
             self.decode_all(missing)
         elif len(missing):
-            encoded = self.source.encoded(missing.tolist())
-            _write(self._views, [(int(i), preprocess(e, self.size, self.source.describe(int(i))))
-                                 for i, e in zip(missing, encoded)])
+            _decode(self._views, self.source, self.size, missing)
 
     def decode_all(self, rows: np.ndarray | None = None, progress=None, jobs: int | None = None) -> int:
         """Decode ``rows`` (default: every image not yet decoded) on ``jobs`` cores (default: every one), with a
@@ -348,7 +350,7 @@ class MappedImages:
                     state["next"] -= 1
                 if k < 0 or (futures and not futures[k].cancel()):
                     return  # everything is taken; from here on the processes have it
-                _decode_into(str(self.path), self.n, self.size, self.source, chunks[k])
+                _decode(self._views, self.source, self.size, chunks[k])  # this process's own map of the file
                 finished(len(chunks[k]))
 
         threads = ThreadPoolExecutor(max_workers=jobs + 1)
