@@ -49,8 +49,8 @@ CHUNK = 64
 #: they save) ...
 POOL_MIN = 2048
 #: ... when there are more cores than this.  One more thread than cores keeps them busy while others hold the
-#: GIL; on 2 cores 3 threads decode about 1.6x a one-thread loop, and 2 threads with a worker process (which
-#: first spends 3 s importing) only 1.25x (bench/data_load.py, BENCHMARKS.md)
+#: GIL; a worker process first spends about 3 s importing the package, which on 2 cores lost to threads alone
+#: (BENCHMARKS.md, bench/data_load.py for the threads' throughput)
 THREADS_SUFFICE = 2
 
 
