@@ -1,11 +1,15 @@
 """Knowledge Conflicts: C_{j|i} (Definition 1 / Eq. 3) for two methods side by side, in loss or
 accuracy form (hovering an entry shows the two evaluations it is the difference of); below, the same
-question in weight space: the tasks' singular-value spectra and their singular task interference (TSV)."""
+question in weight space: the tasks' singular-value spectra and their singular task interference (TSV);
+last, in function space: the weight-disentanglement error ξ(α₁, α₂) of two tasks."""
 import streamlit as st
 
+from tatr_core.analysis.components import grid_axis
 from tatr_core.analysis.conflict import conflict_spec
+from tatr_core.analysis.disentanglement import disentanglement_spec
 from tatr_core.analysis.tsv_view import tsv_spec
-from tatr_core.figures import conflict_extent, conflict_figure, tsv_default_layer, tsv_spectrum_figure
+from tatr_core.figures import (conflict_extent, conflict_figure, disentanglement_figure, tsv_default_layer,
+                               tsv_spectrum_figure)
 from tatr_core.figures.registry import stem
 from tatr_core.merge import REGISTRY
 from tatr_core.ui.controls import TAU_CHOICES, control
@@ -77,3 +81,35 @@ if view is not None and view["layers"]:
                     stem("tsv-spectrum", shown))
 elif view is not None:
     st.info("This zoo's merged parameters hold no 2-D tensor, so there are no singular vectors to show.")
+
+st.header("Do the task vectors stay out of each other's way? Weight disentanglement")
+st.caption("Task arithmetic works when adding task 2's vector leaves the predictions on task 1's images alone, and "
+           "the other way round (Ortiz-Jiménez et al., 2023). ξ(α₁, α₂) counts, on each task's images, the share of "
+           "predictions of θ_pre + α_t τ_t that change when the other task's vector is added too, summed over the two "
+           "tasks: 0 is perfectly disentangled, 2 changes every prediction. The dashed square is where Task "
+           "Arithmetic works (α ∈ [0, 1]).")
+st.latex(r"\xi(\alpha_1,\alpha_2)=\sum_{t=1}^{2}\mathbb{E}_{x\sim\mu_t}\Big[\mathbb{1}\big[f(x;\theta_{pre}+\alpha_t\tau_t)"
+         r"\neq f(x;\theta_{pre}+\alpha_1\tau_1+\alpha_2\tau_2)\big]\Big]")
+names = zoo.task_names
+first, second, third = st.columns(3)
+task_a = first.selectbox("Task 1", names, key=control("xi-first", names[0], names))
+others = [t for t in names if t != task_a]
+task_b = second.selectbox("Task 2", others, key=control("xi-second", others[0], others))  # reset if task 1 took it
+steps = [1.0, 0.5]
+xi_step = third.selectbox("Grid over [−3, 3]²", steps, key=control("xi-step", 0.5, steps),
+                          format_func=lambda s: f"{len(grid_axis(-3, 3, s))}×{len(grid_axis(-3, 3, s))} (step {s:g})",
+                          help="13×13 is the paper's grid; each point is a merged model evaluated on both tasks")
+with friendly_errors():
+    xi_spec = disentanglement_spec(zoo, [task_a, task_b], step=xi_step)
+    n_xi = len(xi_spec.arguments["axis"])
+    xi = analysis(zoo, xi_spec, evaluator, label=f"ξ of {task_a} and {task_b}: {n_xi}×{n_xi} merged models",
+                  show_partial=lambda partial: show_figure(disentanglement_figure(partial), "xi-live"))
+if xi is not None:
+    left, right = st.columns([3, 1])
+    with left:
+        show_figure(disentanglement_figure(xi), "xi-fig",
+                    stem("disentanglement", {"tasks": [task_a, task_b], "step": xi_step}))
+    right.metric("mean ξ, α ∈ [0, 1]²", f"{xi['mean_unit']:.3f}",
+                 help="the average of ξ over the grid points where both scales lie in [0, 1], Task Arithmetic's range")
+    right.metric("mean ξ, whole grid", f"{xi['mean']:.3f}")
+    show_failed(xi)

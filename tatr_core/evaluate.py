@@ -78,9 +78,11 @@ class TaskResult:
     accuracy: float
     loss: float
     n: int
+    predictions: list[int] | None = None  #: each image's predicted class, when asked for
 
     def as_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "loss": self.loss, "n": self.n}
+        out = {"accuracy": self.accuracy, "loss": self.loss, "n": self.n}
+        return out if self.predictions is None else {**out, "predictions": self.predictions}
 
 
 def default_device() -> torch.device:
@@ -211,17 +213,19 @@ class Evaluator:
     def evaluate(self, params: Mapping[str, torch.Tensor] | torch.Tensor | None, tasks: Sequence[str] | None = None,
                  split: str = "test", sample: int | None = None, seed: int = 0,
                  feature_maps: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-                 precision: str | None = None) -> dict[str, TaskResult]:
-        """Accuracy and mean cross-entropy on each task (all tasks by default).
+                 precision: str | None = None, predictions: bool = False) -> dict[str, TaskResult]:
+        """Accuracy and mean cross-entropy on each task (all tasks by default); with ``predictions``, also
+        each image's predicted class (in the order of the split, or of the sample's sorted indices).
 
         ``feature_maps[task]``, when given, transforms that task's representations before its head
         (Representation Surgery's per-task modules).  ``precision="fp32"`` evaluates in float32 this
         once unless the evaluator was asked for bf16 (the loss-based analyses ask for it).
         """
         with self._lock:
-            return self._evaluate(params, tasks, split, sample, seed, feature_maps, precision)
+            return self._evaluate(params, tasks, split, sample, seed, feature_maps, precision, predictions)
 
-    def _evaluate(self, params, tasks, split, sample, seed, feature_maps, precision=None) -> dict[str, TaskResult]:
+    def _evaluate(self, params, tasks, split, sample, seed, feature_maps, precision=None,
+                  predictions: bool = False) -> dict[str, TaskResult]:
         p = self.as_params(params)
         out = {}
         if split not in SPLITS:
@@ -234,7 +238,7 @@ class Evaluator:
                 images, labels = images[idx].to(self.device), labels[idx].to(self.device)
             else:
                 images, labels = self.data(task, split)
-            correct, loss_sum = 0, 0.0
+            correct, loss_sum, predicted = 0, 0.0, []
             for start in range(0, len(labels), self.batch_size):
                 x = self.normalise(images[start:start + self.batch_size].to(self.device, non_blocking=True))
                 y = labels[start:start + self.batch_size]
@@ -248,9 +252,12 @@ class Evaluator:
                                     "parameters are out of the range the arithmetic can hold; a merge's λ (--lam) far "
                                     "above 1 does this. Use a smaller --lam; no accuracy was computed")
                 loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
+                guess = logits.argmax(1)
+                correct += int((guess == y).sum())
+                if predictions:
+                    predicted += guess.tolist()
             n = len(labels)
-            out[task] = TaskResult(correct / n, loss_sum / n, n)
+            out[task] = TaskResult(correct / n, loss_sum / n, n, predicted if predictions else None)
         return out
 
     def _bf16_agrees(self, batches: int = 2) -> bool:

@@ -63,6 +63,7 @@ for _kind in (
     Kind("components", "results", 1, "Δ⁺ / Δ⁻ / Δ⊥ of the other tasks' vector, per task"),
     Kind("merged-components", "results", 1, "Figure 2(a): merged models of one component"),
     Kind("landscape", "results", 1, "losses on the Δ⊥ / Δ⁺ / Δ⁻ plane"),
+    Kind("disentanglement", "results", 1, "the weight-disentanglement error ξ(α₁, α₂) of two tasks"),
     Kind("layers", "results", 2, "per-layer sensitivity, excluded fractions and the Ω histogram (2: blocks by depth)"),
     Kind("tsv", "results", 1, "singular-value spectra and singular task interference"),
     Kind("geometry", "results", 1, "norms, cosine similarities and overlap of the task vectors"),

@@ -110,7 +110,7 @@ def _subset(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -
 
 def _linear(zoo: Zoo, evaluator, args: dict, shared: dict, progress: Progress) -> dict:
     return linear_record(zoo, evaluator, args["terms"], shared, args["tasks"], args["split"], args["sample"],
-                         args["seed"], args.get("precision"))
+                         args["seed"], args.get("precision"), bool(args.get("predictions")))
 
 
 #: kind -> (compute(zoo, evaluator, args, shared, progress), the shape its record must have)
@@ -146,13 +146,17 @@ def subset_point(zoo: Zoo, method: str, params: dict, merged: list[int] | None, 
 
 
 def linear_point(zoo: Zoo, label: str, terms: Sequence[tuple[str, float]], tasks: Sequence[str], split: str,
-                 sample: int | None, seed: int, source: dict, precision: str | None = None) -> Point:
+                 sample: int | None, seed: int, source: dict, precision: str | None = None,
+                 predictions: bool = False) -> Point:
     """θ_pre + Σ weight·shared[name], evaluated on ``tasks``.  ``source`` says what the shared vectors are
     computed from (an analysis's parameters): with the terms it makes the point's key.
-    ``precision="fp32"``: evaluated in float32 even where the evaluator uses bf16 (loss-based analyses)."""
+    ``precision="fp32"``: evaluated in float32 even where the evaluator uses bf16 (loss-based analyses).
+    ``predictions``: the record also holds each image's predicted class (what ξ compares)."""
     terms = [[n, float(w)] for n, w in terms]
     args = {"terms": terms, "tasks": list(tasks), "split": split, "sample": sample, "seed": seed if sample else 0,
             "source": source}
     if precision is not None:
         args["precision"] = precision
+    if predictions:
+        args["predictions"] = True
     return Point(Spec.of("linear", zoo.key, args), label, tuple(n for n, _ in terms))

@@ -212,13 +212,14 @@ def subset_record(zoo: Zoo, evaluator: Evaluator, method: str, params: dict, mer
 
 def linear_record(zoo: Zoo, evaluator: Evaluator, terms: Sequence[tuple[str, float]], vectors: dict,
                   tasks: Sequence[str], split: str, sample: int | None, seed: int,
-                  precision: str | None = None) -> dict:
+                  precision: str | None = None, predictions: bool = False) -> dict:
     """θ_pre + Σ weight·vectors[name] over ``terms`` (in order: the same sums on every executor),
-    evaluated on ``tasks``: ``{task: {"accuracy", "loss", "n"}}``."""
+    evaluated on ``tasks``: ``{task: {"accuracy", "loss", "n"}}`` (and ``"predictions"``, each image's
+    predicted class, when asked for)."""
     theta = zoo.task_vectors.pretrained
     for name, weight in terms:
         theta = theta + weight * vectors[name].to(theta.device)  # no copy when both are on one device
-    results = evaluator.evaluate(theta, tasks, split, sample, seed, precision=precision)
+    results = evaluator.evaluate(theta, tasks, split, sample, seed, precision=precision, predictions=predictions)
     return {t: r.as_dict() for t, r in results.items()}
 
 

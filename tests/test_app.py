@@ -116,14 +116,36 @@ def test_knowledge_conflicts_page_shows_the_computed_totals(micro_zoo):
     at = open_page("app_pages/knowledge_conflicts.py")
     ta = conflict_matrix(micro_zoo, "task_arithmetic")
     tatr = conflict_matrix(micro_zoo, "tatr", tau=0.01)
-    assert [m.value for m in at.metric] == [f"{ta['total_loss']:+.2f}", f"{tatr['total_loss']:+.2f}"]
+    assert [m.value for m in at.metric[:2]] == [f"{ta['total_loss']:+.2f}", f"{tatr['total_loss']:+.2f}"]
     at.radio(key="conflict-form").set_value("accuracy").run()
-    assert [m.value for m in at.metric] == [f"{100 * ta['total_accuracy']:+.2f}", f"{100 * tatr['total_accuracy']:+.2f}"]
+    assert [m.value for m in at.metric[:2]] == [f"{100 * ta['total_accuracy']:+.2f}",
+                                                f"{100 * tatr['total_accuracy']:+.2f}"]
     at.selectbox(key="conflict-left").set_value("ties").run()
     ties = conflict_matrix(micro_zoo, "ties")
     assert at.metric[0].value == f"{100 * ties['total_accuracy']:+.2f}"
     at.selectbox(key="conflict-left").set_value("tatr").run()  # the same method on both sides
-    assert not at.exception and len(at.metric) == 2 and at.metric[0].value == at.metric[1].value
+    assert not at.exception and at.metric[0].label != at.metric[2].label and at.metric[0].value == at.metric[1].value
+
+
+def test_knowledge_conflicts_page_shows_the_weight_disentanglement(micro_zoo):
+    from tatr_core.analysis.disentanglement import disentanglement
+
+    names = micro_zoo.task_names
+    at = open_page("app_pages/knowledge_conflicts.py", query={"xi-step": "1.0"})
+    record = disentanglement(micro_zoo, names[:2], step=1.0)
+
+    def shown():
+        fig = next(f for f in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                   if f["layout"]["title"]["text"].startswith("Weight disentanglement"))
+        return fig, next(d["z"] for d in fig["data"] if d["type"] == "heatmap")
+
+    fig, z = shown()
+    assert z == record["xi"] and f"{names[0]} and {names[1]}" in fig["layout"]["title"]["text"]
+    assert [m.value for m in at.metric[-2:]] == [f"{record['mean_unit']:.3f}", f"{record['mean']:.3f}"]
+    at.selectbox(key="xi-first").set_value(names[1]).run()  # task 2 was names[1]: it moves to the first other task
+    assert not at.exception and at.selectbox(key="xi-second").value == names[0]
+    swapped = disentanglement(micro_zoo, [names[1], names[0]], step=1.0)
+    assert shown()[1] == swapped["xi"]
 
 
 def test_knowledge_conflicts_page_shows_the_task_singular_vectors(micro_zoo):
@@ -135,8 +157,9 @@ def test_knowledge_conflicts_page_shows_the_task_singular_vectors(micro_zoo):
     layer = at.selectbox(key="tsv-layer")
     assert layer.value == tsv_default_layer(view) and list(layer.options) == view["layers"]
 
-    def heatmap():  # the interference matrix drawn on the page (the last figure's heatmap)
-        fig = json.loads(at.get("plotly_chart")[-1].proto.spec)
+    def heatmap():  # the interference matrix drawn on the page (the TSV figure's heatmap)
+        fig = next(f for f in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+                   if "singular" in f["layout"]["title"]["text"].lower())
         return sum(next(d["z"] for d in fig["data"] if d["type"] == "heatmap"), [])
 
     def flat(matrix):

@@ -24,7 +24,8 @@ needs_chromium = pytest.mark.skipif(not HAVE_CHROMIUM, reason="chromium not inst
 QUICK = dict(exemplars=8, sample=40, step=0.5, per_task=True)
 #: the generic sweep needs methods and a parameter; the fits train a few steps
 OVERRIDES = {"sweep": dict(methods=["pcb"], parameter="density", values=[0.1, 0.3]),
-             "adamerging-coefficients": dict(steps=3, batch=4), "surgery-gap": dict(steps=3, batch=4)}
+             "adamerging-coefficients": dict(steps=3, batch=4), "surgery-gap": dict(steps=3, batch=4),
+             "disentanglement": dict(step=1.5)}
 
 
 def quick(name: str) -> dict:

@@ -15,9 +15,11 @@ CLI consume.
 * :mod:`.sweeps` — accuracy against τ, λ, the exemplar count or a declared parameter (Figure 3, Table 5);
   several curves as one page request (``sweeps``).
 * :mod:`.tables` — Tables 1, 6 and 4 in the paper's layout (``table``); :mod:`.tuning` — λ and τ on validation.
+* :mod:`.disentanglement` — the weight-disentanglement error ξ(α₁, α₂) of two tasks (Ortiz-Jiménez et al.,
+  2023) (``disentanglement``).
 * :mod:`.geometry` — norms, cosine similarities and overlap of the task vectors (``geometry``).
 """
-from . import components, conflict, evaluation, geometry, layers, sweeps, tables, tsv_view  # noqa: F401  (they register)
+from . import components, conflict, disentanglement, evaluation, geometry, layers, sweeps, tables, tsv_view  # noqa: F401  (they register)
 from .registry import ANALYSES, Context, cost_units, label, run
 
 __all__ = ["ANALYSES", "Context", "cost_units", "label", "run"]

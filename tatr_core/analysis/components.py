@@ -252,15 +252,15 @@ def component_summary(record: dict) -> dict:
 MAX_GRID = 61
 
 
-def grid_axis(start: float = -0.2, stop: float = 1.2, step: float = 0.1) -> list[float]:
+def grid_axis(start: float = -0.2, stop: float = 1.2, step: float = 0.1, what: str = "landscape") -> list[float]:
     """Coordinates start, start+step, ..., stop (exact decimals, both ends included), at most
-    :data:`MAX_GRID` of them (checked before anything is allocated)."""
+    :data:`MAX_GRID` of them (checked before anything is allocated); ``what`` names the grid in errors."""
     if not all(math.isfinite(x) for x in (start, stop, step)) or step <= 0 or stop < start:
-        raise TatrError(f"landscape grid needs finite start ≤ stop and step > 0, got {start}, {stop}, {step}")
+        raise TatrError(f"{what} grid needs finite start ≤ stop and step > 0, got {start}, {stop}, {step}")
     points = round((stop - start) / step) + 1
     if points > MAX_GRID:
         smallest = math.ceil((stop - start) / (MAX_GRID - 1) * 1e4) / 1e4
-        raise TatrError(f"a landscape grid with step {step:g} over [{start:g}, {stop:g}] has {points:,} × {points:,} "
+        raise TatrError(f"a {what} grid with step {step:g} over [{start:g}, {stop:g}] has {points:,} × {points:,} "
                         f"points; the limit is {MAX_GRID} × {MAX_GRID} (--step at least {smallest:g}): use a larger --step")
     n = int(round((stop - start) / step)) + 1
     return [round(start + i * step, 10) for i in range(n)]

@@ -94,6 +94,8 @@ def cost_units(spec: Spec, tasks: int) -> float:
         units = 4 * K
     elif spec.kind == "landscape":
         units = len(a["params"]["axis"]) ** 2 * (K if a["params"]["task"] is None else 1) + K
+    elif spec.kind == "disentanglement":  # each joint model on both tasks, each single one on its task
+        units = 2 * len(a["axis"]) ** 2 + 2 * len(a["axis"])
     elif spec.kind == "sweeps":
         units = sum(len(v) for v in a["grids"].values()) * len(a["splits"]) * K
     elif spec.kind == "table":

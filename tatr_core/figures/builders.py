@@ -244,6 +244,47 @@ def landscape_figure(record: dict, task: str | None = None) -> go.Figure:
                    legend=dict(orientation="h", x=0.0, y=-0.14, font=dict(size=12)))
 
 
+def disentanglement_figure(record: dict) -> go.Figure:
+    """ξ(α₁, α₂) of two tasks as a heatmap on an absolute scale (0: disentangled, 2: every prediction of both
+    tasks changed), with Task Arithmetic's region [0, 1]² outlined."""
+    axis, (a, b) = record["axis"], record["tasks"]
+    xi = record["xi"]
+    hover = [[f"α₁ = {axis[i1]:g}, α₂ = {axis[i2]:g}<br>ξ = {'—' if xi[i2][i1] is None else f'{xi[i2][i1]:.3f}'}"
+              + ("" if record["error"][a][i2][i1] is None else
+                 f"<br>{a}: {100 * record['error'][a][i2][i1]:.1f}% of predictions changed"
+                 f"<br>{b}: {100 * record['error'][b][i2][i1]:.1f}% changed")
+              for i1 in range(len(axis))] for i2 in range(len(axis))]
+    fig = go.Figure(go.Heatmap(x=axis, y=axis, z=xi, zmin=0, zmax=2, colorscale="Magma", reversescale=True,
+                               text=hover, hoverinfo="text",
+                               colorbar=dict(title=dict(text="ξ (0 to 2)", side="right"), len=LANDSCAPE_BAR,
+                                             y=0.5, yanchor="middle")))
+    half = 0.5 * _step(axis)
+    unit = [a for a in axis if 0 <= a <= 1]
+    if unit:  # the cells of α ∈ [0, 1]², outlined
+        fig.add_shape(type="rect", x0=unit[0] - half, x1=unit[-1] + half, y0=unit[0] - half, y1=unit[-1] + half,
+                      line=dict(color="#009E73", width=3, dash="dash"), fillcolor="rgba(0,0,0,0)")
+        fig.add_scatter(x=[None], y=[None], mode="lines", line=dict(color="#009E73", width=3, dash="dash"),
+                        name=f"Task Arithmetic's region, α ∈ [0, 1]²: mean ξ {record['mean_unit']:.3f}"
+                        if record.get("mean_unit") is not None else "Task Arithmetic's region, α ∈ [0, 1]²")
+    fig.update_xaxes(title=f"α₁: scale of τ({a})", range=[axis[0] - half, axis[-1] + half], constrain="domain")
+    fig.update_yaxes(title=f"α₂: scale of τ({b})", range=[axis[0] - half, axis[-1] + half], scaleanchor="x",
+                     constrain="domain")
+    done = sum(v is not None for row in xi for v in row)
+    so_far = f"<b>{done} of {len(axis) ** 2} points so far</b> · " if done < len(axis) ** 2 else ""
+    images = record.get("images") or {}
+    sample = (f"{' and '.join(str(images[t]) for t in (a, b))} {record['split']} images" if len(images) == 2
+              else f"the {record['split']} split")
+    return _layout(fig, f"Weight disentanglement ξ(α₁, α₂): {a} and {b}",
+                   subtitle=f"{so_far}share of each task's predictions that adding the other task's vector changes, "
+                            f"summed<br>(Ortiz-Jiménez et al., 2023); {sample}",
+                   width=560, height=640, meta={"fixed_size": True}, showlegend=True,
+                   legend=dict(orientation="h", x=0.0, y=-0.14, font=dict(size=12)))
+
+
+def _step(axis: list[float]) -> float:
+    return axis[1] - axis[0] if len(axis) > 1 else 1.0
+
+
 def layer_sensitivity_figure(record: dict, by: str = "tensor") -> go.Figure:
     """Figure 4: per-task sensitivity Σ_{i≠j}|G_j|⊙|Δ_i| per layer (log colour scale), tasks × layers."""
     tasks = record["tasks"]

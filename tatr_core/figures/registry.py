@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from ..analysis import run
 from ..analysis.components import (ORTHOGONAL_FRACTION, components_spec, landscape_spec, merged_components_spec)
 from ..analysis.conflict import conflict_spec
+from ..analysis.disentanglement import disentanglement_spec
 from ..analysis.evaluation import evaluation_spec
 from ..analysis.geometry import geometry_spec
 from ..analysis.layers import layers_spec
@@ -247,6 +248,27 @@ register(Figure(
     lambda records, p: b.landscape_figure(records[0], _landscape_loss(p)), _landscape_stem,
     report=(("Total loss landscape (Figure 2c, Figure 6)", {}),
             (f"Loss landscape of {FIRST_TASK} (Figure 2b, Figure 5)", {"task": FIRST_TASK}))))
+
+
+PAIR = Param("tasks", str, None, "the two tasks whose vectors are scaled (default: the zoo's first two)", many=True)
+ALPHA_STEP = Param("step", float, 0.5, "grid step over [-3, 3] for α₁ and α₂ (0.5: 13×13, the paper's range)",
+                   low=0.0, low_open=True)
+
+
+def _disentanglement_stem(p: dict) -> str:
+    from ..analysis.components import grid_axis
+
+    n = len(grid_axis(-3.0, 3.0, p["step"], what="disentanglement"))  # the spec's axis
+    return f"disentanglement-{'-'.join(p['tasks'] or ['first-two'])}-{n}x{n}"
+
+
+register(Figure(
+    "disentanglement", "Weight disentanglement ξ(α₁, α₂) of two tasks (Ortiz-Jiménez et al., 2023)", "disentanglement",
+    (PAIR, ALPHA_STEP, SPLIT, SAMPLE_LANDSCAPE, SEED),
+    lambda zoo, p: [disentanglement_spec(zoo, p["tasks"], step=p["step"], split=p["split"], sample=p["sample"],
+                                         seed=p["seed"])],
+    lambda records, p: b.disentanglement_figure(records[0]), _disentanglement_stem,
+    report=(("Weight disentanglement of the first two tasks", {}),)))
 
 
 def _layer_specs(zoo: Zoo, p: dict) -> list[Spec]:
