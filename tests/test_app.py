@@ -559,6 +559,41 @@ def test_the_cheaper_job_in_view_goes_first_and_costs_are_measured():
     assert runner.wait(30) and not runner.measured("conflict")  # an instant job says nothing of the cost
 
 
+def test_a_live_page_gets_its_cheapest_figure_first(micro_zoo, monkeypatch):
+    """On the Knowledge Conflicts page, served with background jobs while the runner is busy: once it is
+    free, the page's cheapest job (the TSV view, asked for third) runs first, then the two conflict
+    matrices, then ξ (the most points); a job that no page shows any more waits until they are done."""
+    import threading
+
+    from tatr_core import jobs
+    from tatr_core.analysis.conflict import conflict_spec
+    from tatr_core.analysis.disentanglement import disentanglement_spec
+    from tatr_core.analysis.tsv_view import tsv_spec
+    from tatr_core.jobs import RUNNER
+
+    monkeypatch.setenv("TATR_JOBS", "background")
+    monkeypatch.setattr(jobs, "IN_VIEW_S", 3600.0)  # the page stays in view however slow this machine is
+    monkeypatch.setattr(RUNNER, "_rates", {})  # costs in units alone, whatever earlier tests timed
+    release = threading.Event()
+    RUNNER.submit("live-page-blocker", "a long fit", lambda job: release.wait(120))
+    left = RUNNER.submit("live-page-left-behind", "a page left behind", lambda job: None, kind="tsv", units=1)
+    left.asked -= 7200
+    at = open_page("app_pages/knowledge_conflicts.py", query={"xi-step": "1.0"})
+    names = micro_zoo.task_names
+    specs = {"tsv": tsv_spec(micro_zoo), "ta": conflict_spec(micro_zoo, "task_arithmetic"),
+             "tatr": conflict_spec(micro_zoo, "tatr", tau=0.01),
+             "xi": disentanglement_spec(micro_zoo, names[:2], step=1.0)}
+    queued = {name: RUNNER.get(spec.key()) for name, spec in specs.items()}
+    assert all(job is not None and job.started is None for job in queued.values()), queued
+    release.set()
+    assert RUNNER.wait(300)
+    started = sorted([(job.started, name) for name, job in queued.items()] + [(left.started, "left behind")])
+    order = [name for _, name in started]
+    assert order[0] == "tsv" and set(order[1:3]) == {"ta", "tatr"} and order[3:] == ["xi", "left behind"], order
+    at.run()
+    assert not at.exception and len(at.get("plotly_chart")) == 4  # both matrices, the TSV view and ξ
+
+
 def test_the_sidebar_precision_control_sets_the_evaluation_and_says_where_merges_run(micro_zoo):
     at = open_page()
     assert at.radio(key="precision").value == "auto"
