@@ -34,7 +34,7 @@ def ordering_checks(avg: dict[str, float], test_images: dict[str, int], data_fre
     if have("TSV-M") and without_tatr:
         best = max(without_tatr, key=without_tatr.get)
         checks.append(("TSV-M is the best of the data-free methods its paper compares", max(without_tatr.values()) <= avg["TSV-M"],
-                       f"best {best}"))
+                       f"TSV-M {avg['TSV-M']:.1f}; the best of the others {best} ({without_tatr[best]:.1f})"))
     if have("TW AdaMerging") and have("LW AdaMerging") and have("Task Arithmetic"):
         checks.append(("AdaMerging (task- and layer-wise) > Task Arithmetic",
                        min(avg["TW AdaMerging"], avg["LW AdaMerging"]) > avg["Task Arithmetic"],

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import tatr_core.cache as cache
+from tatr_core.errors import TatrError
 from tatr_core.evaluate import Evaluator, sample_indices
 from tatr_core.gradients import compute_task_gradients, exemplar_indices, per_sample_gradient_stats
 from tatr_core.merge import merge
@@ -237,7 +238,6 @@ def test_bf16_check_ignores_near_ties_and_catches_real_disagreements():
 
 
 def test_precision_switch(micro_zoo, monkeypatch):
-    from tatr_core.errors import TatrError
     from tatr_core.evaluate import Evaluator
     from tatr_core.runs import method_spec
 
@@ -289,3 +289,83 @@ def test_precision_asked_in_a_context_reaches_evaluators_cache_keys_and_backgrou
     contextvars.copy_context().run(in_page_run)
     assert check_precision(None) == "auto" and Spec.of("method", micro_zoo.key).precision == ""  # elsewhere: default
     assert evaluator.arithmetic() == (False, False) and evaluator.arithmetic("fp32") == (False, False)
+
+
+def _finetuned(recipe, steps: int):
+    """The micro architecture's image tower from one seeded init, fine-tuned ``steps`` steps on random images."""
+    import dataclasses
+
+    from tatr_core.models import create_clip
+
+    torch.manual_seed(0)
+    visual = create_clip(recipe.arch).visual
+    start = {k: v.detach().clone() for k, v in visual.state_dict().items()}
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 3, (32,), generator=g)
+    head = torch.nn.functional.normalize(torch.randn(3, start["proj"].shape[1], generator=g), dim=-1) * 100
+    mini._finetune(visual, head, images, labels, dataclasses.replace(recipe, finetune_steps=steps, finetune_batch=8),
+                   0, lambda f, m: None)
+    assert all(p.requires_grad for p in visual.parameters())  # left as it was found
+    return start, visual.state_dict()
+
+
+def test_finetuning_options_move_what_they_name_and_keep_the_old_keys():
+    import dataclasses
+
+    base = mini.PRESETS["micro"]
+    assert "finetune_params" not in base.as_dict() and "finetune_linear" not in base.as_dict()  # keys as before
+    attn = dataclasses.replace(base, finetune_params="attn")
+    assert attn.as_dict()["finetune_params"] == "attn" and digest_of(attn) != digest_of(base)
+    start, after = _finetuned(attn, 3)
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert moved and all(".attn." in k and k.endswith("weight") for k in moved), moved
+    _, plain = _finetuned(base, 3)
+    _, linear = _finetuned(dataclasses.replace(base, finetune_linear=True), 3)
+    assert any(not torch.allclose(linear[k], plain[k]) for k in plain)  # the option reaches the fine-tuning
+    with pytest.raises(TatrError, match="finetune_params"):
+        _finetuned(dataclasses.replace(base, finetune_params="heads"), 1)
+
+
+def digest_of(recipe) -> str:
+    from tatr_core.cache import digest
+
+    return digest(recipe.as_dict())
+
+
+def test_the_linearised_tower_is_the_first_order_taylor_expansion():
+    """In float64: f_lin(θ₀) = f(θ₀); f_lin is linear in θ − θ₀; its gradient at θ₀ is the network's; and
+    f(θ₀ + εd) − f_lin(θ₀ + εd) shrinks as ε² (the expansion's remainder)."""
+    from tatr_core.models import create_clip
+
+    torch.manual_seed(0)
+    visual = create_clip("TATR-micro-ViT").visual.double().eval()
+    start = {k: p.detach().clone() for k, p in visual.named_parameters()}
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 3, 32, 32, generator=g, dtype=torch.float64)
+    direction = {k: torch.randn(v.shape, generator=g, dtype=torch.float64) * v.std().clamp(min=1e-3)
+                 for k, v in start.items()}
+    f_lin = mini.linearised(visual, start)
+
+    def at(eps: float, fn) -> torch.Tensor:
+        with torch.no_grad():
+            for k, p in visual.named_parameters():
+                p.copy_(start[k] + eps * direction[k])
+        return fn(x).detach()
+
+    with sdpa_kernel(SDPBackend.MATH):
+        f0 = at(0.0, visual)
+        torch.testing.assert_close(at(0.0, f_lin), f0, rtol=0, atol=1e-12)
+        one, two = at(1e-2, f_lin), at(2e-2, f_lin)
+        torch.testing.assert_close(two - f0, 2 * (one - f0), rtol=1e-9, atol=1e-12)  # linear in θ − θ₀
+        remainder = [float((at(eps, visual) - at(eps, f_lin)).abs().max()) for eps in (1e-2, 5e-3)]
+        assert remainder[1] < remainder[0] / 3  # O(ε²): a halved ε quarters it
+        # the gradient of a loss at θ₀ is the network's
+        at(0.0, visual)
+        grads = []
+        for fn in (visual, f_lin):
+            visual.zero_grad()
+            fn(x).square().sum().backward()
+            grads.append({k: p.grad.clone() for k, p in visual.named_parameters()})
+        for k in grads[0]:
+            torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-8, atol=1e-10)

@@ -61,12 +61,32 @@ class Recipe:
     finetune_batch: int = 128
     finetune_lr: float = 5e-4
     weight_decay: float = 0.1
+    #: which image-tower parameters fine-tuning moves (:data:`FINETUNED`): all of them, or only the attention
+    #: blocks' weight matrices (Jin et al., 2025: task vectors that disturb each other less)
+    finetune_params: str = "all"
+    #: fine-tune the image tower's first-order Taylor expansion at θ_pre instead of the network itself
+    #: (Ortiz-Jiménez et al., 2023); the task vectors are then used by the ordinary network, as every zoo's are
+    finetune_linear: bool = False
 
     def as_dict(self) -> dict:
         from ..models import open_clip_module
 
         config = open_clip_module().get_model_config(self.arch)
-        return {**asdict(self), "build_version": BUILD_VERSION, "model_config": config}
+        fields = {k: v for k, v in asdict(self).items() if LATER_FIELDS.get(k, object()) != v}
+        return {**fields, "build_version": BUILD_VERSION, "model_config": config}
+
+
+#: recipe fields added after zoos were built, and their defaults: a recipe at these defaults keeps the key
+#: it had before the field existed (so the shipped build still matches its recipe)
+LATER_FIELDS = {"finetune_params": "all", "finetune_linear": False}
+
+#: what ``Recipe.finetune_params`` may name: which parameters of the image tower move in fine-tuning
+FINETUNED = {
+    "all": lambda name: True,
+    "attn": lambda name: ".attn." in name and name.endswith("weight"),
+    "mlp": lambda name: ".mlp." in name,
+    "blocks": lambda name: "resblocks" in name,
+}
 
 
 PRESETS = {
@@ -177,16 +197,54 @@ def _pretrain(model, tok, data: dict, recipe: Recipe, progress: Progress) -> Non
     model.eval()
 
 
+def linearised(visual, start: dict):
+    """``x -> f(x; θ₀) + J_θ f(x; θ₀)·(θ − θ₀)``: the first-order Taylor expansion at ``start`` (θ₀) of the
+    module ``visual`` as a function of its current parameters θ, differentiable in θ (one forward-mode
+    derivative per call; Ortiz-Jiménez et al., 2023)."""
+    from torch.func import functional_call, jvp
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        params = dict(visual.named_parameters())
+        tangent = {k: params[k] - start[k] for k in params}
+        fastpath = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernels have no forward-mode derivative
+        try:
+            with sdpa_kernel(SDPBackend.MATH):
+                out, dout = jvp(lambda p: functional_call(visual, p, (x,)), ({k: start[k] for k in params},),
+                                (tangent,))
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
+        return out + dout
+    return features
+
+
 def _finetune(visual, head: torch.Tensor, images: torch.Tensor, labels: torch.Tensor, recipe: Recipe, seed: int,
               progress: Progress) -> None:
+    """Fine-tune ``visual`` in place on one task, its zero-shot ``head`` frozen, with cross-entropy: the
+    parameters ``recipe.finetune_params`` names move, of the network or (``finetune_linear``) of its
+    first-order Taylor expansion at the weights it starts from."""
+    if recipe.finetune_params not in FINETUNED:
+        raise TatrError(f"finetune_params must be one of {', '.join(FINETUNED)}, got '{recipe.finetune_params}'")
+    moves = FINETUNED[recipe.finetune_params]
+    start = {name: p.detach().clone() for name, p in visual.named_parameters()}
+    for name, p in visual.named_parameters():
+        p.requires_grad_(moves(name))
+
+    features = linearised(visual, start) if recipe.finetune_linear else visual
+
     def batch_loss(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(labels), (recipe.finetune_batch,), generator=g)
-        return F.cross_entropy(head_logits(visual(_normalise(images[idx])), head), labels[idx])
+        return F.cross_entropy(head_logits(features(_normalise(images[idx])), head), labels[idx])
 
     visual.train()
-    _optimise(visual.parameters(), recipe.finetune_lr, recipe.weight_decay, recipe.finetune_steps, seed,
-              batch_loss, progress, "fine-tuning")
-    visual.eval()
+    try:
+        _optimise([p for p in visual.parameters() if p.requires_grad], recipe.finetune_lr, recipe.weight_decay,
+                  recipe.finetune_steps, seed, batch_loss, progress, "fine-tuning")
+    finally:
+        for p in visual.parameters():
+            p.requires_grad_(True)
+        visual.eval()
 
 
 @torch.inference_mode()
