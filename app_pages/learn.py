@@ -1,5 +1,6 @@
 """Learn: a short guided tour for teaching — task vectors, Task Arithmetic, knowledge conflict, why
-the orthogonal component is safe, and the trust region — each with a live example on the zoo."""
+the orthogonal component is safe, and the trust region — each with a live example on the zoo; last,
+which of the real CLIP zoos' findings this zoo reproduces."""
 import streamlit as st
 
 from tatr_core.analysis import run
@@ -7,6 +8,7 @@ from tatr_core.analysis.components import component_summary, components_spec
 from tatr_core.analysis.conflict import conflict_spec
 from tatr_core.analysis.evaluation import evaluation_spec
 from tatr_core.analysis.geometry import geometry_spec
+from tatr_core.analysis.orderings import stored_orderings
 from tatr_core.figures import conflict_figure, per_task_components_figure
 from tatr_core.figures.registry import draw, stem
 from tatr_core.runs import evaluate_method
@@ -115,3 +117,16 @@ if tatr is not None:
     pair = {"lam": lam, "tau": tau_pct / 100}
     show_figure(draw("tatr-vs-task-arithmetic", [ta, tatr], pair), "learn-tatr", stem("tatr-vs-task-arithmetic", pair))
 st.page_link("app_pages/trust_region.py", label="See where the trust region cuts", icon=":material/shield:")
+
+# -- 6 -----------------------------------------------------------------------------------------
+st.header("6 · What this zoo shows of the real CLIP zoos")
+stored = stored_orderings(zoo.key)
+if stored is None:
+    st.caption("These checks need every method's row with λ chosen on validation (half an hour on the mini zoo): "
+               "`python bench/mini_zoo_table.py --write` computes and stores them for a shipped zoo. None are stored "
+               "for this one.")
+else:
+    st.markdown(learn_text.orderings(stored))
+    st.dataframe({"finding on CLIP ViT-B/32": [c["what"] for c in stored["checks"]],
+                  "on this zoo": ["holds" if c["holds"] else "does not hold" for c in stored["checks"]],
+                  "numbers": [c["detail"] for c in stored["checks"]]}, hide_index=True)

@@ -11,12 +11,15 @@ fine-tuning reuse it), then prints, on the test split:
 * the weight-disentanglement error ξ(α₁, α₂) of Ortiz-Jiménez et al. (2023), computed by
   the definition in :mod:`tatr_core.analysis.disentanglement`, averaged over α ∈ {0.25, …, 1}²
   and over three task pairs (``mean ξ``; 0 = perfectly disentangled, 2 = every prediction changed);
-* the task vectors' mean pairwise cosine and their norm relative to θ_pre.
+* the task vectors' mean pairwise cosine and their norm relative to θ_pre;
+* each task alone at α = 0.3 (θ_pre + 0.3 τ_t on task t), as a share of the gap: what Task Arithmetic at
+  λ = 0.3 would recover if the tasks did not interfere at all.
 
 Variants (``--variant``; any number): ``base`` (the recipe's fine-tuning: all parameters, AdamW),
 ``attn`` (only the attention blocks' weights move, as Jin et al. 2025 fine-tune), ``mlp``, ``blocks``
-(every transformer block, embeddings, norms and projection frozen), ``linear`` (fine-tuning the
-first-order Taylor expansion of the image tower at θ_pre, Ortiz-Jiménez et al. 2023; its task vectors
+(every transformer block, embeddings, norms and projection frozen) (the recipe's ``finetune_params``), ``linear`` (fine-tuning the
+first-order Taylor expansion of the image tower at θ_pre, Ortiz-Jiménez et al. 2023, the recipe's
+``finetune_linear``; its task vectors
 are then evaluated by the ordinary, non-linear model as every method here is), ``attn-linear``;
 each optionally with ``@lr=…`` and ``@steps=…`` (``attn@lr=1e-3``).  Every number is computed here.
 """
@@ -31,8 +34,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, jvp
-from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.func import functional_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,46 +47,11 @@ PAIRS = (("mnist", "textures"), ("letters", "colours"), ("digits", "shapes"))
 ALPHAS = (0.25, 0.5, 0.75, 1.0)
 
 
-def trainable(name: str, which: str) -> bool:
-    if which == "all":
-        return True
-    if which == "attn":
-        return ".attn." in name and name.endswith("weight")
-    if which == "mlp":
-        return ".mlp." in name
-    if which == "blocks":
-        return "resblocks" in name
-    raise ValueError(which)
-
-
-def finetune(visual, head, images, labels, recipe, seed: int, which: str, linear: bool, pretrained: dict) -> dict:
-    """The fine-tuned image tower's state (the recipe's loss and schedule; only ``which`` parameters move)."""
-    params = {k: v.detach().clone().requires_grad_(trainable(k, which)) for k, v in pretrained.items()
-              if v.is_floating_point()}
-    moving = [p for p in params.values() if p.requires_grad]
-    base = {k: v.detach() for k, v in params.items()}
-    opt = torch.optim.AdamW(moving, lr=recipe.finetune_lr, weight_decay=recipe.weight_decay)
-    g = torch.Generator().manual_seed(seed)
-    steps, warmup = recipe.finetune_steps, max(1, recipe.finetune_steps // 10)
-    visual.train()
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = recipe.finetune_lr * mini._cosine(step, steps, warmup)
-        idx = torch.randint(len(labels), (recipe.finetune_batch,), generator=g)
-        x = mini._normalise(images[idx])
-        if linear:
-            tangent = {k: params[k] - base[k] for k in params}
-            with sdpa_kernel(SDPBackend.MATH):  # the fused CPU attention has no forward-mode derivative
-                out, dout = jvp(lambda p: functional_call(visual, p, (x,)), (base,), (tangent,))
-            z = out + dout
-        else:
-            z = functional_call(visual, params, (x,))
-        loss = F.cross_entropy(head_logits(z, head), labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    visual.eval()
-    return {k: v.detach() for k, v in params.items()}
+def finetune(visual, head, images, labels, recipe, seed: int, pretrained: dict) -> dict:
+    """The fine-tuned image tower's state: the zoo build's own fine-tuning (``mini._finetune``), from θ_pre."""
+    visual.load_state_dict(pretrained)
+    mini._finetune(visual, head, images, labels, recipe, seed, lambda f, m: None)
+    return {k: v.detach().clone() for k, v in visual.state_dict().items()}
 
 
 @torch.inference_mode()
@@ -102,7 +69,11 @@ def accuracy(visual, state, head, split) -> float:
 
 
 def pretrained_clip(recipe, data, work: Path):
-    key = f"pre-{recipe.pretrain_steps}-{recipe.pretrain_lr}-{recipe.pretrain_per_task}-{recipe.seed}"
+    from tatr_core.cache import digest
+
+    fields = ("arch", "tasks", "sizes", "seed", "pretrain_steps", "pretrain_batch", "pretrain_lr", "pretrain_per_task",
+              "class_caption_rate", "alias_caption_rate", "weight_decay")
+    key = f"pre-{recipe.pretrain_steps}-{digest({f: getattr(recipe, f) for f in fields})}"
     path = work / f"{key}.safetensors"
     torch.manual_seed(recipe.seed)
     model = create_clip(recipe.arch)
@@ -116,17 +87,35 @@ def pretrained_clip(recipe, data, work: Path):
     return model
 
 
+def as_zoo(key: str, recipe, theta0: dict, tvs: dict, heads: dict, data: dict):
+    """The variant's models as a zoo of the project (so that its own methods run on them)."""
+    from tatr_core.models import OPENAI_MEAN, OPENAI_STD
+    from tatr_core.zoo.base import Task, Zoo
+
+    tasks = {t: Task(t, list(TASKS[t][0].classnames), heads[t], data[t], TASKS[t][0].source) for t in recipe.tasks}
+    finetuned = {t: {k: theta0[k] + tvs[t][k] for k in theta0} for t in recipe.tasks}
+    return Zoo(key, recipe.arch, theta0, finetuned, tasks, OPENAI_MEAN, OPENAI_STD, key, {})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--pretrain-steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], help="a recipe field for every variant, name=JSON value")
     ap.add_argument("--work", default="/tmp/disentangle_study")
+    ap.add_argument("--adamerging", action="append", default=[], choices=("task", "layer"),
+                    help="also task- or layer-wise AdaMerging (the project's own, 500 steps each, on a zoo made of "
+                         "the variant's models; results cached under $TATR_CACHE)")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     recipe = mini.PRESETS["mini"]
     if args.pretrain_steps:
         recipe = dataclasses.replace(recipe, pretrain_steps=args.pretrain_steps)
+    if args.set:
+        import json
+
+        recipe = dataclasses.replace(recipe, **{k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)})
     data = mini._generate_data(recipe, lambda f, m: None, 1.0)
     model = pretrained_clip(recipe, data, work)
     tok = tokenizer(recipe.arch)
@@ -140,11 +129,12 @@ def main() -> None:
         kind, *opts = variant.split("@")
         over = {k: type(getattr(recipe, k))(v) for k, v in (o.split("=") for o in opts)}
         r = dataclasses.replace(recipe, **over)
-        which = {"base": "all", "linear": "all", "attn-linear": "attn"}.get(kind, kind)
+        r = dataclasses.replace(r, finetune_params={"base": "all", "linear": "all", "attn-linear": "attn"}.get(kind, kind),
+                                finetune_linear="linear" in kind)
         t0 = time.perf_counter()
         tvs = {}
         for i, t in enumerate(names):
-            state = finetune(visual, heads[t], *data[t]["train"], r, r.seed + 1000 + i, which, "linear" in kind, theta0)
+            state = finetune(visual, heads[t], *data[t]["train"], r, r.seed + 1000 + i, theta0)
             tvs[t] = {k: state[k] - theta0[k] for k in theta0}
         ft_s = time.perf_counter() - t0
         ind = {t: accuracy(visual, {k: theta0[k] + tvs[t][k] for k in theta0}, heads[t], data[t]["test"]) for t in names}
@@ -173,9 +163,21 @@ def main() -> None:
         rel = flat.norm(dim=1).mean() / torch.cat([v.flatten() for v in theta0.values()]).double().norm()
         m = lambda d: 100 * sum(d.values()) / len(d)  # noqa: E731
         gap = m(ind) - m(zs)
+        # each task alone at α = 0.3: what Task Arithmetic at λ = 0.3 would reach with no interference at all
+        alone = {t: accuracy(visual, merged({t: 0.3}), heads[t], data[t]["test"]) for t in names}
         print(f"| {r.pretrain_steps} | {variant} | {m(zs):.1f} | {m(ind):.1f} | {m(ta):.1f} (λ {lam:g}) | "
               f"**{100 * (m(ta) - m(zs)) / gap:.0f}%** | {sum(xis) / len(xis):.3f} | {float(cos):.3f} | "
-              f"{100 * float(rel):.1f}% | {ft_s:.0f} s |", flush=True)
+              f"{100 * float(rel):.1f}% | {100 * (m(alone) - m(zs)) / gap:.0f}% | {ft_s:.0f} s |", flush=True)
+        print("   zero-shot / individual per task: " + ", ".join(f"{t} {100 * zs[t]:.0f}/{100 * ind[t]:.0f}" for t in names),
+              flush=True)
+        for granularity in args.adamerging:
+            from tatr_core.runs import evaluate_method
+
+            from tatr_core.cache import digest
+
+            zoo = as_zoo(f"study-{digest(r.as_dict())}", recipe, theta0, tvs, heads, data)
+            acc = 100 * evaluate_method(zoo, "adamerging", granularity=granularity)["average_accuracy"]
+            print(f"   {granularity}-wise AdaMerging: {acc:.1f} (Task Arithmetic {m(ta):.1f})", flush=True)
 
 
 if __name__ == "__main__":

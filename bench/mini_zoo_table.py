@@ -24,7 +24,7 @@ from tatr_core.merge import REGISTRY, merge  # noqa: E402
 from tatr_core.runs import evaluate_method  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
 
-from orderings import ordering_checks, print_checks  # noqa: E402
+from tatr_core.analysis.orderings import ordering_checks, print_checks, write_orderings  # noqa: E402
 
 def shown(params: dict) -> str:
     """The parameters that matter for a row, compactly: λ=0.3, density=0.2, τ=1%, ..."""
@@ -43,6 +43,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--zoo", default="mini")
     ap.add_argument("--fixed", action="store_true", help="every row at its method's defaults, not chosen on validation")
+    ap.add_argument("--write", action="store_true",
+                    help="store the orderings beside the shipped build of the zoo, for the Learn page")
     ap.add_argument("--no-test-time", action="store_true",
                     help="leave out the rows that train at test time (AdaMerging, Surgery): minutes instead of an hour")
     args = ap.parse_args()
@@ -89,7 +91,11 @@ def main() -> None:
     free = {label for label, _, m, kw in method_rows() if label in avg
             and m not in ("pretrained", "individual") and not REGISTRY[m].uses_data}
     print("the orderings of the real CLIP zoos on this zoo:")
-    print_checks(ordering_checks(avg, n, free))
+    checks = ordering_checks(avg, n, free)
+    print_checks(checks)
+    if args.write and not args.fixed and not args.no_test_time:
+        where = write_orderings(zoo.key, checks, avg)
+        print(f"orderings stored in {where}" if where else f"zoo {zoo.key} is not a shipped build: nothing stored")
     for label in [label for label in ("TW AdaMerging", "LW AdaMerging", "LW AdaMerging++") if label in records]:
         ent = records[label]["learned"]["entropy"]
         coef = [c for row in records[label]["learned"]["coefficients"] for c in row]

@@ -27,7 +27,7 @@ from tatr_core.evaluate import Evaluator  # noqa: E402
 from tatr_core.runs import evaluate_method  # noqa: E402
 from tatr_core.zoo import mini  # noqa: E402
 
-from orderings import ordering_checks, print_checks  # noqa: E402
+from tatr_core.analysis.orderings import ordering_checks, print_checks  # noqa: E402
 
 #: the data-free rows a probe computes (Table 1's labels); TSV-M must be the best of those without TATR
 DATA_FREE = ["Task Arithmetic", "Ties-Merging", "TSV-M", "TATR"]

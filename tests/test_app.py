@@ -278,8 +278,22 @@ def test_compare_methods_page_shows_the_table_and_its_marks(micro_zoo):
     assert "held-out" in at.error[0].value  # a clear message, not a traceback
 
 
-def test_learn_page_examples_follow_lambda(micro_zoo):
+def test_learn_page_examples_follow_lambda(micro_zoo, monkeypatch, tmp_path):
+    """λ reaches the examples; step 6 shows the orderings stored for this zoo, and nothing for another zoo's."""
+    from tatr_core.analysis import orderings
+    from tatr_core.zoo import mini
+
+    monkeypatch.setattr(mini, "SHIPPED", tmp_path)
+    (tmp_path / micro_zoo.key).mkdir()
+    checks = [("TATR > Task Arithmetic", True, "47.1 vs 44.5"), ("AdaMerging > Task Arithmetic", False, "TW 36.9")]
+    assert orderings.write_orderings(micro_zoo.key, checks, {"TATR": 47.1}) is not None
+    assert orderings.write_orderings("no-such-zoo", checks, {}) is None
     at = open_page("app_pages/learn.py")
+    shown = at.dataframe[-1].value
+    assert list(shown["on this zoo"]) == ["holds", "does not hold"] and list(shown["numbers"]) == ["47.1 vs 44.5", "TW 36.9"]
+    assert "**1 of 2 hold here.**" in " ".join(m.value for m in at.markdown)
+    (tmp_path / micro_zoo.key / orderings.ORDERINGS_FILE).write_text('{"zoo": "another zoo", "checks": []}')
+    assert orderings.stored_orderings(micro_zoo.key) is None
     ta = evaluate_method(micro_zoo, "task_arithmetic", lam=0.3)
     assert at.metric[0].value == f"{100 * ta['average_accuracy']:.1f}%"
     at.slider(key="learn-lam").set_value(0.0).run()

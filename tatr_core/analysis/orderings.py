@@ -1,10 +1,22 @@
-"""The orderings the real CLIP zoos show (issue 12), checked on a zoo's average accuracies.
+"""The orderings the real CLIP zoos show (issues 12 and 27), checked on a zoo's average accuracies.
 
-Used by ``mini_zoo_table.py`` (the README's table, every row) and ``recipe_probe.py`` (a recipe tried
-with a few rows): each check needs only its own rows, and one whose rows were not computed is left out.
-Rows are named by the labels of Table 1 (``tatr_core.analysis.tables.method_rows``).
+Used by ``bench/mini_zoo_table.py`` (the README's table, every row) and ``bench/recipe_probe.py`` (a
+recipe tried with a few rows): each check needs only its own rows, and one whose rows were not
+computed is left out.  Rows are named by the labels of Table 1 (``tatr_core.analysis.tables.method_rows``).
+
+The checks need every method's row with λ chosen on validation, AdaMerging and Surgery included: about
+half an hour on the mini zoo, too long for a page.  So ``mini_zoo_table.py --write`` stores them beside
+the shipped build of the zoo (:func:`write_orderings`), keyed by the zoo, and the Learn page shows
+them (:func:`stored_orderings`) for that zoo only.
 """
 from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+#: the file beside a shipped build that holds its checked orderings
+ORDERINGS_FILE = "orderings.json"
 
 SURGERY = "Representation Surgery"
 #: the one-model data-free merges the TSV paper puts below TSV-M (later methods, plug-in rows and the
@@ -51,3 +63,36 @@ def ordering_checks(avg: dict[str, float], test_images: dict[str, int], data_fre
 def print_checks(checks: list[tuple[str, bool, str]]) -> None:
     for what, holds, detail in checks:
         print(f"  {'holds' if holds else 'DOES NOT HOLD'}: {what} ({detail})")
+
+
+def _orderings_path(zoo_key: str) -> Path:
+    from ..zoo.mini import SHIPPED
+
+    return SHIPPED / zoo_key / ORDERINGS_FILE
+
+
+def write_orderings(zoo_key: str, checks: list[tuple[str, bool, str]], averages: dict[str, float]) -> Path | None:
+    """Store the checks of the shipped zoo ``zoo_key`` beside its build (None: the zoo is not a shipped build)."""
+    path = _orderings_path(zoo_key)
+    if not path.parent.is_dir():
+        return None
+    record = {"zoo": zoo_key, "script": "bench/mini_zoo_table.py", "date": time.strftime("%Y-%m-%d"),
+              "checks": [{"what": w, "holds": bool(h), "detail": d} for w, h, d in checks],
+              "averages": {k: round(v, 2) for k, v in averages.items()}}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def stored_orderings(zoo_key: str) -> dict | None:
+    """The checks stored for the zoo ``zoo_key`` by :func:`write_orderings`, or None (none stored for it, or a
+    file that does not read as one: nothing is shown rather than something wrong)."""
+    path = _orderings_path(zoo_key)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    ok = (isinstance(record, dict) and record.get("zoo") == zoo_key and isinstance(record.get("checks"), list)
+          and all(isinstance(c, dict) and {"what", "holds", "detail"} <= set(c) for c in record["checks"]))
+    return record if ok else None
