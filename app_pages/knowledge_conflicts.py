@@ -96,7 +96,7 @@ task_a = first.selectbox("Task 1", names, key=control("xi-first", names[0], name
 others = [t for t in names if t != task_a]
 task_b = second.selectbox("Task 2", others, key=control("xi-second", others[0], others))  # reset if task 1 took it
 steps = [1.0, 0.5]
-xi_step = third.selectbox("Grid over [−3, 3]²", steps, key=control("xi-step", 0.5, steps),
+xi_step = third.selectbox("Grid over [−3, 3]²", steps, key=control("xi-step", 1.0, steps),
                           format_func=lambda s: f"{len(grid_axis(-3, 3, s))}×{len(grid_axis(-3, 3, s))} (step {s:g})",
                           help="13×13 is the paper's grid; each point is a merged model evaluated on both tasks")
 with friendly_errors():

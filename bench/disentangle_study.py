@@ -15,7 +15,8 @@ fine-tuning reuse it), then prints, on the test split:
 * each task alone at α = 0.3 (θ_pre + 0.3 τ_t on task t), as a share of the gap: what Task Arithmetic at
   λ = 0.3 would recover if the tasks did not interfere at all.
 
-Variants (``--variant``; any number): ``base`` (the recipe's fine-tuning: all parameters, AdamW),
+Variants (``--variant``; any number): ``shipped`` (the shipped build's fine-tuned models, no fine-tuning
+here; only with the ``mini`` recipe as it is), ``base`` (the recipe's fine-tuning: all parameters, AdamW),
 ``attn`` (only the attention blocks' weights move, as Jin et al. 2025 fine-tune), ``mlp``, ``blocks``
 (every transformer block, embeddings, norms and projection frozen) (the recipe's ``finetune_params``), ``linear`` (fine-tuning the
 first-order Taylor expansion of the image tower at θ_pre, Ortiz-Jiménez et al. 2023, the recipe's
@@ -129,11 +130,16 @@ def main() -> None:
         kind, *opts = variant.split("@")
         over = {k: type(getattr(recipe, k))(v) for k, v in (o.split("=") for o in opts)}
         r = dataclasses.replace(recipe, **over)
-        r = dataclasses.replace(r, finetune_params={"base": "all", "linear": "all", "attn-linear": "attn"}.get(kind, kind),
+        r = dataclasses.replace(r, finetune_params={"base": "all", "shipped": "all", "linear": "all",
+                                                    "attn-linear": "attn"}.get(kind, kind),
                                 finetune_linear="linear" in kind)
         t0 = time.perf_counter()
         tvs = {}
-        for i, t in enumerate(names):
+        if kind == "shipped":  # the shipped build's fine-tuned towers (the recipe's own θ_pre: the same bits)
+            shipped = mini.load("mini")
+            for t in names:
+                tvs[t] = {k: shipped.finetuned[t][k] - theta0[k] for k in theta0}
+        for i, t in enumerate(names if kind != "shipped" else ()):
             state = finetune(visual, heads[t], *data[t]["train"], r, r.seed + 1000 + i, theta0)
             tvs[t] = {k: state[k] - theta0[k] for k in theta0}
         ft_s = time.perf_counter() - t0

@@ -94,4 +94,4 @@ def test_disagreement_and_bad_requests(micro_zoo):
     with pytest.raises(TatrError, match="disentanglement grid"):
         disentanglement_spec(micro_zoo, [a, b], step=0.01)
     spec = disentanglement_spec(micro_zoo)
-    assert spec.arguments["tasks"] == micro_zoo.task_names[:2] and len(spec.arguments["axis"]) == 13
+    assert spec.arguments["tasks"] == micro_zoo.task_names[:2] and len(spec.arguments["axis"]) == 7

@@ -237,11 +237,12 @@ def test_cli_figure_table_report(micro_zoo, tmp_path):
     r = run_cli("figure", "conflict", "--zoo", "micro", "--step", "0.5", "--out", tmp_path / "c.html")
     assert r.returncode == 2 and "figure 'conflict' takes no --step" in r.stderr
     r = run_cli("report", "--zoo", "micro", "--out", tmp_path / "report", "--formats", "html", "--no-test-time", "--fixed",
-                "--sample", "40")
+                "--sample", "40", "--draft")
     assert r.returncode == 0, r.stderr
     index = (tmp_path / "report" / "index.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", index)
     assert len(links) >= 12 + 6 and all((tmp_path / "report" / link).exists() for link in links)
+    assert "landscape-total-total-8x8-orth90pct.html" in links and "disentanglement-first-two-5x5.html" in links
 
 
 def test_method_table_leaves_out_the_test_time_rows_on_request(micro_zoo):

@@ -220,7 +220,8 @@ def export_zoo(zoo, folder, fmt: str, splits=("train", "test")) -> str:
     return str(folder / "zoo.yaml")
 
 
-@pytest.mark.parametrize("preset,fmt", [("micro", "png"), ("micro", "parquet"), ("mini", "parquet")])
+# (the mini zoo in parquet, 8 tasks of 2,700 images, gave the same numbers too; a minute of the suite's eight)
+@pytest.mark.parametrize("preset,fmt", [("micro", "png"), ("micro", "parquet")])
 def test_the_mapped_splits_give_the_eager_numbers(preset, fmt, tmp_path, micro_zoo):
     """The same zoo in memory (the built-in one) and read through mapped, lazily decoded splits: the same numbers."""
     from tatr_core.runs import evaluate_method

@@ -23,6 +23,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample", type=int, default=None, metavar="N",
                    help="evaluate every table and figure on a fixed seeded subsample of N images per task (a quick "
                         "draft; default: each figure's own, the whole test split for most)")
+    p.add_argument("--draft", action="store_true",
+                   help="every grid figure on a coarse grid (the loss landscapes 8×8, ξ 5×5): a quick look")
     add_table_options(p)
     p.set_defaults(func=run)
 
@@ -53,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
             bar((len(TABLES) + n) / total, f"figure {name}")
             if args.sample is not None and "sample" in FIGURES[name].declared:
                 params = {**params, "sample": args.sample}
+            if args.draft:
+                params = {**params, **FIGURES[name].draft}
             fig = build_figure(name, zoo, params, evaluator=evaluator)
             file_stem = stem(name, params)
             files = [save_figure(fig, out / f"{file_stem}.{fmt}", args.style).name for fmt in args.formats]

@@ -45,6 +45,8 @@ class Figure:
     #: the report's variants: (heading, parameters); :data:`FIRST_TASK` in either stands for the zoo's first task
     report: tuple[tuple[str, dict], ...] = ()
     method_params: bool = False  #: also takes the merge methods' own parameters (--density, ...)
+    #: what the report's ``--draft`` changes: a grid figure's coarsest grid (a quick look, minutes fewer)
+    draft: dict = field(default_factory=dict)
     module: str = field(default="", compare=False)
 
     @property
@@ -247,11 +249,12 @@ register(Figure(
     (PLANE, SHOWN, STEP, EXEMPLARS_128, ORTHOGONAL, SPLIT, SAMPLE_LANDSCAPE, SEED), _landscape_specs,
     lambda records, p: b.landscape_figure(records[0], _landscape_loss(p)), _landscape_stem,
     report=(("Total loss landscape (Figure 2c, Figure 6)", {}),
-            (f"Loss landscape of {FIRST_TASK} (Figure 2b, Figure 5)", {"task": FIRST_TASK}))))
+            (f"Loss landscape of {FIRST_TASK} (Figure 2b, Figure 5)", {"task": FIRST_TASK})),
+    draft={"step": 0.2}))
 
 
 PAIR = Param("tasks", str, None, "the two tasks whose vectors are scaled (default: the zoo's first two)", many=True)
-ALPHA_STEP = Param("step", float, 0.5, "grid step over [-3, 3] for α₁ and α₂ (0.5: 13×13, the paper's range)",
+ALPHA_STEP = Param("step", float, 1.0, "grid step over [-3, 3] for α₁ and α₂ (1: 7×7; 0.5: the paper's 13×13)",
                    low=0.0, low_open=True)
 
 
@@ -268,7 +271,7 @@ register(Figure(
     lambda zoo, p: [disentanglement_spec(zoo, p["tasks"], step=p["step"], split=p["split"], sample=p["sample"],
                                          seed=p["seed"])],
     lambda records, p: b.disentanglement_figure(records[0]), _disentanglement_stem,
-    report=(("Weight disentanglement of the first two tasks", {}),)))
+    report=(("Weight disentanglement of the first two tasks", {}),), draft={"step": 1.5}))
 
 
 def _layer_specs(zoo: Zoo, p: dict) -> list[Spec]:
