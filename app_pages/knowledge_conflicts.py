@@ -101,9 +101,16 @@ xi_step = third.selectbox("Grid over [−3, 3]²", steps, key=control("xi-step",
                           help="13×13 is the paper's grid; each point is a merged model evaluated on both tasks")
 with friendly_errors():
     xi_spec = disentanglement_spec(zoo, [task_a, task_b], step=xi_step)
-    n_xi = len(xi_spec.arguments["axis"])
-    xi = analysis(zoo, xi_spec, evaluator, label=f"ξ of {task_a} and {task_b}: {n_xi}×{n_xi} merged models",
-                  show_partial=lambda partial: show_figure(disentanglement_figure(partial), "xi-live"))
+n_xi = len(xi_spec.arguments["axis"])
+xi_on = st.toggle(f"Compute ξ for {task_a} and {task_b} ({n_xi}×{n_xi} merged models, each evaluated on both tasks)",
+                  key=control("xi-on", False, [True, False]),
+                  help="off until asked for: the grid is the heaviest computation of this page; once computed it is "
+                       "cached and shown at once")
+xi = None
+if xi_on:
+    with friendly_errors():
+        xi = analysis(zoo, xi_spec, evaluator, label=f"ξ of {task_a} and {task_b}: {n_xi}×{n_xi} merged models",
+                      show_partial=lambda partial: show_figure(disentanglement_figure(partial), "xi-live"))
 if xi is not None:
     left, right = st.columns([3, 1])
     with left:

@@ -26,7 +26,7 @@ from browser import CHROMIUM, FLAGS, ROOT, dashboard, screenshot, settle, shown_
 #: (URL path and query, screenshot name, plots to wait for)
 VIEWS = [("", "home", 0), ("learn", "learn", 6), ("merge_lab", "merge_lab", 1),
          ("merge_lab?method=adamerging", "merge_lab_adamerging", 2), ("compare_methods", "compare_methods", 0),
-         ("sweeps", "sweeps", 1), ("knowledge_conflicts", "knowledge_conflicts", 4), ("trust_region", "trust_region", 3),
+         ("sweeps", "sweeps", 1), ("knowledge_conflicts?xi-on=true", "knowledge_conflicts", 4), ("trust_region", "trust_region", 3),
          ("loss_landscape", "loss_landscape", 3)]
 
 FIRST = ("() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('.main-svg')).length"

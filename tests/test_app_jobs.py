@@ -226,7 +226,7 @@ def test_a_live_page_gets_its_cheapest_figure_first(micro_zoo, monkeypatch):
     RUNNER.submit("live-page-blocker", "a long fit", lambda job: release.wait(120))
     left = RUNNER.submit("live-page-left-behind", "a page left behind", lambda job: None, kind="tsv", units=1)
     left.asked -= 7200
-    at = open_page("app_pages/knowledge_conflicts.py", query={"xi-step": "1.0"})
+    at = open_page("app_pages/knowledge_conflicts.py", query={"xi-on": "true"})
     names = micro_zoo.task_names
     specs = {"tsv": tsv_spec(micro_zoo), "ta": conflict_spec(micro_zoo, "task_arithmetic"),
              "tatr": conflict_spec(micro_zoo, "tatr", tau=0.01),
