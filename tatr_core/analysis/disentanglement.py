@@ -88,6 +88,7 @@ def _disentanglement(zoo: Zoo, args: dict, ctx: Context) -> dict:
                             source, precision="fp32", predictions=True) for i2, i1 in cells]
     single: dict[tuple[str, int], dict] = {}
     joint: dict[tuple[int, int], dict] = {}
+    compared: dict[tuple[str, int, int], float] = {}  #: each term of ξ, compared once (a partial record per arrival)
 
     def record_now() -> dict:
         error = {t: [[None] * n for _ in axis] for t in pair}
@@ -97,7 +98,9 @@ def _disentanglement(zoo: Zoo, args: dict, ctx: Context) -> dict:
                 accuracy[t][i2][i1] = result[t]["accuracy"]
                 alone = single.get((t, i))
                 if alone is not None:
-                    error[t][i2][i1] = disagreement(alone["predictions"], result[t]["predictions"])
+                    if (t, i2, i1) not in compared:
+                        compared[(t, i2, i1)] = disagreement(alone["predictions"], result[t]["predictions"])
+                    error[t][i2][i1] = compared[(t, i2, i1)]
         xi = [[None if error[pair[0]][i2][i1] is None or error[pair[1]][i2][i1] is None
                else error[pair[0]][i2][i1] + error[pair[1]][i2][i1] for i1 in range(n)] for i2 in range(n)]
         unit = [i for i, a in enumerate(axis) if 0 <= a <= 1]

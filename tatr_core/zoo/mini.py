@@ -227,11 +227,11 @@ def _finetune(visual, head: torch.Tensor, images: torch.Tensor, labels: torch.Te
     if recipe.finetune_params not in FINETUNED:
         raise TatrError(f"finetune_params must be one of {', '.join(FINETUNED)}, got '{recipe.finetune_params}'")
     moves = FINETUNED[recipe.finetune_params]
-    start = {name: p.detach().clone() for name, p in visual.named_parameters()}
     for name, p in visual.named_parameters():
         p.requires_grad_(moves(name))
-
-    features = linearised(visual, start) if recipe.finetune_linear else visual
+    # the linearised tower expands around the weights it starts from (a copy: they change in place)
+    features = (linearised(visual, {name: p.detach().clone() for name, p in visual.named_parameters()})
+                if recipe.finetune_linear else visual)
 
     def batch_loss(g: torch.Generator) -> torch.Tensor:
         idx = torch.randint(len(labels), (recipe.finetune_batch,), generator=g)
