@@ -15,6 +15,9 @@ fine-tuning reuse it), then prints, on the test split:
 * each task alone at α = 0.3 (θ_pre + 0.3 τ_t on task t), as a share of the gap: what Task Arithmetic at
   λ = 0.3 would recover if the tasks did not interfere at all.
 
+``--merge-tasks a,b,c,d``: fine-tune and merge a subset only (same pretraining and seeds), to compare
+subsets whose inputs differ more or less.
+
 Variants (``--variant``; any number): ``shipped`` (the shipped build's fine-tuned models, no fine-tuning
 here; only with the ``mini`` recipe as it is), ``base`` (the recipe's fine-tuning: all parameters, AdamW),
 ``attn`` (only the attention blocks' weights move, as Jin et al. 2025 fine-tune), ``mlp``, ``blocks``
@@ -22,7 +25,9 @@ here; only with the ``mini`` recipe as it is), ``base`` (the recipe's fine-tunin
 first-order Taylor expansion of the image tower at θ_pre, Ortiz-Jiménez et al. 2023, the recipe's
 ``finetune_linear``; its task vectors
 are then evaluated by the ordinary, non-linear model as every method here is), ``attn-linear``;
-each optionally with ``@lr=…`` and ``@steps=…`` (``attn@lr=1e-3``).  Every number is computed here.
+each optionally with recipe fields ``@finetune_lr=…``, ``@finetune_steps=…`` (``attn@finetune_lr=1e-3``).
+``--vision width=192 layers=6``: a wider or deeper image tower than the recipe's (an open_clip JSON config
+written into ``--work`` and registered, named after the change).  Every number is computed here.
 """
 from __future__ import annotations
 
@@ -88,6 +93,21 @@ def pretrained_clip(recipe, data, work: Path):
     return model
 
 
+def study_arch(arch: str, changes: list[str], work: Path) -> str:
+    """An open_clip config: ``arch``'s with the image tower's ``changes`` (``width=192``), registered."""
+    import json
+
+    from tatr_core.models import open_clip_module
+
+    open_clip = open_clip_module()
+    config = json.loads(json.dumps(open_clip.get_model_config(arch)))
+    config["vision_cfg"].update({k: json.loads(v) for k, v in (c.split("=", 1) for c in changes)})
+    name = f"{arch}-" + "-".join(c.replace("=", "") for c in changes)
+    (work / f"{name}.json").write_text(json.dumps(config, indent=1))
+    open_clip.add_model_config(work / f"{name}.json")
+    return name
+
+
 def as_zoo(key: str, recipe, theta0: dict, tvs: dict, heads: dict, data: dict):
     """The variant's models as a zoo of the project (so that its own methods run on them)."""
     from tatr_core.models import OPENAI_MEAN, OPENAI_STD
@@ -104,6 +124,10 @@ def main() -> None:
     ap.add_argument("--pretrain-steps", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], help="a recipe field for every variant, name=JSON value")
     ap.add_argument("--work", default="/tmp/disentangle_study")
+    ap.add_argument("--merge-tasks", default="",
+                    help="fine-tune and merge only these tasks (comma-separated; the pretraining keeps every task); "
+                         "ξ on consecutive pairs of them")
+    ap.add_argument("--vision", nargs="*", default=[], help="image-tower config changes, name=JSON value")
     ap.add_argument("--adamerging", action="append", default=[], choices=("task", "layer"),
                     help="also task- or layer-wise AdaMerging (the project's own, 500 steps each, on a zoo made of "
                          "the variant's models; results cached under $TATR_CACHE)")
@@ -113,6 +137,8 @@ def main() -> None:
     recipe = mini.PRESETS["mini"]
     if args.pretrain_steps:
         recipe = dataclasses.replace(recipe, pretrain_steps=args.pretrain_steps)
+    if args.vision:
+        recipe = dataclasses.replace(recipe, arch=study_arch(recipe.arch, args.vision, work))
     if args.set:
         import json
 
@@ -124,7 +150,8 @@ def main() -> None:
         heads = {t: zero_shot_head(model, tok, TASKS[t][0].classnames, TASKS[t][0].templates) for t in recipe.tasks}
     visual = model.visual
     theta0 = {k: v.detach().clone() for k, v in visual.state_dict().items() if v.is_floating_point()}
-    names = recipe.tasks
+    names = tuple(args.merge_tasks.split(",")) if args.merge_tasks else recipe.tasks
+    pairs = PAIRS if not args.merge_tasks else tuple(zip(names[::2], names[1::2]))
     zs = {t: accuracy(visual, theta0, heads[t], data[t]["test"]) for t in names}
     for variant in args.variant or ["base"]:
         kind, *opts = variant.split("@")
@@ -139,8 +166,8 @@ def main() -> None:
             shipped = mini.load("mini")
             for t in names:
                 tvs[t] = {k: shipped.finetuned[t][k] - theta0[k] for k in theta0}
-        for i, t in enumerate(names if kind != "shipped" else ()):
-            state = finetune(visual, heads[t], *data[t]["train"], r, r.seed + 1000 + i, theta0)
+        for t in names if kind != "shipped" else ():
+            state = finetune(visual, heads[t], *data[t]["train"], r, r.seed + 1000 + recipe.tasks.index(t), theta0)
             tvs[t] = {k: state[k] - theta0[k] for k in theta0}
         ft_s = time.perf_counter() - t0
         ind = {t: accuracy(visual, {k: theta0[k] + tvs[t][k] for k in theta0}, heads[t], data[t]["test"]) for t in names}
@@ -155,7 +182,7 @@ def main() -> None:
         ta = {t: accuracy(visual, ta_state, heads[t], data[t]["test"]) for t in names}
         # ξ(α1, α2) = Σ_t E_{x~μ_t} 1[f(x; θ0 + α_t τ_t) ≠ f(x; θ0 + α1 τ1 + α2 τ2)], on 200 test images per task
         xis = []
-        for a, b in PAIRS:
+        for a, b in pairs:
             xa = data[a]["test"][0][:200]
             xb = data[b]["test"][0][:200]
             for a1, a2 in itertools.product(ALPHAS, ALPHAS):

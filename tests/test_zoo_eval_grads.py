@@ -320,6 +320,12 @@ def test_finetuning_options_move_what_they_name_and_keep_the_old_keys():
     start, after = _finetuned(attn, 3)
     moved = {k for k in start if not torch.equal(start[k], after[k])}
     assert moved and all(".attn." in k and k.endswith("weight") for k in moved), moved
+    # the mini zoo's choice: every transformer block moves; embeddings, norms and the projection stay at θ_pre
+    start, after = _finetuned(dataclasses.replace(base, finetune_params="blocks"), 3)
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert all("resblocks" in k for k in moved), moved
+    assert {"proj", "conv1.weight", "positional_embedding", "ln_post.weight"} <= set(start) - moved
+    assert {k.split(".")[2] for k in moved} == {"0", "1"}  # both of micro's blocks
     _, plain = _finetuned(base, 3)
     _, linear = _finetuned(dataclasses.replace(base, finetune_linear=True), 3)
     assert any(not torch.allclose(linear[k], plain[k]) for k in plain)  # the option reaches the fine-tuning
