@@ -320,7 +320,7 @@ def test_finetuning_options_move_what_they_name_and_keep_the_old_keys():
     start, after = _finetuned(attn, 3)
     moved = {k for k in start if not torch.equal(start[k], after[k])}
     assert moved and all(".attn." in k and k.endswith("weight") for k in moved), moved
-    # the mini zoo's choice: every transformer block moves; embeddings, norms and the projection stay at θ_pre
+    # the mini zoo's choice: every block moves (its own norms too); embeddings, ln_pre, ln_post and proj stay
     start, after = _finetuned(dataclasses.replace(base, finetune_params="blocks"), 3)
     moved = {k for k in start if not torch.equal(start[k], after[k])}
     assert all("resblocks" in k for k in moved), moved
