@@ -303,3 +303,26 @@ def test_the_figure_command_writes_the_paper_preset_and_prints_its_caption(micro
     assert r.returncode == 0, r.stderr
     assert "caption: Knowledge conflict" in r.stdout
     assert 'width="312"' in (tmp_path / "c.svg").read_text()  # 3.25 in at 96 px per inch
+
+
+def test_ordering_checks_leave_task_aware_rows_out_of_surgerys_comparison():
+    """Surgery is checked against every one-model row (the TATR paper's table has no task-aware method),
+    and each check reports what it compared."""
+    from tatr_core.analysis.orderings import ordering_checks
+
+    avg = {"Pre-trained": 35.0, "Individual": 82.0, "Task Arithmetic": 57.0, "Ties-Merging": 55.0, "TATR": 59.0,
+           "Representation Surgery": 75.0, "Representation Surgery & TATR": 77.0,
+           "EMR-Merging (task-aware)": 78.0, "LW AdaMerging": 74.0}
+    tests = {"a": 500, "b": 150}
+    checks = {what: (holds, detail) for what, holds, detail in ordering_checks(avg, tests, set())}
+    surgery = next(k for k in checks if k.startswith("Surgery"))
+    assert checks[surgery] == (False, "Surgery 75.0; best other EMR-Merging (task-aware) (78.0)")
+    checks = {what: (holds, detail)
+              for what, holds, detail in ordering_checks(avg, tests, set(), {"EMR-Merging (task-aware)"})}
+    assert checks[surgery] == (True, "Surgery 75.0; best other LW AdaMerging (74.0)")
+    avg["LW AdaMerging"] = 75.5  # a one-model row above Surgery still fails it
+    checks = {what: holds for what, holds, _ in ordering_checks(avg, tests, set(), {"EMR-Merging (task-aware)"})}
+    assert not checks[surgery]
+    assert checks["TIES ≥ Task Arithmetic"] is False and checks["TATR > Task Arithmetic"] is True
+    assert checks["Task Arithmetic recovers ≥ 35% of the gap"] is True  # 22 of 47 points: 47%
+    assert checks["every task has ≥ 200 test images"] is False
