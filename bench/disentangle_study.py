@@ -147,7 +147,8 @@ def main() -> None:
     model = pretrained_clip(recipe, data, work)
     tok = tokenizer(recipe.arch)
     with torch.no_grad():
-        heads = {t: zero_shot_head(model, tok, TASKS[t][0].classnames, TASKS[t][0].templates) for t in recipe.tasks}
+        heads = {t: zero_shot_head(model, tok, TASKS[t][0].classnames, TASKS[t][0].templates,
+                                   recipe.head_scale_of(model)) for t in recipe.tasks}
     visual = model.visual
     theta0 = {k: v.detach().clone() for k, v in visual.state_dict().items() if v.is_floating_point()}
     names = tuple(args.merge_tasks.split(",")) if args.merge_tasks else recipe.tasks

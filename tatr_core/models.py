@@ -73,15 +73,17 @@ def tokenizer(arch: str):
 
 
 @torch.no_grad()
-def zero_shot_head(model, tok, classnames: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+def zero_shot_head(model, tok, classnames: Sequence[str], templates: Sequence[str],
+                   scale: float | None = None) -> torch.Tensor:
     """Classification head from class-name prompts through the text tower (task_vectors protocol):
-    per class, the normalised mean of the normalised prompt embeddings, times the logit scale."""
+    per class, the normalised mean of the normalised prompt embeddings, times the logit scale
+    (``scale``; by default :data:`HEAD_LOGIT_SCALE`, the value a real CLIP has learned)."""
     model.eval()
     weights = []
     for name in classnames:
         emb = F.normalize(model.encode_text(tok([t.format(name) for t in templates])), dim=-1)
         weights.append(F.normalize(emb.mean(0), dim=-1))
-    return torch.stack(weights) * HEAD_LOGIT_SCALE
+    return torch.stack(weights) * (HEAD_LOGIT_SCALE if scale is None else float(scale))
 
 
 def head_logits(features: torch.Tensor, head: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """The built-in zoo, the evaluator and per-task gradients, each against a direct computation."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -375,3 +377,31 @@ def test_the_linearised_tower_is_the_first_order_taylor_expansion():
             grads.append({k: p.grad.clone() for k, p in visual.named_parameters()})
         for k in grads[0]:
             torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-8, atol=1e-10)
+
+
+def test_head_scale_option_sets_the_heads_logit_scale_and_keeps_the_old_keys():
+    """``head_scale="learned"`` scales the zero-shot heads by the CLIP's own ``logit_scale.exp()`` (task_vectors'
+    protocol); ``"clip"``, the default, by real CLIP's 100, and a recipe at the default keeps its key."""
+    import dataclasses
+
+    from tatr_core.models import HEAD_LOGIT_SCALE, create_clip, tokenizer, zero_shot_head
+
+    base = mini.PRESETS["micro"]
+    assert base.head_scale == "clip" and "head_scale" not in base.as_dict()
+    learned = dataclasses.replace(base, head_scale="learned")
+    assert learned.as_dict()["head_scale"] == "learned" and digest_of(learned) != digest_of(base)
+    torch.manual_seed(0)
+    clip = create_clip(base.arch)
+    with torch.no_grad():
+        clip.logit_scale.fill_(math.log(24.75))
+    tok = tokenizer(base.arch)
+    for recipe, scale in ((base, HEAD_LOGIT_SCALE), (learned, 24.75)):
+        with torch.no_grad():
+            head = zero_shot_head(clip, tok, ["one", "two", "three"], ["a {}."], recipe.head_scale_of(clip))
+        assert torch.allclose(head.double().norm(dim=1), torch.full((3,), scale, dtype=torch.float64), rtol=1e-5)
+    with torch.no_grad():
+        clip.logit_scale.fill_(math.log(500.0))  # clamped at 100, as pretraining clamps it
+    assert learned.head_scale_of(clip) == pytest.approx(100.0)
+    with pytest.raises(TatrError, match="head_scale"):
+        dataclasses.replace(base, head_scale="sharp").head_scale_of(clip)
+    assert mini.PRESETS["mini"].head_scale == "learned"

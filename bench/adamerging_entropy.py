@@ -1,0 +1,88 @@
+"""Does prediction entropy point AdaMerging to the λ that validation picks?  (issue 27)
+
+    .venv/bin/python bench/adamerging_entropy.py [--zoo mini] [--set head_scale='"clip"']
+
+AdaMerging (Yang et al., 2024) learns its coefficients by minimising the merged model's prediction
+entropy on unlabelled test images; it can only beat Task Arithmetic at its validation-chosen λ if lower
+entropy goes with higher accuracy.  For Task Arithmetic at each λ of a grid (λ = 0: the pretrained
+model) this prints, on the test split, the mean prediction entropy over tasks (what AdaMerging
+minimises, at the zoo's own head scale) beside the mean accuracy, the λ each prefers, and, at λ = 0.3
+(AdaMerging's start), the mean entropy of the right and of the wrong predictions.
+
+``--set field=JSON`` changes a field of a built-in zoo's recipe first (e.g. ``head_scale='"clip"'``,
+the mini zoo before issue 27's head-scale change; that zoo is built, or taken from the cache, as any
+recipe is).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.func import functional_call  # noqa: E402
+
+from tatr_core.merge import merge  # noqa: E402
+from tatr_core.merge.adamerging import entropy  # noqa: E402
+from tatr_core.models import channel_stats, head_logits, normalise  # noqa: E402
+from tatr_core.zoo import load_zoo, mini  # noqa: E402
+
+LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
+
+
+@torch.inference_mode()
+def logits_of(zoo, encoder, theta, task: str, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = zoo.task_vectors.layout.unflatten(theta.float())
+    images, labels = zoo.tasks[task].split("test")
+    out = [head_logits(functional_call(encoder, weights, (normalise(images[s:s + 500], mean, std),), strict=False),
+                       zoo.tasks[task].head.float()) for s in range(0, len(labels), 500)]
+    return torch.cat(out), labels
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--zoo", default="mini")
+    ap.add_argument("--set", action="append", default=[], help="a field of the built-in zoo's recipe, name=JSON value")
+    args = ap.parse_args()
+    if args.set:
+        changes = {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)}
+        mini.PRESETS[args.zoo] = dataclasses.replace(mini.PRESETS[args.zoo], **changes)
+    zoo = load_zoo(args.zoo)
+    tv, names = zoo.task_vectors, list(zoo.tasks)
+    encoder = zoo.make_encoder().eval()
+    mean, std = channel_stats(zoo.mean, zoo.std)
+    print(f"zoo {zoo.key}: {len(names)} tasks, {sum(len(zoo.tasks[t].split('test')[1]) for t in names)} test images; "
+          f"head norm (the logit scale) {float(zoo.tasks[names[0]].head.float().norm(dim=1).mean()):.1f}")
+    print("| λ | mean entropy (nats) | mean accuracy (%) |")
+    print("|---:|---:|---:|")
+    rows = {}
+    for lam in LAMBDAS:
+        theta = merge(tv, "task_arithmetic", lam=lam).theta
+        ent, acc, right, wrong = [], [], [], []
+        for t in names:
+            logits, labels = logits_of(zoo, encoder, theta, t, mean, std)
+            logp = logits.log_softmax(1)
+            h = -(logp.exp() * logp).sum(1)
+            ok = logits.argmax(1) == labels
+            ent.append(float(entropy(logits)))
+            acc.append(float(ok.float().mean()))
+            right.append(float(h[ok].mean()) if ok.any() else float("nan"))
+            wrong.append(float(h[~ok].mean()) if (~ok).any() else float("nan"))
+        rows[lam] = (sum(ent) / len(ent), 100 * sum(acc) / len(acc), sum(right) / len(right), sum(wrong) / len(wrong))
+        print(f"| {lam:g} | {rows[lam][0]:.3f} | {rows[lam][1]:.1f} |", flush=True)
+    by_entropy = min(rows, key=lambda lam: rows[lam][0])
+    by_accuracy = max(rows, key=lambda lam: rows[lam][1])
+    e = torch.tensor([rows[lam][0] for lam in LAMBDAS], dtype=torch.float64)
+    a = torch.tensor([rows[lam][1] for lam in LAMBDAS], dtype=torch.float64)
+    r = float(((e - e.mean()) * (a - a.mean())).sum() / ((e - e.mean()).norm() * (a - a.mean()).norm()))
+    print(f"lowest entropy at λ {by_entropy:g}; highest test accuracy at λ {by_accuracy:g}; "
+          f"correlation of entropy with accuracy over the grid {r:+.2f} (AdaMerging needs it negative)")
+    print(f"at λ 0.3: right predictions' mean entropy {rows[0.3][2]:.3f} nats, wrong ones' {rows[0.3][3]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
