@@ -91,7 +91,7 @@ def main() -> None:
     free = {label for label, _, m, kw in method_rows() if label in avg
             and m not in ("pretrained", "individual") and not REGISTRY[m].uses_data}
     print("the orderings of the real CLIP zoos on this zoo:")
-    aware = {label for label, _, m, kw in method_rows() if label in avg and REGISTRY[m].task_aware}
+    aware = {label for label, _, m, kw in method_rows() if label in avg and m in REGISTRY and REGISTRY[m].task_aware}
     checks = ordering_checks(avg, n, free, aware)
     print_checks(checks)
     if args.write and not args.fixed and not args.no_test_time:
