@@ -24,22 +24,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from torch.func import functional_call  # noqa: E402
 
+from tatr_core.evaluate import Evaluator  # noqa: E402
 from tatr_core.merge import merge  # noqa: E402
-from tatr_core.merge.adamerging import entropy  # noqa: E402
-from tatr_core.models import channel_stats, head_logits, normalise  # noqa: E402
+from tatr_core.models import head_logits  # noqa: E402
 from tatr_core.zoo import load_zoo, mini  # noqa: E402
 
 LAMBDAS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 
 
 @torch.inference_mode()
-def logits_of(zoo, encoder, theta, task: str, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
-    weights = zoo.task_vectors.layout.unflatten(theta.float())
-    images, labels = zoo.tasks[task].split("test")
-    out = [head_logits(functional_call(encoder, weights, (normalise(images[s:s + 500], mean, std),), strict=False),
-                       zoo.tasks[task].head.float()) for s in range(0, len(labels), 500)]
+def logits_of(ev: Evaluator, params: dict, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split's logits under ``params``, through the evaluator's own data, normalisation and encoder."""
+    images, labels = ev.data(task, "test")
+    out = [head_logits(ev.features(params, ev.normalise(images[s:s + ev.batch_size])), ev.heads[task])
+           for s in range(0, len(labels), ev.batch_size)]
     return torch.cat(out), labels
 
 
@@ -53,22 +52,21 @@ def main() -> None:
         mini.PRESETS[args.zoo] = dataclasses.replace(mini.PRESETS[args.zoo], **changes)
     zoo = load_zoo(args.zoo)
     tv, names = zoo.task_vectors, list(zoo.tasks)
-    encoder = zoo.make_encoder().eval()
-    mean, std = channel_stats(zoo.mean, zoo.std)
+    ev = Evaluator(zoo)
     print(f"zoo {zoo.key}: {len(names)} tasks, {sum(len(zoo.tasks[t].split('test')[1]) for t in names)} test images; "
           f"head norm (the logit scale) {float(zoo.tasks[names[0]].head.float().norm(dim=1).mean()):.1f}")
     print("| λ | mean entropy (nats) | mean accuracy (%) |")
     print("|---:|---:|---:|")
     rows = {}
     for lam in LAMBDAS:
-        theta = merge(tv, "task_arithmetic", lam=lam).theta
+        params = ev.as_params(merge(tv, "task_arithmetic", lam=lam).theta)
         ent, acc, right, wrong = [], [], [], []
         for t in names:
-            logits, labels = logits_of(zoo, encoder, theta, t, mean, std)
+            logits, labels = logits_of(ev, params, t)
             logp = logits.log_softmax(1)
-            h = -(logp.exp() * logp).sum(1)
+            h = -(logp.exp() * logp).sum(1)  # each prediction's entropy; their mean is adamerging.entropy's
             ok = logits.argmax(1) == labels
-            ent.append(float(entropy(logits)))
+            ent.append(float(h.mean()))
             acc.append(float(ok.float().mean()))
             right.append(float(h[ok].mean()) if ok.any() else float("nan"))
             wrong.append(float(h[~ok].mean()) if (~ok).any() else float("nan"))
@@ -76,9 +74,8 @@ def main() -> None:
         print(f"| {lam:g} | {rows[lam][0]:.3f} | {rows[lam][1]:.1f} |", flush=True)
     by_entropy = min(rows, key=lambda lam: rows[lam][0])
     by_accuracy = max(rows, key=lambda lam: rows[lam][1])
-    e = torch.tensor([rows[lam][0] for lam in LAMBDAS], dtype=torch.float64)
-    a = torch.tensor([rows[lam][1] for lam in LAMBDAS], dtype=torch.float64)
-    r = float(((e - e.mean()) * (a - a.mean())).sum() / ((e - e.mean()).norm() * (a - a.mean()).norm()))
+    curves = torch.tensor([[rows[lam][i] for lam in LAMBDAS] for i in (0, 1)], dtype=torch.float64)  # entropy, accuracy
+    r = float(torch.corrcoef(curves)[0, 1])
     print(f"lowest entropy at λ {by_entropy:g}; highest test accuracy at λ {by_accuracy:g}; "
           f"correlation of entropy with accuracy over the grid {r:+.2f} (AdaMerging needs it negative)")
     print(f"at λ 0.3: right predictions' mean entropy {rows[0.3][2]:.3f} nats, wrong ones' {rows[0.3][3]:.3f}")
