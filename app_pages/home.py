@@ -7,7 +7,7 @@ from tatr_core.runs import evaluate_method
 from tatr_core.trust_region import SENSITIVITIES
 from tatr_core.ui.errors import friendly_errors
 from tatr_core.ui.navigation import PAGES
-from tatr_core.ui.session import current_zoo
+from tatr_core.ui.session import current_zoo, warm_up
 
 st.title("TATR Studio")
 st.markdown(
@@ -26,7 +26,7 @@ for col, (section, infos) in zip(st.columns(len(sections), border=True), section
         col.caption(info.summary)
 
 with friendly_errors():
-    zoo, evaluator = current_zoo()
+    zoo, evaluator = current_zoo(warm=False)  # the gradients start once this page is drawn (its end)
     zs = evaluate_method(zoo, "pretrained", evaluator=evaluator)
     ind = evaluate_method(zoo, "individual", evaluator=evaluator)
 
@@ -58,3 +58,5 @@ for s in SENSITIVITIES.values():
     left, right = st.columns([1, 2])
     left.markdown(f"**{s.name}** — {s.summary}")
     right.latex(r"\Omega = " + s.formula)
+
+warm_up(zoo)  # on a first start, after this page's own evaluations instead of alongside them

@@ -80,6 +80,11 @@ def run(args, out: Path, start: float, sync_playwright) -> int:
         page = browser.new_page(viewport={"width": args.width, "height": args.height})
         page.goto(url)
         settle(page, timeout=900_000)
+        if args.first_start:  # interactive: the script run over and the zoo's table drawn (it lags the run a little)
+            try:
+                page.wait_for_selector('[data-testid="stDataFrame"]', timeout=30_000)
+            except Exception:  # noqa: BLE001  (playwright's timeout: reported below as no table)
+                pass
         print(f"home page interactive {time.perf_counter() - start:.1f} s after the server was started")
         if args.first_start:
             errors = shown_errors(page)

@@ -7,6 +7,7 @@ works like any built-in architecture, with ViT-B/32's parameter names.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -47,6 +48,17 @@ def normalise(images_uint8: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
 def channel_stats(mean, std, device=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std as (1, 3, 1, 1) tensors for :func:`normalise`."""
     return (torch.tensor(mean, device=device).view(1, 3, 1, 1), torch.tensor(std, device=device).view(1, 3, 1, 1))
+
+
+def model_config(arch: str) -> dict | None:
+    """open_clip's model config of ``arch`` (None when it has none). The project's own architectures
+    are read from their JSON file (``model_configs/``), exactly what open_clip's registry holds for them,
+    without importing open_clip (seconds): a built-in zoo's key needs it before anything else does."""
+    path = CONFIG_DIR / f"{arch}.json"
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    return open_clip_module().get_model_config(arch)
 
 
 def create_clip(arch: str) -> "open_clip.CLIP":

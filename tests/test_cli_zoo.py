@@ -127,6 +127,37 @@ def test_a_shipped_build_installs_without_training_and_a_build_from_scratch_repr
     assert not list((tmp_path / "cache").glob("zoos/.micro-*"))  # nothing half-written left
 
 
+def test_task_images_from_worker_processes_are_the_same_bits_and_a_failed_worker_is_covered(micro_zoo, tmp_path,
+                                                                                            monkeypatch, caplog):
+    """A zoo's task images come from one worker process per core when there are enough of them: the same
+    files as in the process, open_clip's import meanwhile; a failed worker's tasks are generated here."""
+    import os
+    import sys
+
+    from tatr_core.zoo import mini
+    from tatr_core.zoo.base import no_progress
+
+    recipe = mini.PRESETS["micro"]
+    assert len(recipe.tasks) * sum(recipe.sizes.values()) < mini.PARALLEL_IMAGES  # the tests' zoo: in the process
+    built = Path(micro_zoo.info["folder"])
+    monkeypatch.setattr(mini, "PARALLEL_IMAGES", 0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for folder, executable in (("workers", sys.executable), ("failed", "/bin/false")):
+        monkeypatch.setattr(sys, "executable", executable)
+        calls, shown = [], []
+        (tmp_path / folder).mkdir()
+        data = mini._generate_data(recipe, tmp_path / folder, lambda f, m: shown.append(m), 1.0,
+                                   meanwhile=lambda: calls.append(1))
+        assert calls == [1] and list(data) == list(recipe.tasks)
+        for name in recipe.tasks:
+            assert (tmp_path / folder / f"data_{name}.safetensors").read_bytes() == \
+                (built / f"data_{name}.safetensors").read_bytes(), (folder, name)
+        assert any("on 2 cores" in m for m in shown)
+    assert "a worker generating task images failed" in caplog.text  # and every task still there, generated here
+    first = recipe.tasks[0]
+    assert mini._generate_data(recipe, tmp_path / "workers", no_progress, 1.0)[first]["test"][0].dtype == torch.uint8
+
+
 def test_zoo_build_from_scratch_on_the_command_line(micro_zoo, tmp_path, monkeypatch):
     """The command itself (the build's bit-for-bit reproduction is tested above), on a recipe of a few steps."""
     import dataclasses

