@@ -34,6 +34,18 @@ def test_home_page_shows_the_zoo_and_its_accuracies(micro_zoo):
     assert len(at.latex) == 5
 
 
+def test_the_server_leaves_the_cores_to_the_jobs():
+    """The dashboard's Streamlit config: no source watcher (it cost a core), and no full garbage collection
+    after every script run (a page waiting on a job reruns every second, and each collection over torch's
+    heap held the interpreter lock: Loss Landscape's first figure took 55 s instead of 22 s)."""
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["fileWatcherType"] == "none"
+    assert config["runner"]["postScriptGC"] is False
+
+
 def test_a_bad_zoo_is_reported_without_a_traceback(monkeypatch):
     monkeypatch.setenv("TATR_ZOO", "/nonexistent/zoo.yaml")
     at = AppTest.from_file("../app.py", default_timeout=60).run()
