@@ -143,7 +143,11 @@ def main() -> None:
         import json
 
         recipe = dataclasses.replace(recipe, **{k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)})
-    data = mini._generate_data(recipe, lambda f, m: None, 1.0)
+    from tatr_core.cache import digest
+
+    images = work / f"data-{digest({'tasks': recipe.tasks, 'sizes': recipe.sizes, 'seed': recipe.seed})}"
+    images.mkdir(parents=True, exist_ok=True)  # the task images, as a build writes them (kept for the next run)
+    data = mini._generate_data(recipe, images, lambda f, m: None, 1.0)
     model = pretrained_clip(recipe, data, work)
     tok = tokenizer(recipe.arch)
     with torch.no_grad():
