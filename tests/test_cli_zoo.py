@@ -142,7 +142,7 @@ def test_task_images_from_worker_processes_are_the_same_bits_and_a_failed_worker
     built = Path(micro_zoo.info["folder"])
     monkeypatch.setattr(mini, "PARALLEL_IMAGES", 0)
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    for folder, executable in (("workers", sys.executable), ("failed", "/bin/false")):
+    for folder, executable in (("workers", sys.executable), ("failed", "/bin/false"), ("none", str(tmp_path / "no"))):
         monkeypatch.setattr(sys, "executable", executable)
         calls, shown = [], []
         (tmp_path / folder).mkdir()
@@ -152,8 +152,9 @@ def test_task_images_from_worker_processes_are_the_same_bits_and_a_failed_worker
         for name in recipe.tasks:
             assert (tmp_path / folder / f"data_{name}.safetensors").read_bytes() == \
                 (built / f"data_{name}.safetensors").read_bytes(), (folder, name)
-        assert any("on 2 cores" in m for m in shown)
-    assert "a worker generating task images failed" in caplog.text  # and every task still there, generated here
+        assert any("on 2 cores" in m for m in shown) == (folder != "none")
+    # a failed worker, or one that cannot start: every task is still there, generated here, with a notice
+    assert "a worker generating task images failed" in caplog.text and "a worker could not start" in caplog.text
     first = recipe.tasks[0]
     assert mini._generate_data(recipe, tmp_path / "workers", no_progress, 1.0)[first]["test"][0].dtype == torch.uint8
 
