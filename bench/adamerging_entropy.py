@@ -47,6 +47,13 @@ def logits_of(ev: Evaluator, params: dict, task: str) -> tuple[torch.Tensor, tor
     return torch.cat(out), labels
 
 
+def predictions(ev: Evaluator, params: dict, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each test prediction's entropy (nats; their mean is ``adamerging.entropy``'s) and whether it is right."""
+    logits, labels = logits_of(ev, params, task)
+    logp = logits.log_softmax(1)
+    return -(logp.exp() * logp).sum(1), logits.argmax(1) == labels
+
+
 def scan(ev: Evaluator, tv, names: list[str], task: str) -> None:
     """Task-wise coefficients at 0.3, ``task``'s varied: the entropies and accuracies AdaMerging trades."""
     k = names.index(task)
@@ -59,10 +66,8 @@ def scan(ev: Evaluator, tv, names: list[str], task: str) -> None:
         params = ev.as_params(tv.pretrained + coef @ tv.deltas)
         ent, acc = {}, {}
         for t in names:
-            logits, labels = logits_of(ev, params, t)
-            logp = logits.log_softmax(1)
-            ent[t] = float(-(logp.exp() * logp).sum(1).mean())
-            acc[t] = 100 * float((logits.argmax(1) == labels).float().mean())
+            h, ok = predictions(ev, params, t)
+            ent[t], acc[t] = float(h.mean()), 100 * float(ok.float().mean())
         others = [t for t in names if t != task]
         print(f"| {c:g} | {sum(ent.values()):.3f} | {ent[task]:.3f} | {sum(ent[t] for t in others):.3f} | "
               f"{acc[task]:.1f} | {sum(acc[t] for t in others) / len(others):.1f} |", flush=True)
@@ -94,10 +99,7 @@ def main() -> None:
         params = ev.as_params(merge(tv, "task_arithmetic", lam=lam).theta)
         ent, acc, right, wrong = [], [], [], []
         for t in names:
-            logits, labels = logits_of(ev, params, t)
-            logp = logits.log_softmax(1)
-            h = -(logp.exp() * logp).sum(1)  # each prediction's entropy; their mean is adamerging.entropy's
-            ok = logits.argmax(1) == labels
+            h, ok = predictions(ev, params, t)
             ent.append(float(h.mean()))
             acc.append(float(ok.float().mean()))
             right.append(float(h[ok].mean()) if ok.any() else float("nan"))

@@ -365,6 +365,14 @@ def save_task(path, splits: dict) -> None:
                      path)
 
 
+def load_task(path) -> dict:
+    """One task's ``{split: (images, labels)}`` as :func:`save_task` wrote it (tensors)."""
+    from ..checkpoints import read_state_dict
+
+    d = read_state_dict(path)
+    return {s: (d[f"{s}_images"], d[f"{s}_labels"]) for s in SPLITS}
+
+
 def main(argv: list[str]) -> None:
     """``python -m tatr_core.data.mini FOLDER SIZES_JSON SEED TASK...``: generate the tasks and write each
     into FOLDER (:func:`task_file`): one of the worker processes a zoo's install or build starts."""

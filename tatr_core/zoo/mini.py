@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ..cache import cache_dir, content_hash, digest, notice, publish_dir, read_json, write_json_atomic
 from ..checkpoints import read_state_dict, save_safetensors
-from ..data.mini import GENERIC, SPLITS, TASKS, generate_task, save_task, task_file
+from ..data.mini import GENERIC, SPLITS, TASKS, generate_task, load_task, save_task, task_file
 from ..errors import TatrError
 from ..models import (OPENAI_MEAN, OPENAI_STD, channel_stats, create_clip, head_logits, model_config, normalise,
                       open_clip_module, tokenizer, zero_shot_head)
@@ -379,8 +379,7 @@ def _generate_data(recipe: Recipe, folder: str | Path, progress: Progress, share
         if not path.exists():  # no workers, or one failed
             progress(share * i / len(tasks), f"generating task images: {name}")
             save_task(path, generate_task(name, recipe.sizes, recipe.seed))
-        d = read_state_dict(path)
-        data[name] = {s: (d[f"{s}_images"], d[f"{s}_labels"]) for s in SPLITS}
+        data[name] = load_task(path)
     return data
 
 
@@ -575,8 +574,7 @@ def load(preset: str, progress: Progress = no_progress) -> Zoo:
     heads = read_state_dict(folder / "heads.safetensors")
     tasks = {}
     for t in info["tasks"]:
-        d = read_state_dict(task_file(folder, t["name"]))
-        splits = {s: (d[f"{s}_images"], d[f"{s}_labels"]) for s in SPLITS}
+        splits = load_task(task_file(folder, t["name"]))
         tasks[t["name"]] = Task(t["name"], t["classnames"], heads[t["name"]], splits, t["source"])
     finetuned = {t: read_state_dict(folder / f"finetuned_{t}.safetensors") for t in tasks}
     info["folder"] = str(folder)
