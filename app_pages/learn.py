@@ -37,7 +37,8 @@ with friendly_errors():
     geometry = run(zoo, geometry_spec(zoo))
 with left:
     st.markdown(learn_text.step1(geometry))
-    st.dataframe({"task": geometry["tasks"], "‖Δ_k‖": [round(v, 3) for v in geometry["norms"]]}, hide_index=True)
+    st.dataframe({"task": geometry["tasks"], "‖Δ_k‖": geometry["norms"]}, hide_index=True,
+                 column_config={"‖Δ_k‖": st.column_config.NumberColumn(format="%.3f")})
 with right:
     fig = draw("task-vector-cosines", [geometry], {})
     fig.update_layout(width=None, height=460)
