@@ -370,3 +370,10 @@ def test_learn_text_says_the_papers_observations_only_when_the_numbers_show_them
     three = learn_text.step3(conflict)
     assert "**a → b**" not in three and "**b → a**" in three and "**4.0 accuracy points**" in three
     assert "**+0.50 nats** of loss and **+3.0 accuracy points**" in three and "1 of the 2 entries" in three
+    stored = {"script": "bench/mini_zoo_table.py", "date": "2026-12-06",
+              "checks": [{"what": "TATR > Task Arithmetic", "holds": True}, {"what": "TIES ≥ Task Arithmetic", "holds": True}]}
+    every = learn_text.orderings(stored)
+    assert "**2 of 2 hold here.**" in every and "reproduces every one" in every and "not a small CLIP" not in every
+    stored["checks"][1]["holds"] = False
+    some = learn_text.orderings(stored)
+    assert "**1 of 2 hold here.**" in some and "not a small CLIP in that respect: TIES ≥ Task Arithmetic." in some

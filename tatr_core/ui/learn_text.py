@@ -142,5 +142,5 @@ def orderings(stored: dict) -> str:
     if missing:
         text += "Where a finding does not hold, this zoo is not a small CLIP in that respect: " + "; ".join(missing) + "."
     else:
-        text += "This zoo reproduces every one of them, on a model a laptop trains in minutes."
+        text += "This zoo reproduces every one of them."
     return text
