@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from tatr_core.evaluate import Evaluator  # noqa: E402
+from tatr_core.merge.ties import trim_masks  # noqa: E402
 from tatr_core.runs import evaluate_method  # noqa: E402
-from tatr_core.trust_region import count_for_fraction  # noqa: E402
 from tatr_core.zoo import load_zoo  # noqa: E402
 
 LAMS = (0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0)
@@ -61,9 +61,8 @@ def main() -> None:
     deltas = zoo.task_vectors.deltas.to(torch.float64)
     energy = deltas.pow(2)
     total = energy.sum(1)
-    ordered = energy.sort(dim=1, descending=True).values.cumsum(1)
     for density in DENSITIES:
-        kept = ordered[:, count_for_fraction(density, deltas.shape[1]) - 1] / total  # what ties.trim_masks keeps
+        kept = (energy * trim_masks(deltas, density)).sum(1) / total  # the entries TIES' trim keeps
         print(f"{density:7.1f} {100 * kept.mean():6.1f}%  ({100 * kept.min():.1f} … {100 * kept.max():.1f})")
 
 
